@@ -1,0 +1,51 @@
+"""sqla_boss: PostgreSQL job queues for SQLAlchemy, wire-compatible with pg-boss 10 (schema version 24)."""
+
+from __future__ import annotations
+
+from sqla_boss.errors import (
+    EmbeddedPostgresUnavailableError,
+    InvalidDatabaseUrlError,
+    InvalidSchemaNameError,
+    SchemaConflictError,
+    SchemaVersionError,
+    SqlaBossError,
+)
+from sqla_boss.identifiers import DEFAULT_SCHEMA, validate_schema_name
+from sqla_boss.models import (
+    Archive,
+    Base,
+    Job,
+    JobState,
+    Queue,
+    QueuePolicy,
+    Schedule,
+    Subscription,
+    Version,
+    metadata,
+)
+from sqla_boss.schema import SCHEMA_VERSION, schema_translate_map
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_SCHEMA",
+    "SCHEMA_VERSION",
+    "Archive",
+    "Base",
+    "EmbeddedPostgresUnavailableError",
+    "InvalidDatabaseUrlError",
+    "InvalidSchemaNameError",
+    "Job",
+    "JobState",
+    "Queue",
+    "QueuePolicy",
+    "Schedule",
+    "SchemaConflictError",
+    "SchemaVersionError",
+    "SqlaBossError",
+    "Subscription",
+    "Version",
+    "metadata",
+    "schema_translate_map",
+    "validate_schema_name",
+]

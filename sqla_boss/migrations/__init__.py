@@ -1,0 +1,177 @@
+"""sqla_boss's Alembic environment, shipped in the package, and ways to run it from anywhere.
+
+Three ways in:
+
+* ``alembic upgrade head`` from a checkout (``alembic.ini`` points at this folder);
+* ``sqla-boss migrate``, or :func:`upgrade` / :func:`downgrade` from Python, on an installed package;
+* beside an application's own Alembic environment: call :func:`upgrade` on the connection of its
+  ``env.py``, and give its ``context.configure`` the :func:`include_name` and :func:`include_object`
+  filters so autogenerate leaves pg-boss's tables alone.
+
+Our revisions keep their own version table, ``public.alembic_<schema>`` by default, outside the pg-boss
+schema, so the schema stays identical to the one pg-boss creates.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic.config import Config
+from sqlalchemy import URL, Connection, Engine
+from sqlalchemy.pool import NullPool
+
+from alembic import command
+from sqla_boss.database import create_sync_engine
+from sqla_boss.identifiers import DEFAULT_SCHEMA, validate_schema_name
+
+SCRIPT_LOCATION = str(Path(__file__).parent)
+"""The folder holding ``env.py`` and ``versions/``; in ``alembic.ini`` also ``sqla_boss:migrations``."""
+
+DEFAULT_VERSION_TABLE_SCHEMA = "public"
+"""Where the version table of our revisions lives unless told otherwise."""
+
+_PARTITION_NAME = re.compile(r"j[0-9a-f]{56}")
+_PGBOSS_TABLES = frozenset({"version", "queue", "schedule", "subscription", "job", "archive"})
+
+
+def version_table_name(schema: str) -> str:
+    """The name of the Alembic version table that tracks the pg-boss schema ``schema``."""
+    return f"alembic_{validate_schema_name(schema)}"
+
+
+def make_config(
+    *,
+    schema: str = DEFAULT_SCHEMA,
+    url: str | URL | None = None,
+    connection: Connection | None = None,
+    version_table_schema: str = DEFAULT_VERSION_TABLE_SCHEMA,
+) -> Config:
+    """An Alembic ``Config`` for our revisions, with no ``alembic.ini`` needed.
+
+    Give it a ``connection`` to run in that connection's transaction, or a ``url`` to connect.
+    """
+    config = Config()
+    config.set_main_option("script_location", SCRIPT_LOCATION)
+    if url is not None:
+        config.set_main_option("sqlalchemy.url", str(url).replace("%", "%%"))
+    config.attributes["schema"] = validate_schema_name(schema)
+    config.attributes["version_table_schema"] = version_table_schema
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def upgrade(
+    bind: Connection | Engine | str | URL,
+    *,
+    schema: str = DEFAULT_SCHEMA,
+    revision: str = "head",
+    version_table_schema: str = DEFAULT_VERSION_TABLE_SCHEMA,
+) -> None:
+    """Upgrade (install or adopt) the pg-boss schema ``schema`` to ``revision``.
+
+    On a ``Connection`` it runs in that connection's transaction and does not commit; given an engine or
+    a URL it opens its own connection and commits. Holds pg-boss's advisory lock on the schema while it
+    runs. Raises :class:`~sqla_boss.errors.SchemaVersionError` for a schema at another pg-boss version.
+    """
+    with _connection(bind) as connection:
+        config = make_config(schema=schema, connection=connection, version_table_schema=version_table_schema)
+        command.upgrade(config, revision)
+
+
+def downgrade(
+    bind: Connection | Engine | str | URL,
+    *,
+    schema: str = DEFAULT_SCHEMA,
+    revision: str = "base",
+    version_table_schema: str = DEFAULT_VERSION_TABLE_SCHEMA,
+) -> None:
+    """Downgrade ``schema`` to ``revision``; ``"base"`` drops every pg-boss object, jobs included.
+
+    Commits as :func:`upgrade` does.
+    """
+    with _connection(bind) as connection:
+        config = make_config(schema=schema, connection=connection, version_table_schema=version_table_schema)
+        command.downgrade(config, revision)
+
+
+@contextmanager
+def _connection(bind: Connection | Engine | str | URL) -> Iterator[Connection]:
+    if isinstance(bind, Connection):
+        yield bind
+        return
+    engine = bind if isinstance(bind, Engine) else create_sync_engine(bind, poolclass=NullPool)
+    try:
+        with engine.begin() as connection:
+            yield connection
+    finally:
+        if engine is not bind:
+            engine.dispose()
+
+
+def include_name_for(*schemas: str) -> Any:
+    """An Alembic ``include_name`` hook that hides the pg-boss ``schemas`` and their version tables."""
+    names = {validate_schema_name(schema) for schema in schemas or (DEFAULT_SCHEMA,)}
+    version_tables = {version_table_name(schema) for schema in names}
+
+    def include_name(name: str | None, type_: str, parent_names: dict[str, str | None]) -> bool:
+        if type_ == "schema":
+            return name not in names
+        if type_ == "table":
+            return not _is_pgboss_table(name, parent_names.get("schema_name"), names, version_tables)
+        return True
+
+    return include_name
+
+
+def include_object_for(*schemas: str) -> Any:
+    """An Alembic ``include_object`` hook that hides pg-boss's tables on the model and database sides."""
+    names = {validate_schema_name(schema) for schema in schemas or (DEFAULT_SCHEMA,)}
+    version_tables = {version_table_name(schema) for schema in names}
+
+    def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+        if type_ == "table":
+            return not _is_pgboss_table(name, getattr(obj, "schema", None), names, version_tables)
+        table = getattr(obj, "table", None)
+        if table is not None:
+            return not _is_pgboss_table(table.name, table.schema, names, version_tables)
+        return True
+
+    return include_object
+
+
+def _is_pgboss_table(
+    name: str | None, schema: str | None, schemas: set[str], version_tables: set[str]
+) -> bool:
+    if name is None:
+        return False
+    if name in version_tables:
+        return True
+    if schema in schemas:
+        return True
+    # Partitions and tables of pg-boss reached through search_path rather than by schema name.
+    return _PARTITION_NAME.fullmatch(name) is not None
+
+
+include_name = include_name_for(DEFAULT_SCHEMA)
+"""``include_name`` for the default ``pgboss`` schema."""
+
+include_object = include_object_for(DEFAULT_SCHEMA)
+"""``include_object`` for the default ``pgboss`` schema."""
+
+__all__ = [
+    "DEFAULT_VERSION_TABLE_SCHEMA",
+    "SCRIPT_LOCATION",
+    "downgrade",
+    "include_name",
+    "include_name_for",
+    "include_object",
+    "include_object_for",
+    "make_config",
+    "upgrade",
+    "version_table_name",
+]

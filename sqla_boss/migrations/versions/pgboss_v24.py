@@ -1,0 +1,26 @@
+"""The pg-boss 10 schema, version 24: install it, or adopt the one pg-boss already installed.
+
+Revision ID: pgboss_v24
+Revises:
+Create Date: 2026-11-27
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from alembic import op
+from sqla_boss import schema as pgboss_schema
+
+revision: str = "pgboss_v24"
+down_revision: str | Sequence[str] | None = None
+branch_labels: str | Sequence[str] | None = ("sqla_boss",)
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    pgboss_schema.install(op.get_bind(), op.get_context().opts["sqla_boss_schema"])
+
+
+def downgrade() -> None:
+    pgboss_schema.uninstall(op.get_bind(), op.get_context().opts["sqla_boss_schema"])

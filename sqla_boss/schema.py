@@ -1,0 +1,185 @@
+"""Installing, adopting and removing the pg-boss 10 schema (version 24) on a connection.
+
+Everything here runs on the connection it is given and leaves the transaction to the caller (Alembic, in
+the shipped migrations). Table DDL comes from the models; the plpgsql that Core cannot express comes
+from ``sql/functions_v24.sql``.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from importlib import resources
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Text,
+    bindparam,
+    cast,
+    func,
+    insert,
+    literal,
+    select,
+    text,
+)
+from sqlalchemy.dialects.postgresql import BIT, BYTEA, CreateEnumType
+from sqlalchemy.schema import CreateIndex, CreateSchema, CreateTable, DropTable
+from sqlalchemy.sql.elements import ColumnElement, TextClause
+
+from sqla_boss.errors import SchemaConflictError, SchemaVersionError
+from sqla_boss.identifiers import DEFAULT_SCHEMA, quote_identifier, quote_literal, validate_schema_name
+from sqla_boss.models import Archive, Job, JobStateType, Queue, Schedule, Subscription, Version, metadata
+
+SCHEMA_VERSION = 24
+"""The pg-boss schema version sqla_boss speaks: pg-boss 10.1.5 through 10.4.x."""
+
+_TABLES_IN_CREATION_ORDER = tuple(
+    metadata.tables[f"{DEFAULT_SCHEMA}.{model.__tablename__}"]
+    for model in (Version, Queue, Schedule, Subscription, Job, Archive)
+)
+
+
+def schema_translate_map(schema: str) -> dict[str | None, str]:
+    """The ``schema_translate_map`` execution option that points the models at ``schema``.
+
+    Use it on an engine or connection: ``engine.execution_options(schema_translate_map=...)``.
+
+    Raises:
+        InvalidSchemaNameError: ``schema`` is not a name pg-boss can use.
+    """
+    return {DEFAULT_SCHEMA: validate_schema_name(schema)}
+
+
+def advisory_lock_key(schema: str) -> ColumnElement[int]:
+    """pg-boss's advisory lock key for ``schema``, as SQL evaluated in the current database.
+
+    It is the first 64 bits of ``sha224(current_database() || '.pgboss.' || schema)``, read as a signed
+    bigint: every pg-boss and sqla_boss instance on the same schema contends for the same lock.
+    """
+    key_text = func.current_database(type_=Text) + literal(".pgboss.", Text) + literal(schema, Text)
+    digest = func.encode(func.sha224(cast(key_text, BYTEA)), "hex", type_=Text)
+    return cast(cast(literal("x", Text) + digest, BIT(64)), BigInteger)
+
+
+def advisory_lock_key_for(database: str, schema: str) -> int:
+    """The same key as :func:`advisory_lock_key`, computed in Python for a known database name."""
+    digest = hashlib.sha224(f"{database}.pgboss.{schema}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def lock_schema(connection: Connection, schema: str) -> None:
+    """Take pg-boss's schema lock for the rest of the transaction, as pg-boss does for schema changes.
+
+    Sets ``lock_timeout`` and ``idle_in_transaction_session_timeout`` to 30 s for the transaction and
+    takes ``pg_advisory_xact_lock`` on the schema's key. Waits while another instance holds it.
+    """
+    connection.execute(text("SET LOCAL lock_timeout = '30s'"))
+    connection.execute(text("SET LOCAL idle_in_transaction_session_timeout = '30s'"))
+    connection.execute(select(func.pg_advisory_xact_lock(advisory_lock_key(schema))))
+
+
+class SchemaState(enum.Enum):
+    """What :func:`inspect_schema` found."""
+
+    absent = "absent"
+    """No schema of that name, or an empty one."""
+    installed = "installed"
+    """A pg-boss ``version`` table."""
+    foreign = "foreign"
+    """Objects, but no ``version`` table: not something sqla_boss may install into."""
+
+
+def inspect_schema(connection: Connection, schema: str) -> tuple[SchemaState, int | None]:
+    """Say whether ``schema`` holds pg-boss, and at which version (pg-boss reads the first row)."""
+    validate_schema_name(schema)
+    regclass = func.to_regclass(literal(f"{quote_identifier(schema)}.version", Text), type_=Text)
+    if connection.execute(select(regclass)).scalar_one() is not None:
+        version = connection.execute(
+            select(Version.version).limit(1), execution_options=_translate(schema)
+        ).scalar_one_or_none()
+        return SchemaState.installed, version
+    return (SchemaState.foreign if _schema_has_objects(connection, schema) else SchemaState.absent), None
+
+
+def _schema_has_objects(connection: Connection, schema: str) -> bool:
+    statement = text(
+        """
+        SELECT EXISTS (SELECT FROM pg_class WHERE relnamespace = n.oid)
+            OR EXISTS (SELECT FROM pg_type WHERE typnamespace = n.oid)
+            OR EXISTS (SELECT FROM pg_proc WHERE pronamespace = n.oid)
+        FROM pg_namespace n WHERE n.nspname = :schema
+        """
+    ).bindparams(bindparam("schema", schema, Text))
+    return bool(connection.execute(statement).scalar())
+
+
+def install(connection: Connection, schema: str = DEFAULT_SCHEMA) -> bool:
+    """Create the pg-boss schema at version 24 in ``schema``, or adopt one that is already there.
+
+    Runs in the caller's transaction and does not commit. Holds pg-boss's advisory lock on the schema
+    until the transaction ends, so it never races a Node pg-boss installing the same schema.
+
+    Returns:
+        ``True`` if it created the schema objects, ``False`` if pg-boss 24 was already installed.
+
+    Raises:
+        InvalidSchemaNameError: before any SQL runs.
+        SchemaVersionError: the schema holds pg-boss at another version.
+        SchemaConflictError: the schema holds other objects but no pg-boss ``version`` table.
+    """
+    validate_schema_name(schema)
+    lock_schema(connection, schema)
+    state, version = inspect_schema(connection, schema)
+    if state is SchemaState.installed:
+        if version != SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"schema {schema!r} holds pg-boss schema version {version}; sqla_boss manages version "
+                f"{SCHEMA_VERSION} (pg-boss 10.1.5 to 10.4.x) and will not change it"
+            )
+        return False
+    if state is SchemaState.foreign:
+        raise SchemaConflictError(
+            f"schema {schema!r} already holds objects but no pg-boss version table; "
+            "install pg-boss into an empty or new schema"
+        )
+    options = _translate(schema)
+    connection.execute(CreateSchema(schema, if_not_exists=True))
+    connection.execute(CreateEnumType(JobStateType), execution_options=options)
+    for table in _TABLES_IN_CREATION_ORDER:
+        connection.execute(CreateTable(table), execution_options=options)
+        for index in sorted(table.indexes, key=lambda index: index.name or ""):
+            connection.execute(CreateIndex(index), execution_options=options)
+    connection.execute(function_ddl(schema))
+    connection.execute(insert(Version).values(version=SCHEMA_VERSION), execution_options=options)
+    return True
+
+
+def uninstall(connection: Connection, schema: str = DEFAULT_SCHEMA) -> None:
+    """Drop every pg-boss object in ``schema``, jobs included, then the schema if nothing else is left.
+
+    Runs in the caller's transaction and does not commit; holds pg-boss's advisory lock on the schema.
+    """
+    validate_schema_name(schema)
+    lock_schema(connection, schema)
+    options = _translate(schema)
+    quoted = quote_identifier(schema)
+    for function in ("delete_queue(text)", "create_queue(text, json)"):
+        connection.execute(text(f"DROP FUNCTION IF EXISTS {quoted}.{function}"))
+    for table in reversed(_TABLES_IN_CREATION_ORDER):
+        connection.execute(DropTable(table, if_exists=True), execution_options=options)
+    connection.execute(text(f"DROP TYPE IF EXISTS {quoted}.{quote_identifier(str(JobStateType.name))}"))
+    if not _schema_has_objects(connection, schema):
+        connection.execute(text(f"DROP SCHEMA IF EXISTS {quoted}"))
+
+
+def function_ddl(schema: str) -> TextClause:
+    """The ``CREATE FUNCTION`` statements of ``create_queue`` and ``delete_queue`` for ``schema``."""
+    template = resources.files("sqla_boss.sql").joinpath("functions_v24.sql").read_text(encoding="utf-8")
+    validate_schema_name(schema)
+    return text(template.format(schema=quote_identifier(schema), schema_literal=quote_literal(schema)))
+
+
+def _translate(schema: str) -> dict[str, Any]:
+    return {"schema_translate_map": schema_translate_map(schema)}
