@@ -14,9 +14,7 @@ from sqla_boss.schema import SCHEMA_VERSION
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="sqla-boss", description="PostgreSQL job queues, pg-boss 10 compatible."
-    )
+    parser = argparse.ArgumentParser(prog="sqla-boss", description="PostgreSQL job queues, pg-boss 10 compatible.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def database_options(command: argparse.ArgumentParser) -> None:
@@ -35,9 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     database_options(migrate)
     migrate.add_argument("--revision", default="head", help="target revision (default: %(default)s)")
 
-    downgrade = commands.add_parser(
-        "downgrade", help="downgrade; 'base' drops the pg-boss schema and its jobs"
-    )
+    downgrade = commands.add_parser("downgrade", help="downgrade; 'base' drops the pg-boss schema and its jobs")
     database_options(downgrade)
     downgrade.add_argument("revision", help="target revision, for example 'base'")
     return parser
@@ -51,9 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if url is None:
             raise SqlaBossError(f"no database: pass --url or set {DATABASE_URL_ENV}")
         action = migrations.upgrade if args.command == "migrate" else migrations.downgrade
-        action(
-            url, schema=args.schema, revision=args.revision, version_table_schema=args.version_table_schema
-        )
+        action(url, schema=args.schema, revision=args.revision, version_table_schema=args.version_table_schema)
     except SqlaBossError as exc:
         print(f"sqla-boss: {exc}", file=sys.stderr)
         return 2

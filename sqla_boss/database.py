@@ -32,8 +32,7 @@ def normalize_url(url: str | URL) -> URL:
     backend, _, driver = parsed.drivername.partition("+")
     if backend not in ("postgresql", "postgres"):
         raise InvalidDatabaseUrlError(
-            f"sqla_boss needs PostgreSQL, but the URL names {backend!r} "
-            f"({parsed.render_as_string(hide_password=True)})"
+            f"sqla_boss needs PostgreSQL, but the URL names {backend!r} ({parsed.render_as_string(hide_password=True)})"
         )
     if driver and driver != _DRIVER:
         raise InvalidDatabaseUrlError(

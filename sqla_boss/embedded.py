@@ -58,9 +58,7 @@ class EmbeddedPostgres:
         self._server.cleanup()
 
 
-def start(
-    data_dir: Path | str | None = None, *, delete: bool = False, database: str = "postgres"
-) -> EmbeddedPostgres:
+def start(data_dir: Path | str | None = None, *, delete: bool = False, database: str = "postgres") -> EmbeddedPostgres:
     """Start (or reuse) an embedded PostgreSQL whose data lives in ``data_dir``.
 
     The first start runs ``initdb`` there; later starts reuse the cluster. With ``delete=True`` the

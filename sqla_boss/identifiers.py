@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from sqlalchemy.dialects.postgresql.base import RESERVED_WORDS
+
 from sqla_boss.errors import InvalidSchemaNameError
 
 DEFAULT_SCHEMA = "pgboss"
@@ -20,7 +22,8 @@ def validate_schema_name(name: object) -> str:
 
     pg-boss accepts ``\\w`` names of at most 50 characters that do not start with a digit, and pastes them
     unquoted, so PostgreSQL folds upper case. sqla_boss refuses upper case outright instead of folding it
-    behind the caller's back.
+    behind the caller's back, and refuses reserved words and the ``pg_`` prefix, which PostgreSQL would
+    reject anyway.
 
     Raises:
         InvalidSchemaNameError: with the reason, before any SQL has run.
@@ -31,8 +34,7 @@ def validate_schema_name(name: object) -> str:
         raise InvalidSchemaNameError("schema name must not be empty")
     if len(name) > MAX_SCHEMA_NAME_LENGTH:
         raise InvalidSchemaNameError(
-            f"schema name {name[:60]!r}... has {len(name)} characters; pg-boss allows at most "
-            f"{MAX_SCHEMA_NAME_LENGTH}"
+            f"schema name {name[:60]!r}... has {len(name)} characters; pg-boss allows at most {MAX_SCHEMA_NAME_LENGTH}"
         )
     if _SCHEMA_NAME.fullmatch(name) is None:
         if _SCHEMA_NAME.fullmatch(name.lower()) is not None:
@@ -42,6 +44,13 @@ def validate_schema_name(name: object) -> str:
         else:
             reason = "may only contain lower case ASCII letters, digits and underscores"
         raise InvalidSchemaNameError(f"invalid schema name {name!r}: it {reason}")
+    if name in RESERVED_WORDS:
+        raise InvalidSchemaNameError(
+            f"invalid schema name {name!r}: it is a reserved word in PostgreSQL, which pg-boss's unquoted SQL "
+            "cannot use"
+        )
+    if name.startswith("pg_"):
+        raise InvalidSchemaNameError(f"invalid schema name {name!r}: names starting with pg_ are PostgreSQL's")
     return name
 
 

@@ -98,9 +98,7 @@ class JobColumns:
         """A job still queued at this time is archived by maintenance."""
         return mapped_column(server_default=cls._default("now() + interval '14 days'"), sort_order=17)
 
-    output: Mapped[Any] = mapped_column(
-        JSONB, nullable=True, sort_order=18, doc="The result, or the failure."
-    )
+    output: Mapped[Any] = mapped_column(JSONB, nullable=True, sort_order=18, doc="The result, or the failure.")
     dead_letter: Mapped[str | None] = mapped_column(sort_order=19)
     policy: Mapped[QueuePolicy | None] = mapped_column(
         sort_order=20, doc="The queue's policy when the job was sent; the unique indexes read this copy."

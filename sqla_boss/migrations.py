@@ -1,4 +1,4 @@
-"""sqla_boss's Alembic environment, shipped in the package, and ways to run it from anywhere.
+"""Running sqla_boss's Alembic revisions (shipped in ``sqla_boss/alembic/``) from anywhere.
 
 Three ways in:
 
@@ -28,8 +28,8 @@ from alembic import command
 from sqla_boss.database import create_sync_engine
 from sqla_boss.identifiers import DEFAULT_SCHEMA, validate_schema_name
 
-SCRIPT_LOCATION = str(Path(__file__).parent)
-"""The folder holding ``env.py`` and ``versions/``; in ``alembic.ini`` also ``sqla_boss:migrations``."""
+SCRIPT_LOCATION = str(Path(__file__).parent / "alembic")
+"""The folder holding ``env.py`` and ``versions/``; in an ``alembic.ini`` also ``sqla_boss:alembic``."""
 
 DEFAULT_VERSION_TABLE_SCHEMA = "public"
 """Where the version table of our revisions lives unless told otherwise."""
@@ -144,9 +144,7 @@ def include_object_for(*schemas: str) -> Any:
     return include_object
 
 
-def _is_pgboss_table(
-    name: str | None, schema: str | None, schemas: set[str], version_tables: set[str]
-) -> bool:
+def _is_pgboss_table(name: str | None, schema: str | None, schemas: set[str], version_tables: set[str]) -> bool:
     if name is None:
         return False
     if name in version_tables:

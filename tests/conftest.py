@@ -1,0 +1,108 @@
+"""Test fixtures: a real PostgreSQL (``$DATABASE_URL`` or an embedded one), isolated per test."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import URL, Connection, Engine, create_engine, text
+from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
+
+from sqla_boss import embedded, migrations
+from sqla_boss.database import normalize_url
+from sqla_boss.identifiers import quote_identifier
+from sqla_boss.schema import schema_translate_map
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[URL]:
+    """``$DATABASE_URL``, or an embedded PostgreSQL started once for the whole run."""
+    configured = os.environ.get("DATABASE_URL")
+    if configured:
+        yield normalize_url(configured)
+        return
+    server = embedded.start(tmp_path_factory.mktemp("embedded") / "pgdata", delete=True)
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def engine(database_url: URL) -> Iterator[Engine]:
+    engine = create_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+def unique_name(prefix: str) -> str:
+    """A fresh lower-case identifier, so tests never share a schema or a database."""
+    return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+def drop_schema(engine: Engine, schema: str) -> None:
+    with engine.begin() as connection:
+        connection.execute(text(f"DROP SCHEMA IF EXISTS {quote_identifier(schema)} CASCADE"))
+        version_table = quote_identifier(migrations.version_table_name(schema))
+        connection.execute(text(f"DROP TABLE IF EXISTS public.{version_table}"))
+
+
+@pytest.fixture
+def schema_name(engine: Engine) -> Iterator[str]:
+    """A schema name no other test uses; whatever it ends up holding is dropped afterwards."""
+    name = unique_name("t")
+    yield name
+    drop_schema(engine, name)
+
+
+@pytest.fixture
+def installed_schema(engine: Engine, schema_name: str) -> str:
+    """A pg-boss schema installed by our migrations, committed."""
+    migrations.upgrade(engine, schema=schema_name)
+    return schema_name
+
+
+@pytest.fixture
+def connection(engine: Engine, installed_schema: str) -> Iterator[Connection]:
+    """A connection in a transaction that is rolled back after the test, aimed at ``installed_schema``."""
+    with engine.connect() as connection:
+        connection.execution_options(schema_translate_map=schema_translate_map(installed_schema))
+        transaction = connection.begin()
+        try:
+            yield connection
+        finally:
+            transaction.rollback()
+
+
+@pytest.fixture
+def session(connection: Connection) -> Iterator[Session]:
+    """An ORM session joined to ``connection``'s transaction: its commits are savepoints, all rolled back."""
+    with Session(bind=connection, join_transaction_mode="create_savepoint") as session:
+        yield session
+
+
+@pytest.fixture
+def fresh_database(engine: Engine, database_url: URL) -> Iterator[URL]:
+    """A new, empty database on the same server, dropped afterwards: for tests of the default schema."""
+    name = unique_name("sqla_boss_test")
+    autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+    with autocommit.connect() as connection:
+        connection.execute(text(f"CREATE DATABASE {quote_identifier(name)}"))
+    try:
+        yield database_url.set(database=name)
+    finally:
+        with autocommit.connect() as connection:
+            connection.execute(text(f"DROP DATABASE IF EXISTS {quote_identifier(name)} WITH (FORCE)"))
+
+
+@pytest.fixture
+def fresh_engine(fresh_database: URL) -> Iterator[Engine]:
+    engine = create_engine(fresh_database, poolclass=NullPool)
+    yield engine
+    engine.dispose()
