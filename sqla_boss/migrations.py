@@ -59,7 +59,7 @@ def make_config(
     if url is not None:
         config.set_main_option("sqlalchemy.url", str(url).replace("%", "%%"))
     config.attributes["schema"] = validate_schema_name(schema)
-    config.attributes["version_table_schema"] = version_table_schema
+    config.attributes["version_table_schema"] = validate_schema_name(version_table_schema)
     if connection is not None:
         config.attributes["connection"] = connection
     return config
@@ -78,6 +78,8 @@ def upgrade(
     a URL it opens its own connection and commits. Holds pg-boss's advisory lock on the schema while it
     runs. Raises :class:`~sqla_boss.errors.SchemaVersionError` for a schema at another pg-boss version.
     """
+    validate_schema_name(schema)
+    validate_schema_name(version_table_schema)
     with _connection(bind) as connection:
         config = make_config(schema=schema, connection=connection, version_table_schema=version_table_schema)
         command.upgrade(config, revision)
@@ -94,6 +96,8 @@ def downgrade(
 
     Commits as :func:`upgrade` does.
     """
+    validate_schema_name(schema)
+    validate_schema_name(version_table_schema)
     with _connection(bind) as connection:
         config = make_config(schema=schema, connection=connection, version_table_schema=version_table_schema)
         command.downgrade(config, revision)
