@@ -20,11 +20,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from alembic import command
 from alembic.config import Config
 from sqlalchemy import URL, Connection, Engine
 from sqlalchemy.pool import NullPool
 
-from alembic import command
 from sqla_boss.database import create_sync_engine
 from sqla_boss.identifiers import DEFAULT_SCHEMA, validate_schema_name
 

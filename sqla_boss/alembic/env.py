@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from logging.config import fileConfig
 
+from alembic import context
 from sqlalchemy import Connection
 from sqlalchemy.pool import NullPool
 
-from alembic import context
 from sqla_boss.database import create_sync_engine, url_from_env
 from sqla_boss.errors import SqlaBossError
 from sqla_boss.identifiers import DEFAULT_SCHEMA, validate_schema_name

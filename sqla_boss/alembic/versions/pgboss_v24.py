@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from alembic import op
+
 from sqla_boss import schema as pgboss_schema
 
 revision: str = "pgboss_v24"
