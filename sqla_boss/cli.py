@@ -6,6 +6,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from sqlalchemy.exc import DBAPIError
+
 from sqla_boss import migrations
 from sqla_boss.database import DATABASE_URL_ENV, normalize_url, url_from_env
 from sqla_boss.errors import SqlaBossError
@@ -51,6 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SqlaBossError as exc:
         print(f"sqla-boss: {exc}", file=sys.stderr)
         return 2
+    except DBAPIError as exc:
+        print(f"sqla-boss: the database refused: {exc.orig}", file=sys.stderr)
+        return 1
     verb = "migrated" if args.command == "migrate" else "downgraded"
     print(f"sqla-boss: {verb} schema {args.schema!r} to {args.revision!r}")
     return 0

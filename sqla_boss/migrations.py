@@ -27,6 +27,7 @@ from sqlalchemy.pool import NullPool
 
 from sqla_boss.database import create_sync_engine
 from sqla_boss.identifiers import DEFAULT_SCHEMA, validate_schema_name
+from sqla_boss.models import metadata as models_metadata
 
 SCRIPT_LOCATION = str(Path(__file__).parent / "alembic")
 """The folder holding ``env.py`` and ``versions/``; in an ``alembic.ini`` also ``sqla_boss:alembic``."""
@@ -35,7 +36,6 @@ DEFAULT_VERSION_TABLE_SCHEMA = "public"
 """Where the version table of our revisions lives unless told otherwise."""
 
 _PARTITION_NAME = re.compile(r"j[0-9a-f]{56}")
-_PGBOSS_TABLES = frozenset({"version", "queue", "schedule", "subscription", "job", "archive"})
 
 
 def version_table_name(schema: str) -> str:
@@ -80,7 +80,7 @@ def upgrade(
     """
     validate_schema_name(schema)
     validate_schema_name(version_table_schema)
-    with _connection(bind) as connection:
+    with _connection(bind) as connection, _keep_callers_alembic_proxies():
         config = make_config(schema=schema, connection=connection, version_table_schema=version_table_schema)
         command.upgrade(config, revision)
 
@@ -98,9 +98,29 @@ def downgrade(
     """
     validate_schema_name(schema)
     validate_schema_name(version_table_schema)
-    with _connection(bind) as connection:
+    with _connection(bind) as connection, _keep_callers_alembic_proxies():
         config = make_config(schema=schema, connection=connection, version_table_schema=version_table_schema)
         command.downgrade(config, revision)
+
+
+@contextmanager
+def _keep_callers_alembic_proxies() -> Iterator[None]:
+    """Put back the ``alembic.context`` and ``alembic.op`` of an ``env.py`` that called us.
+
+    An Alembic command installs those module-level proxies when it starts and deletes them when it ends,
+    so running ours from inside an application's ``env.py`` would otherwise leave that ``env.py`` without
+    its ``context``.
+    """
+    from alembic import context as alembic_context
+    from alembic import op as alembic_op
+
+    outer = [vars(module).get("_proxy") for module in (alembic_context, alembic_op)]
+    try:
+        yield
+    finally:
+        for proxy in outer:
+            if proxy is not None:
+                proxy._install_proxy()
 
 
 @contextmanager
@@ -138,9 +158,11 @@ def include_object_for(*schemas: str) -> Any:
     version_tables = {version_table_name(schema) for schema in names}
 
     def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+        table = obj if type_ == "table" else getattr(obj, "table", None)
+        if table is not None and getattr(table, "metadata", None) is models_metadata:
+            return False  # our models, whatever schema they are translated to
         if type_ == "table":
             return not _is_pgboss_table(name, getattr(obj, "schema", None), names, version_tables)
-        table = getattr(obj, "table", None)
         if table is not None:
             return not _is_pgboss_table(table.name, table.schema, names, version_tables)
         return True

@@ -1,0 +1,269 @@
+"""Driving the real Node pg-boss 10.4.2 from tests, through our script ``tests/pgboss_node/driver.mjs``.
+
+The first use on a machine installs the locked Node dependencies (``npm ci``) into a cache directory,
+``$SQLA_BOSS_NODE_CACHE`` or ``~/.cache/sqla_boss/pgboss-10.4.2``, under a file lock so parallel pytest
+processes install once. Later runs reuse it until ``package.json`` or ``package-lock.json`` change.
+
+Without ``node`` (20 or later) or ``npm`` the tests that need them are skipped, loudly; with
+``SQLA_BOSS_REQUIRE_PGBOSS=1`` (as in CI) they fail instead.
+
+Tests use the ``pgboss`` fixture, imported explicitly by the test module::
+
+    from pgboss import PgBoss, call, pgboss_fixture, pgboss_install_fixture, start  # noqa: F401
+
+(the two ``*_fixture`` functions are the fixtures ``pgboss`` and ``pgboss_install``)
+
+    def test_something(pgboss: PgBoss, schema_name: str) -> None:
+        results = pgboss.run(schema_name, [start(schedule=False), call("createQueue", "q")])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import pytest
+from sqlalchemy import URL
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no locking, run one pytest at a time
+    fcntl = None  # type: ignore[assignment]
+
+PGBOSS_VERSION = "10.4.2"
+NODE_PROJECT = Path(__file__).resolve().parent / "pgboss_node"
+PACKAGE_FILES = ("package.json", "package-lock.json")
+DRIVER = NODE_PROJECT / "driver.mjs"
+
+CACHE_ENV = "SQLA_BOSS_NODE_CACHE"
+REQUIRE_ENV = "SQLA_BOSS_REQUIRE_PGBOSS"
+MIN_NODE_MAJOR = 20
+
+DEFAULT_TIMEOUT = 120.0
+"""Seconds one driver run may take before it is killed (a start with defaults and a stop take ~1 s)."""
+
+INSTALL_TIMEOUT = 600.0
+
+
+class PgBossUnavailableError(RuntimeError):
+    """Node or npm is missing or too old, so pg-boss cannot run here."""
+
+
+class PgBossDriverError(RuntimeError):
+    """A driver run failed: an action threw, or the process died. Carries its output."""
+
+    def __init__(self, message: str, *, output: dict[str, Any] | None, stderr: str) -> None:
+        super().__init__(message)
+        self.output = output
+        self.stderr = stderr
+
+    @property
+    def error(self) -> dict[str, Any]:
+        """The ``error`` object the driver reported (``message``, ``code``, ``stack``...), or ``{}``."""
+        return dict((self.output or {}).get("error") or {})
+
+
+# --- building action lists ---------------------------------------------------------------------------
+
+
+def start(**options: Any) -> dict[str, Any]:
+    """The action that creates ``new PgBoss({connectionString, schema, ...options})`` and starts it."""
+    return {"action": "start", "options": options}
+
+
+def call(method: str, *args: Any) -> dict[str, Any]:
+    """The action that awaits ``boss[method](...args)``; ``createQueue``, ``send``, ``fetch``, ``stop``..."""
+    return {"action": method, "args": list(args)}
+
+
+def ref(index: int, *path: str | int) -> dict[str, str]:
+    """A placeholder for a value from the result of action ``index``: ``ref(3, 0, "id")``."""
+    return {"$ref": ".".join(str(part) for part in (index, *path))}
+
+
+def partition_name(queue: str) -> str:
+    """The partition pg-boss gives a queue (for names without backslashes)."""
+    return "j" + hashlib.sha224(queue.encode()).hexdigest()
+
+
+# --- finding Node and installing pg-boss --------------------------------------------------------------
+
+
+def cache_dir() -> Path:
+    configured = os.environ.get(CACHE_ENV)
+    if configured:
+        return Path(configured).expanduser()
+    return Path.home() / ".cache" / "sqla_boss" / f"pgboss-{PGBOSS_VERSION}"
+
+
+def find_node() -> tuple[str, str]:
+    """The paths of ``node`` and ``npm``.
+
+    Raises:
+        PgBossUnavailableError: one is missing, or node is older than 20.
+    """
+    node, npm = shutil.which("node"), shutil.which("npm")
+    missing = [name for name, path in (("node", node), ("npm", npm)) if path is None]
+    if missing:
+        raise PgBossUnavailableError(f"{' and '.join(missing)} not found on PATH")
+    assert node is not None
+    assert npm is not None
+    version = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
+    match = re.match(r"v(\d+)\.", version)
+    if match is None or int(match.group(1)) < MIN_NODE_MAJOR:
+        raise PgBossUnavailableError(f"node {version or '(unknown version)'} is too old; need {MIN_NODE_MAJOR}+")
+    return node, npm
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with path.open("a+") as handle:
+        if fcntl is not None:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            if fcntl is not None:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def install(npm: str, cache: Path | None = None) -> Path:
+    """Install pg-boss into ``cache`` unless that is done already; return the driver script to run.
+
+    Safe to call from several processes at once. The driver is copied beside ``node_modules`` (an ES
+    module finds its imports relative to its own file) under a name made from its content, so checkouts
+    with different drivers can share one cache.
+    """
+    cache = cache or cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    stamp = hashlib.sha256(b"".join((NODE_PROJECT / name).read_bytes() for name in PACKAGE_FILES)).hexdigest()
+    with _locked(cache / ".install.lock"):
+        stamp_file = cache / ".installed"
+        if not (stamp_file.exists() and stamp_file.read_text().strip() == stamp and (cache / "node_modules").is_dir()):
+            stamp_file.unlink(missing_ok=True)
+            for name in PACKAGE_FILES:
+                shutil.copyfile(NODE_PROJECT / name, cache / name)
+            completed = subprocess.run(
+                [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+                cwd=cache,
+                capture_output=True,
+                text=True,
+                timeout=INSTALL_TIMEOUT,
+            )
+            if completed.returncode != 0:
+                raise RuntimeError(
+                    f"npm ci in {cache} failed with exit code {completed.returncode}:\n"
+                    f"{completed.stdout}\n{completed.stderr}"
+                )
+            stamp_file.write_text(stamp + "\n")
+        script = DRIVER.read_bytes()
+        driver = cache / f"driver-{hashlib.sha256(script).hexdigest()[:16]}.mjs"
+        if not driver.exists():
+            temporary = driver.with_suffix(f".{os.getpid()}.tmp")
+            temporary.write_bytes(script)
+            temporary.replace(driver)
+    return driver
+
+
+# --- running the driver -------------------------------------------------------------------------------
+
+
+def node_connection_string(url: URL) -> str:
+    """``url`` as node-pg wants it: ``postgresql://`` without a SQLAlchemy driver name."""
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@dataclass(frozen=True)
+class PgBoss:
+    """Runs action lists against pg-boss 10.4.2 on one database: one Node process per list."""
+
+    node: str
+    driver: Path
+    connection_string: str
+
+    def run(self, schema: str, actions: Sequence[dict[str, Any]], *, timeout: float = DEFAULT_TIMEOUT) -> list[Any]:
+        """Run ``actions`` in one pg-boss process on ``schema``; return one result per action.
+
+        Raises:
+            PgBossDriverError: an action threw (its error is in ``.error``) or the process failed.
+        """
+        output = self.run_raw(schema, actions, timeout=timeout)
+        return list(output["results"])
+
+    def run_raw(
+        self, schema: str, actions: Sequence[dict[str, Any]], *, timeout: float = DEFAULT_TIMEOUT
+    ) -> dict[str, Any]:
+        """Like :meth:`run`, but return the driver's whole output (``results`` and ``events``)."""
+        command = {"connectionString": self.connection_string, "schema": schema, "actions": list(actions)}
+        try:
+            completed = subprocess.run(
+                [self.node, str(self.driver)],
+                input=json.dumps(command),
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                cwd=self.driver.parent,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise PgBossDriverError(
+                f"pg-boss driver did not finish within {timeout} s; actions: {json.dumps(actions)}\n"
+                f"stdout: {exc.stdout!r}\nstderr: {exc.stderr!r}",
+                output=None,
+                stderr=str(exc.stderr or ""),
+            ) from None
+        try:
+            output: dict[str, Any] | None = json.loads(completed.stdout.strip().splitlines()[-1])
+        except (IndexError, ValueError):
+            output = None
+        if completed.returncode != 0 or output is None or not output.get("ok"):
+            if output is not None and output.get("failed") is not None:
+                step = output["failed"]
+                what = f"action {step} ({output.get('action')}) failed: {output.get('error', {}).get('message')}"
+            else:
+                what = f"exited with code {completed.returncode}"
+            raise PgBossDriverError(
+                f"pg-boss driver {what}\nactions: {json.dumps(actions)}\n"
+                f"stdout: {completed.stdout}\nstderr: {completed.stderr}",
+                output=output,
+                stderr=completed.stderr,
+            )
+        return output
+
+
+# --- fixtures -----------------------------------------------------------------------------------------
+
+
+def _unavailable(reason: str) -> NoReturn:
+    message = (
+        f"PGBOSS INTEROP TESTS NOT RUN: {reason}. They prove wire-compatibility with the real pg-boss "
+        f"{PGBOSS_VERSION}; install Node {MIN_NODE_MAJOR}+ and npm to run them"
+    )
+    if os.environ.get(REQUIRE_ENV) == "1":
+        pytest.fail(f"{message} ({REQUIRE_ENV}=1 makes this an error)", pytrace=False)
+    pytest.skip(f"{message}, or set {REQUIRE_ENV}=1 to make this an error")
+
+
+@pytest.fixture(scope="session", name="pgboss_install")
+def pgboss_install_fixture() -> tuple[str, Path]:
+    """``node`` and the installed driver script; skips (or fails under $SQLA_BOSS_REQUIRE_PGBOSS=1)."""
+    try:
+        node, npm = find_node()
+    except PgBossUnavailableError as exc:
+        _unavailable(str(exc))
+    return node, install(npm)
+
+
+@pytest.fixture(scope="session", name="pgboss")
+def pgboss_fixture(pgboss_install: tuple[str, Path], database_url: URL) -> PgBoss:
+    """A :class:`PgBoss` runner on the test database."""
+    node, driver = pgboss_install
+    return PgBoss(node=node, driver=driver, connection_string=node_connection_string(database_url))
