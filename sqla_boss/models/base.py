@@ -20,6 +20,7 @@ metadata = MetaData(schema=DEFAULT_SCHEMA)
 JobStateType = ENUM(
     JobState,
     name="job_state",
+    schema=DEFAULT_SCHEMA,  # SQLAlchemy 2.0 does not take it from the MetaData
     metadata=metadata,
     values_callable=lambda states: [state.value for state in states],
     validate_strings=True,
