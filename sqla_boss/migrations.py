@@ -15,7 +15,7 @@ schema, so the schema stays identical to the one pg-boss creates.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -78,11 +78,7 @@ def upgrade(
     a URL it opens its own connection and commits. Holds pg-boss's advisory lock on the schema while it
     runs. Raises :class:`~sqla_boss.errors.SchemaVersionError` for a schema at another pg-boss version.
     """
-    validate_schema_name(schema)
-    validate_schema_name(version_table_schema)
-    with _connection(bind) as connection, _keep_callers_alembic_proxies():
-        config = make_config(schema=schema, connection=connection, version_table_schema=version_table_schema)
-        command.upgrade(config, revision)
+    _run(command.upgrade, bind, schema, revision, version_table_schema)
 
 
 def downgrade(
@@ -96,11 +92,21 @@ def downgrade(
 
     Commits as :func:`upgrade` does.
     """
-    validate_schema_name(schema)
+    _run(command.downgrade, bind, schema, revision, version_table_schema)
+
+
+def _run(
+    alembic_command: Callable[[Config, str], None],
+    bind: Connection | Engine | str | URL,
+    schema: str,
+    revision: str,
+    version_table_schema: str,
+) -> None:
+    validate_schema_name(schema)  # before connecting: a bad name never reaches the server
     validate_schema_name(version_table_schema)
     with _connection(bind) as connection, _keep_callers_alembic_proxies():
         config = make_config(schema=schema, connection=connection, version_table_schema=version_table_schema)
-        command.downgrade(config, revision)
+        alembic_command(config, revision)
 
 
 @contextmanager
@@ -137,7 +143,13 @@ def _connection(bind: Connection | Engine | str | URL) -> Iterator[Connection]:
             engine.dispose()
 
 
-def include_name_for(*schemas: str) -> Any:
+IncludeName = Callable[[str | None, str, dict[str, str | None]], bool]
+"""The signature of Alembic's ``include_name`` hook."""
+IncludeObject = Callable[[Any, str | None, str, bool, Any], bool]
+"""The signature of Alembic's ``include_object`` hook."""
+
+
+def include_name_for(*schemas: str) -> IncludeName:
     """An Alembic ``include_name`` hook that hides the pg-boss ``schemas`` and their version tables."""
     names = {validate_schema_name(schema) for schema in schemas or (DEFAULT_SCHEMA,)}
     version_tables = {version_table_name(schema) for schema in names}
@@ -152,7 +164,7 @@ def include_name_for(*schemas: str) -> Any:
     return include_name
 
 
-def include_object_for(*schemas: str) -> Any:
+def include_object_for(*schemas: str) -> IncludeObject:
     """An Alembic ``include_object`` hook that hides pg-boss's tables on the model and database sides."""
     names = {validate_schema_name(schema) for schema in schemas or (DEFAULT_SCHEMA,)}
     version_tables = {version_table_name(schema) for schema in names}

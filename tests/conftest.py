@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import URL, Connection, Engine, create_engine, text
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
+from support import drop_schema, unique_name
 
 from sqla_boss import embedded, migrations
 from sqla_boss.database import normalize_url
 from sqla_boss.identifiers import quote_identifier
 from sqla_boss.schema import schema_translate_map
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
@@ -39,18 +36,6 @@ def engine(database_url: URL) -> Iterator[Engine]:
     engine = create_engine(database_url)
     yield engine
     engine.dispose()
-
-
-def unique_name(prefix: str) -> str:
-    """A fresh lower-case identifier, so tests never share a schema or a database."""
-    return f"{prefix}_{uuid.uuid4().hex[:12]}"
-
-
-def drop_schema(engine: Engine, schema: str) -> None:
-    with engine.begin() as connection:
-        connection.execute(text(f"DROP SCHEMA IF EXISTS {quote_identifier(schema)} CASCADE"))
-        version_table = quote_identifier(migrations.version_table_name(schema))
-        connection.execute(text(f"DROP TABLE IF EXISTS public.{version_table}"))
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, unique_name
 from sqlalchemy import URL, Engine, text
+from support import ROOT, schema_exists, tables_in, unique_name
 
 from sqla_boss import cli, migrations
 from sqla_boss.identifiers import MAX_SCHEMA_NAME_LENGTH
@@ -29,27 +29,6 @@ BAD_SCHEMAS = {
 
 def url_string(url: URL) -> str:
     return url.render_as_string(hide_password=False)
-
-
-def tables_in(engine: Engine, schema: str) -> set[str]:
-    with engine.connect() as connection:
-        rows = connection.execute(
-            text(
-                "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE n.nspname = :schema AND c.relkind IN ('r', 'p')"
-            ),
-            {"schema": schema},
-        )
-        return set(rows.scalars())
-
-
-def schema_exists(engine: Engine, schema: str) -> bool:
-    with engine.connect() as connection:
-        return bool(
-            connection.execute(
-                text("SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = :schema)"), {"schema": schema}
-            ).scalar_one()
-        )
 
 
 def recorded(engine: Engine, schema: str) -> tuple[list[int] | None, list[str] | None]:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import pytest
 from alembic import command
 from sqlalchemy import Connection, Engine, select, text
+from support import create_queue, schema_exists
 
 from sqla_boss import migrations
 from sqla_boss.errors import (
@@ -30,14 +31,6 @@ def relations(connection: Connection, schema: str) -> list[tuple[str, str]]:
         {"schema": schema},
     )
     return [(name, kind) for name, kind in rows]
-
-
-def schema_exists(connection: Connection, schema: str) -> bool:
-    return bool(
-        connection.execute(
-            text("SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = :s)"), {"s": schema}
-        ).scalar_one()
-    )
 
 
 def recorded_revision(connection: Connection, schema: str) -> str | None:
@@ -76,7 +69,7 @@ def test_upgrade_downgrade_upgrade_round_trips(fresh_engine: Engine, custom: boo
 
 def test_a_second_upgrade_adopts_and_changes_nothing(engine: Engine, installed_schema: str) -> None:
     with engine.begin() as connection:
-        connection.execute(text(f"SELECT {installed_schema}.create_queue('q', '{{\"policy\": \"short\"}}')"))
+        create_queue(connection, installed_schema, "q", {"policy": "short"})
         before = relations(connection, installed_schema)
     migrations.upgrade(engine, schema=installed_schema)
     with engine.connect() as connection:

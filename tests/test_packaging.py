@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, drop_schema, unique_name
 from sqlalchemy import URL, Engine, text
+from support import ROOT, drop_schema, schema_exists, tables_in, unique_name
 
 from sqla_boss import migrations
 from sqla_boss.schema import SCHEMA_VERSION
@@ -95,27 +95,6 @@ def installed(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureR
 @pytest.fixture
 def url(database_url: URL) -> str:
     return database_url.render_as_string(hide_password=False)
-
-
-def tables_in(engine: Engine, schema: str) -> set[str]:
-    with engine.connect() as connection:
-        rows = connection.execute(
-            text(
-                "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE n.nspname = :schema AND c.relkind IN ('r', 'p')"
-            ),
-            {"schema": schema},
-        )
-        return set(rows.scalars())
-
-
-def schema_exists(engine: Engine, schema: str) -> bool:
-    with engine.connect() as connection:
-        return bool(
-            connection.execute(
-                text("SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = :schema)"), {"schema": schema}
-            ).scalar_one()
-        )
 
 
 def assert_installed(engine: Engine, schema: str) -> None:

@@ -8,14 +8,12 @@ its ``public.alembic_<schema>`` version table.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from alembic.script import ScriptDirectory
 from catalog import Snapshot, differences, snapshot, without_relations
-from conftest import drop_schema, unique_name
 from pgboss import (  # noqa: F401  (the fixtures pgboss and pgboss_install)
     PgBoss,
     call,
@@ -26,6 +24,7 @@ from pgboss import (  # noqa: F401  (the fixtures pgboss and pgboss_install)
     start,
 )
 from sqlalchemy import Engine, text
+from support import create_queue, drop_schema, unique_name
 
 from sqla_boss import migrations
 from sqla_boss.identifiers import quote_identifier
@@ -92,10 +91,9 @@ def install_with_alembic(engine: Engine, schema: str) -> None:
 
 
 def create_queues_with_our_function(engine: Engine, schema: str) -> None:
-    statement = text(f"SELECT {quote_identifier(schema)}.create_queue(:name, CAST(:options AS json))")
     with engine.begin() as connection:
         for name, options in QUEUES:
-            connection.execute(statement, {"name": name, "options": json.dumps(create_queue_options(options))})
+            create_queue(connection, schema, name, create_queue_options(options))
 
 
 def queue_rows(engine: Engine, schema: str) -> list[dict[str, Any]]:

@@ -26,8 +26,8 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.runtime.environment import EnvironmentContext
 from alembic.script import ScriptDirectory
-from conftest import unique_name
 from sqlalchemy import URL, Connection, Engine, MetaData, inspect, text
+from support import create_queue, tables_in, unique_name
 
 from sqla_boss import migrations
 from sqla_boss.schema import SCHEMA_VERSION
@@ -180,25 +180,6 @@ def function_body(source: str, function: str) -> list[str]:
     return [line.strip() for line in body.splitlines() if line.strip() and not line.strip().startswith("#")]
 
 
-def tables_in(connection: Connection, schema: str) -> set[str]:
-    rows = connection.execute(
-        text(
-            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname = :schema AND c.relkind IN ('r', 'p')"
-        ),
-        {"schema": schema},
-    )
-    return set(rows.scalars())
-
-
-def create_queue(connection: Connection, schema: str, name: str) -> str:
-    """Create a pg-boss queue (and so a partition) the way pg-boss does; return the partition's name."""
-    connection.execute(text(f"""SELECT "{schema}".create_queue(:name, '{{"policy":"short"}}'::json)"""), {"name": name})
-    return connection.execute(
-        text(f'SELECT partition_name FROM "{schema}".queue WHERE name = :name'), {"name": name}
-    ).scalar_one()
-
-
 def test_autogenerate_leaves_pgboss_alone_through_the_cli(user_project: UserProject, fresh_engine: Engine) -> None:
     schema = user_project.pgboss_schema
 
@@ -230,7 +211,10 @@ def test_autogenerate_leaves_pgboss_alone_through_the_cli(user_project: UserProj
 
     # pg-boss queues live in partitions created at run time: autogenerate must not see them either.
     with fresh_engine.begin() as connection:
-        partitions = {create_queue(connection, schema, "q1"), create_queue(connection, schema, "q2")}
+        partitions = {
+            create_queue(connection, schema, "q1", {"policy": "short"}),
+            create_queue(connection, schema, "q2", {"policy": "short"}),
+        }
     with fresh_engine.connect() as connection:
         assert partitions <= tables_in(connection, schema)
         assert all(PARTITION.fullmatch(name) for name in partitions)
@@ -252,7 +236,7 @@ def populated(fresh_engine: Engine, tmp_path: Path) -> tuple[Engine, str, Module
     migrations.upgrade(fresh_engine, schema=schema)
     with fresh_engine.begin() as connection:
         models.Base.metadata.create_all(connection)
-        partition = create_queue(connection, schema, "q1")
+        partition = create_queue(connection, schema, "q1", {"policy": "short"})
     return fresh_engine, schema, models, partition
 
 
