@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sqla_boss.boss import Boss
 from sqla_boss.errors import (
     EmbeddedPostgresUnavailableError,
     InvalidDatabaseUrlError,
@@ -32,6 +33,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "Archive",
     "Base",
+    "Boss",
     "EmbeddedPostgresUnavailableError",
     "InvalidDatabaseUrlError",
     "InvalidSchemaNameError",
@@ -49,3 +51,6 @@ __all__ = [
     "schema_translate_map",
     "validate_schema_name",
 ]
+
+
+__all__ += ["Boss"]

@@ -34,3 +34,48 @@ class SchemaConflictError(SqlaBossError):
 
 class EmbeddedPostgresUnavailableError(SqlaBossError):
     """No embedded PostgreSQL package is installed (``pip install "sqla-boss[embedded]"``)."""
+
+
+class InvalidOptionError(SqlaBossError, ValueError):
+    """An argument or option has the wrong type or an out-of-range value. Nothing was written."""
+
+
+class InvalidQueueNameError(InvalidOptionError):
+    """A queue name pg-boss would refuse, or one PostgreSQL cannot hold (NUL, backslash)."""
+
+
+class PayloadError(InvalidOptionError):
+    """The job data or output cannot be stored as JSON (not serialisable, NaN or infinity)."""
+
+
+class InvalidCronError(InvalidOptionError):
+    """A cron expression croniter (and so pg-boss's cron-parser) cannot evaluate."""
+
+
+class InvalidTimezoneError(InvalidOptionError):
+    """A time zone name the IANA database does not know."""
+
+
+class QueueNotFoundError(SqlaBossError, LookupError):
+    """The queue does not exist. pg-boss silently does nothing here; sqla_boss says so instead."""
+
+    def __init__(self, message: str, names: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.names = names
+        """The queue names that were not found."""
+
+
+class DeadLetterQueueNotFoundError(QueueNotFoundError):
+    """The dead-letter queue named for a job or queue does not exist."""
+
+
+class QueueNotEmptyError(SqlaBossError):
+    """The queue still holds jobs, which pg-boss's ``delete_queue`` cannot drop (purge or delete them)."""
+
+
+class QueueInUseError(SqlaBossError):
+    """Another queue, or a job, names this queue as its dead letter, so it cannot be deleted."""
+
+
+class JobConflictError(SqlaBossError):
+    """A state change would break a queue's policy or throttling slot (a unique index); nothing changed."""

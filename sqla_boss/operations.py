@@ -1,0 +1,408 @@
+"""The repository's operations as sans-IO generators, shared by the sync and async APIs.
+
+Each operation validates its arguments, then yields :class:`Step` objects (a statement to run and how
+to read its result) and receives the results back, and finally returns the method's value. It never
+touches a connection itself: :class:`sqla_boss.Boss` runs the steps on a ``Session``, and the async API
+runs the very same generators on an ``AsyncSession``. So every rule is written once.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+import zoneinfo
+from collections.abc import Generator, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from sqlalchemy import Executable
+from sqlalchemy.exc import IntegrityError
+
+from sqla_boss import options as opt
+from sqla_boss import statements as sql
+from sqla_boss.errors import (
+    DeadLetterQueueNotFoundError,
+    InvalidCronError,
+    InvalidOptionError,
+    InvalidTimezoneError,
+    JobConflictError,
+    QueueInUseError,
+    QueueNotEmptyError,
+    QueueNotFoundError,
+)
+from sqla_boss.identifiers import DEFAULT_SCHEMA, validate_schema_name
+from sqla_boss.models import Archive, Job, JobState, Queue, QueuePolicy, Schedule
+from sqla_boss.schema import schema_translate_map
+
+T = TypeVar("T")
+
+ResultKind = Literal["rows", "rowcount", "scalar", "entities"]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One statement for the driver to run in the caller's transaction.
+
+    ``result`` says what to send back: ``rows`` (a list of row tuples), ``rowcount``, ``scalar`` (the
+    first column of the first row, or ``None``) or ``entities`` (ORM objects, refreshed from the rows).
+    With ``savepoint``, the driver runs the statement inside a SAVEPOINT and, on an ``IntegrityError``,
+    rolls back to it and throws the error into the operation, so the caller's transaction survives.
+    ``expire`` names jobs (queue, ids) whose ORM objects in the session are stale after the statement.
+    """
+
+    statement: Executable
+    params: Mapping[str, Any] = field(default_factory=dict)
+    result: ResultKind = "rows"
+    savepoint: bool = False
+    expire: tuple[str, tuple[uuid.UUID, ...]] | None = None
+
+
+Operation = Generator[Step, Any, T]
+"""An operation: yields steps, receives their results, returns the method's value."""
+
+FETCH_ATTEMPTS = 3
+"""How often a fetch that collided with a concurrent activation of the same singleton key is retried."""
+
+
+class Operations:
+    """The operations for one schema and one set of constructor defaults."""
+
+    def __init__(self, schema: str = DEFAULT_SCHEMA, defaults: Mapping[str, Any] | None = None) -> None:
+        self.schema = validate_schema_name(schema)
+        self.defaults = opt.Defaults.from_options(defaults or {})
+        self.execution_options: dict[str, Any] = {"schema_translate_map": schema_translate_map(schema)}
+        self._functions = sql.queue_functions(schema)
+        self._default_params = {
+            "default_retry_limit": self.defaults.retry_limit,
+            "default_retry_delay": self.defaults.retry_delay,
+            "default_retry_backoff": self.defaults.retry_backoff,
+            "default_expire_in_seconds": self.defaults.expire_in_seconds,
+            "default_retention": self.defaults.retention,
+        }
+
+    # ------------------------------------------------------------------------------------------ queues
+
+    def create_queue(self, name: object, options: Mapping[str, Any]) -> Operation[None]:
+        queue_name = opt.queue_name(name)
+        values = opt.queue_options(options, policy_default=QueuePolicy.standard)
+        dead_letter = values.get("deadLetter")
+        if dead_letter is not None and dead_letter != queue_name:
+            found = yield Step(sql.QUEUE_EXISTS, {"queue_name": dead_letter}, "scalar")
+            if not found:
+                raise DeadLetterQueueNotFoundError(
+                    f"dead letter queue {dead_letter!r} of queue {queue_name!r} does not exist", (dead_letter,)
+                )
+        yield Step(self._functions.create, {"queue_name": queue_name, "queue_options": json.dumps(values)}, "rowcount")
+
+    def update_queue(self, name: object, options: Mapping[str, Any]) -> Operation[None]:
+        queue_name = opt.queue_name(name)
+        values = opt.queue_options(options, policy_default=None)
+        dead_letter = values.get("deadLetter")
+        if dead_letter is not None and dead_letter != queue_name:
+            found = yield Step(sql.QUEUE_EXISTS, {"queue_name": dead_letter}, "scalar")
+            if not found:
+                raise DeadLetterQueueNotFoundError(f"dead letter queue {dead_letter!r} does not exist", (dead_letter,))
+        params = {
+            "queue_name": queue_name,
+            "new_policy": values.get("policy"),
+            "new_retry_limit": values.get("retryLimit"),
+            "new_retry_delay": values.get("retryDelay"),
+            "new_retry_backoff": values.get("retryBackoff"),
+            "new_expire_seconds": values.get("expireInSeconds"),
+            "new_retention_minutes": values.get("retentionMinutes"),
+            "new_dead_letter": dead_letter,
+        }
+        updated = yield Step(sql.UPDATE_QUEUE, params, "rows")
+        if not updated:
+            raise QueueNotFoundError(f"queue {queue_name!r} does not exist", (queue_name,))
+
+    def delete_queue(self, name: object) -> Operation[bool]:
+        queue_name = opt.queue_name(name)
+        found = yield Step(sql.QUEUE_EXISTS, {"queue_name": queue_name}, "scalar")
+        if not found:
+            return False
+        rows = yield Step(sql.QUEUE_BLOCKERS, {"queue_name": queue_name}, "rows")
+        has_jobs, dead_letter_of_queue, dead_letter_of_job = rows[0]
+        if has_jobs:
+            raise QueueNotEmptyError(
+                f"queue {queue_name!r} still holds jobs; purge_queue() or delete_job() them first "
+                "(pg-boss's delete_queue cannot drop a partition with jobs in it)"
+            )
+        if dead_letter_of_queue or dead_letter_of_job:
+            whom = "another queue" if dead_letter_of_queue else "jobs of another queue"
+            raise QueueInUseError(f"queue {queue_name!r} is the dead letter queue of {whom}")
+        yield Step(self._functions.delete, {"queue_name": queue_name}, "rowcount")
+        return True
+
+    def purge_queue(self, name: object) -> Operation[int]:
+        count: int = yield Step(sql.PURGE_QUEUE, {"queue_name": opt.queue_name(name)}, "rowcount")
+        return count
+
+    def get_queue(self, name: object) -> Operation[Queue | None]:
+        queues: list[Queue] = yield Step(sql.GET_QUEUE, {"queue_name": opt.queue_name(name)}, "entities")
+        return queues[0] if queues else None
+
+    def get_queues(self) -> Operation[list[Queue]]:
+        queues: list[Queue] = yield Step(sql.GET_QUEUES, {}, "entities")
+        return queues
+
+    def get_queue_size(self, name: object, before: object) -> Operation[int]:
+        state = opt.job_state(before, what="state for before")
+        count = yield Step(sql.QUEUE_SIZE, {"queue_name": opt.queue_name(name), "before": state}, "scalar")
+        return int(count or 0)
+
+    # ----------------------------------------------------------------------------------------- sending
+
+    def send(self, name: object, data: Any, options: Mapping[str, Any]) -> Operation[uuid.UUID | None]:
+        job, next_slot = opt.send_input(name, data, options)
+        ids, now = yield from self._insert([job])
+        if ids or not next_slot or job.singleton_seconds is None:
+            return ids[0] if ids else None
+        # Debounce (§4.4): the slot is taken, so try the next one, starting when it starts.
+        seconds = job.singleton_seconds
+        elapsed = math.floor(now - math.floor(now / seconds) * seconds)
+        delay = (seconds - elapsed) or 1
+        if seconds > 1:
+            delay += 1
+        retry = opt.JobInput(**{**job.__dict__, "start_after": str(delay), "singleton_offset": seconds})
+        ids, _ = yield from self._insert([retry])
+        return ids[0] if ids else None
+
+    def insert(self, jobs: Iterable[Mapping[str, Any]]) -> Operation[list[uuid.UUID]]:
+        if isinstance(jobs, (str, bytes, Mapping)):
+            raise InvalidOptionError("insert() takes a list of jobs (mappings)")
+        inputs = [opt.insert_input(job) for job in jobs]
+        if not inputs:
+            return []
+        ids, _ = yield from self._insert(inputs)
+        return ids
+
+    def _insert(self, jobs: list[opt.JobInput]) -> Generator[Step, Any, tuple[list[uuid.UUID], float]]:
+        payload = opt.json_text([job.record() for job in jobs], what="job data")
+        rows = yield Step(sql.INSERT_JOBS, {"jobs": payload, **self._default_params}, "rows")
+        ids: list[uuid.UUID] = []
+        missing: dict[str, list[str]] = {"queue": [], "dead_letter": []}
+        now = 0.0
+        for kind, value in rows:
+            if kind == "id":
+                ids.append(uuid.UUID(value))
+            elif kind == "now":
+                now = float(value)
+            else:
+                missing[kind].append(value)
+        if missing["queue"]:
+            names = tuple(sorted(set(missing["queue"])))
+            raise QueueNotFoundError(f"queue {', '.join(map(repr, names))} does not exist; nothing was sent", names)
+        if missing["dead_letter"]:
+            names = tuple(sorted(set(missing["dead_letter"])))
+            raise DeadLetterQueueNotFoundError(
+                f"dead letter queue {', '.join(map(repr, names))} does not exist; nothing was sent", names
+            )
+        return ids, now
+
+    # ---------------------------------------------------------------------------------------- fetching
+
+    def fetch(
+        self, name: object, batch_size: object, priority: object, include_metadata: object, ignore_start_after: object
+    ) -> Operation[list[Job]]:
+        queue_name = opt.queue_name(name)
+        options = opt.FetchOptions.of(batch_size, priority, include_metadata, ignore_start_after)
+        statement = sql.FETCH_BY_PRIORITY if options.priority else sql.FETCH_BY_AGE
+        params = {
+            "queue_name": queue_name,
+            "batch_size": options.batch_size,
+            "ignore_start_after": options.ignore_start_after,
+        }
+        for _ in range(FETCH_ATTEMPTS):
+            try:
+                jobs: list[Job] = yield Step(statement, params, "entities", savepoint=True)
+            except IntegrityError:
+                # Another transaction activated a job with the same singleton key meanwhile; it has
+                # committed by now (the unique index waited for it), so the next attempt passes it over.
+                continue
+            return jobs
+        return []
+
+    # ----------------------------------------------------------------------------------- state changes
+
+    def complete(self, name: object, ids: object, output: Any) -> Operation[int]:
+        return self._change(sql.COMPLETE, "complete", name, ids, {"job_output": _output_text(output)})
+
+    def cancel(self, name: object, ids: object) -> Operation[int]:
+        return self._change(sql.CANCEL, "cancel", name, ids, {})
+
+    def retry(self, name: object, ids: object) -> Operation[int]:
+        return self._change(sql.RETRY, "retry", name, ids, {})
+
+    def delete_job(self, name: object, ids: object) -> Operation[int]:
+        return self._change(sql.DELETE_JOBS, "delete_job", name, ids, {})
+
+    def resume(self, name: object, ids: object) -> Operation[int]:
+        try:
+            return (yield from self._change(sql.RESUME, "resume", name, ids, {}, savepoint=True))
+        except IntegrityError as exc:
+            raise JobConflictError(
+                "resuming would break the queue's policy or a throttling slot taken since the job was cancelled; "
+                f"nothing was resumed ({exc.orig})"
+            ) from exc
+
+    def fail(self, name: object, ids: object, output: Any) -> Operation[int]:
+        queue_name = opt.queue_name(name)
+        job_ids = tuple(opt.job_ids(ids, operation="fail"))
+        params = {"queue_name": queue_name, "ids": list(job_ids), "job_output": _output_text(output)}
+        rows = yield Step(sql.FAIL, params, "rows", expire=(queue_name, job_ids))
+        return int(rows[0][0])
+
+    def _change(
+        self,
+        statement: Executable,
+        operation: str,
+        name: object,
+        ids: object,
+        extra: Mapping[str, Any],
+        *,
+        savepoint: bool = False,
+    ) -> Operation[int]:
+        queue_name = opt.queue_name(name)
+        job_ids = tuple(opt.job_ids(ids, operation=operation))
+        params = {"queue_name": queue_name, "ids": list(job_ids), **extra}
+        count: int = yield Step(statement, params, "rowcount", savepoint=savepoint, expire=(queue_name, job_ids))
+        return count
+
+    def get_job_by_id(self, name: object, job_id: object, include_archive: object) -> Operation[Job | Archive | None]:
+        params = {"queue_name": opt.queue_name(name), "job_id": opt.job_id(job_id, operation="get_job_by_id")}
+        if not isinstance(include_archive, bool):
+            raise InvalidOptionError(f"include_archive must be True or False, not {include_archive!r}")
+        jobs: list[Job] = yield Step(sql.GET_JOB, params, "entities")
+        if jobs:
+            return jobs[0]
+        if not include_archive:
+            return None
+        archived: list[Archive] = yield Step(sql.GET_ARCHIVED_JOB, params, "entities")
+        return archived[0] if archived else None
+
+    # ----------------------------------------------------------------------------------------- pub/sub
+
+    def subscribe(self, event: object, name: object) -> Operation[None]:
+        queue_name = opt.queue_name(name)
+        rows = yield Step(sql.SUBSCRIBE, {"event_name": _event(event), "queue_name": queue_name}, "rows")
+        if not rows:
+            raise QueueNotFoundError(f"queue {queue_name!r} does not exist", (queue_name,))
+
+    def unsubscribe(self, event: object, name: object) -> Operation[bool]:
+        params = {"event_name": _event(event), "queue_name": opt.queue_name(name)}
+        count = yield Step(sql.UNSUBSCRIBE, params, "rowcount")
+        return bool(count)
+
+    def publish(self, event: object, data: Any, options: Mapping[str, Any]) -> Operation[list[uuid.UUID]]:
+        event_name = _event(event)
+        opt.send_input("publish", data, options)  # validate once, before anything is written
+        names = yield Step(sql.SUBSCRIBERS, {"event_name": event_name}, "rows")
+        ids: list[uuid.UUID] = []
+        for (queue_name,) in names:
+            job_id = yield from self.send(queue_name, data, options)
+            if job_id is not None:
+                ids.append(job_id)
+        return ids
+
+    # --------------------------------------------------------------------------------------- schedules
+
+    def schedule(
+        self, name: object, cron: object, data: Any, tz: object, options: Mapping[str, Any]
+    ) -> Operation[None]:
+        queue_name = opt.queue_name(name)
+        cron_text = _cron(cron)
+        timezone = _timezone(tz)
+        _check_cron(cron_text, timezone)
+        opt.send_input(queue_name, data, options)
+        stored = {_camel(key): _json_value(value) for key, value in options.items()}
+        if tz is not None:
+            stored["tz"] = timezone
+        params = {
+            "queue_name": queue_name,
+            "cron_expression": cron_text,
+            "time_zone": timezone,
+            "schedule_data": opt.json_text(data),
+            "schedule_options": opt.json_text(stored, what="schedule options"),
+        }
+        rows = yield Step(sql.SCHEDULE, params, "rows")
+        if not rows:
+            raise QueueNotFoundError(f"queue {queue_name!r} does not exist", (queue_name,))
+
+    def unschedule(self, name: object) -> Operation[bool]:
+        count = yield Step(sql.UNSCHEDULE, {"queue_name": opt.queue_name(name)}, "rowcount")
+        return bool(count)
+
+    def get_schedules(self) -> Operation[list[Schedule]]:
+        schedules: list[Schedule] = yield Step(sql.GET_SCHEDULES, {}, "entities")
+        return schedules
+
+
+def _output_text(value: Any) -> str | None:
+    stored = opt.output_value(value)
+    return None if stored is None else opt.json_text(stored, what="output")
+
+
+def _event(event: object) -> str:
+    if not isinstance(event, str) or not event:
+        raise InvalidOptionError(f"an event name must be a non-empty string, not {event!r}")
+    if "\x00" in event:
+        raise InvalidOptionError(f"event name {event!r} contains a NUL character")
+    return event
+
+
+def _cron(cron: object) -> str:
+    if not isinstance(cron, str) or not cron.strip():
+        raise InvalidCronError(f"a cron expression must be a non-empty string, not {cron!r}")
+    return cron
+
+
+def _timezone(tz: object) -> str:
+    if tz is None:
+        return "UTC"
+    if not isinstance(tz, str) or not tz:
+        raise InvalidTimezoneError(f"a time zone must be an IANA name such as 'Europe/Paris', not {tz!r}")
+    try:
+        zoneinfo.ZoneInfo(tz)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise InvalidTimezoneError(f"unknown time zone {tz!r}") from None
+    return tz
+
+
+def _check_cron(cron: str, timezone: str) -> None:
+    import datetime as dt
+
+    from croniter import croniter
+
+    fields = cron.split()
+    if len(fields) not in (5, 6):
+        raise InvalidCronError(f"cron expression {cron!r} must have 5 fields (or 6, with seconds)")
+    # pg-boss's cron-parser puts seconds first in a 6-field expression; croniter puts them last.
+    expression = " ".join([*fields[1:], fields[0]]) if len(fields) == 6 else cron
+    try:
+        croniter(expression, dt.datetime.now(zoneinfo.ZoneInfo(timezone))).get_prev()
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InvalidCronError(f"invalid cron expression {cron!r}: {exc}") from None
+
+
+def _camel(key: str) -> str:
+    head, *rest = key.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def _json_value(value: Any) -> Any:
+    """An option value as a JavaScript caller would have given it: seconds, ISO strings, plain JSON."""
+    import datetime as dt
+
+    if isinstance(value, dt.timedelta):
+        seconds = value.total_seconds()
+        return int(seconds) if seconds.is_integer() else seconds
+    if isinstance(value, dt.datetime):
+        return opt.start_after_text(value)
+    if isinstance(value, (uuid.UUID, JobState, QueuePolicy)):
+        return str(value)
+    return value
+
+
+__all__ = ["FETCH_ATTEMPTS", "Operation", "Operations", "Step"]

@@ -1,0 +1,539 @@
+"""Validating and normalising the options pg-boss takes, before anything reaches the database.
+
+Everything here is pure: it turns snake_case Python arguments into the values pg-boss's own JavaScript
+would have produced (seconds, interval text, ISO timestamps ending in ``Z``), so that the SQL that
+applies them produces the same rows, and it refuses bad input with a precise
+:class:`~sqla_boss.errors.InvalidOptionError` instead of an SQL error that would abort the caller's
+transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import re
+import traceback
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from sqla_boss.errors import InvalidOptionError, InvalidQueueNameError, PayloadError
+from sqla_boss.models import JobState, QueuePolicy
+
+ARCHIVE_COMPLETED_AFTER_SECONDS = 43200
+"""pg-boss's default ``archiveCompletedAfterSeconds``; a ``singleton_seconds`` above it is refused."""
+
+MAX_EXPIRE_SECONDS = 86400
+"""``expire_in`` must stay below 24 hours, as pg-boss checks."""
+
+_QUEUE_NAME_CHAR = re.compile(r"[A-Za-z0-9_-]")
+_INTERVAL_TEXT = re.compile(
+    r"\s*(?:[+-]?\d+(?:\.\d+)?\s*(?:microseconds?|milliseconds?|seconds?|secs?|s|minutes?|mins?|m|hours?|hrs?|h"
+    r"|days?|d|weeks?|w|months?|mons?|years?|y)?\s*)+|\s*\d+:\d{2}(?::\d{2}(?:\.\d+)?)?\s*",
+    re.IGNORECASE,
+)
+
+# ---------------------------------------------------------------------------------------------- names
+
+
+def queue_name(name: object, *, what: str = "queue name") -> str:
+    """Check a queue name as pg-boss does, and refuse what PostgreSQL cannot hold.
+
+    pg-boss only asks for one character of ``[A-Za-z0-9_-]`` somewhere in the name. sqla_boss also refuses
+    NUL (PostgreSQL text cannot hold it) and backslashes (pg-boss's ``text::bytea`` cast reads them as
+    escapes, so the partition name would not be the plain digest of the name, or creation would fail).
+    """
+    if not isinstance(name, str):
+        raise InvalidQueueNameError(f"{what} must be a string, not {type(name).__name__}")
+    if _QUEUE_NAME_CHAR.search(name) is None:
+        raise InvalidQueueNameError(f"{what} {name!r} needs at least one letter, digit, '_' or '-'")
+    if "\x00" in name:
+        raise InvalidQueueNameError(f"{what} {name!r} contains a NUL character")
+    if "\\" in name:
+        raise InvalidQueueNameError(f"{what} {name!r} contains a backslash, which pg-boss's partition naming misreads")
+    return name
+
+
+def job_ids(ids: object, *, operation: str) -> list[uuid.UUID]:
+    """One id or many, as ``uuid.UUID``; pg-boss refuses an empty list, and so do we."""
+    items: list[object] = list(ids) if isinstance(ids, (list, tuple, set, frozenset)) else [ids]
+    if not items:
+        raise InvalidOptionError(f"{operation}() requires an id")
+    return [job_id(item, operation=operation) for item in items]
+
+
+def job_id(value: object, *, operation: str = "job") -> uuid.UUID:
+    if isinstance(value, uuid.UUID):
+        return value
+    if isinstance(value, str):
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            raise InvalidOptionError(f"{operation}(): {value!r} is not a UUID") from None
+    raise InvalidOptionError(f"{operation}(): a job id must be a UUID or its string, not {type(value).__name__}")
+
+
+# ------------------------------------------------------------------------------------------- values
+
+
+def _integer(name: str, value: object, *, minimum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            raise InvalidOptionError(f"{name} must be an integer, not {value!r}")
+    if minimum is not None and value < minimum:
+        raise InvalidOptionError(f"{name} must be at least {minimum}, not {value}")
+    if value > 2**31 - 1:
+        raise InvalidOptionError(f"{name} must fit a PostgreSQL integer, not {value}")
+    return value
+
+
+def _seconds(name: str, value: object, *, minimum: float | None = None, whole: bool = False) -> float:
+    """A duration in seconds from a number or a ``timedelta``."""
+    if isinstance(value, dt.timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        raise InvalidOptionError(f"{name} must be a number of seconds or a timedelta, not {value!r}")
+    if not math.isfinite(seconds):
+        raise InvalidOptionError(f"{name} must be finite, not {value!r}")
+    if whole and not seconds.is_integer():
+        raise InvalidOptionError(f"{name} must be a whole number of seconds, not {value!r}")
+    if minimum is not None and seconds < minimum:
+        raise InvalidOptionError(f"{name} must be at least {minimum:g}, not {value!r}")
+    return seconds
+
+
+def _boolean(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidOptionError(f"{name} must be True or False, not {value!r}")
+    return value
+
+
+def _number_text(seconds: float) -> str:
+    return str(int(seconds)) if seconds.is_integer() else repr(seconds)
+
+
+def start_after_text(value: object) -> str | None:
+    """``start_after`` as pg-boss's SQL expects it: an ISO timestamp ending in ``Z``, or interval text.
+
+    Accepts an aware ``datetime``, a ``timedelta`` or a number of seconds from now (0 or less means now,
+    as in pg-boss), or a string: an ISO 8601 timestamp (any offset; pg-boss only takes ``Z``) or
+    PostgreSQL interval text such as ``"90 minutes"``.
+    """
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise InvalidOptionError(f"start_after must be an aware datetime, not the naive {value!r}")
+        return _utc_text(value)
+    if isinstance(value, dt.timedelta) or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+        seconds = _seconds("start_after", value)
+        return _number_text(seconds) if seconds > 0 else None
+    if isinstance(value, str):
+        if value.endswith("Z") or "T" in value:
+            try:
+                parsed = dt.datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith("Z") else value)
+            except ValueError:
+                raise InvalidOptionError(f"start_after {value!r} is not an ISO 8601 timestamp") from None
+            if parsed.tzinfo is None:
+                raise InvalidOptionError(f"start_after {value!r} has no time zone offset")
+            return value if value.endswith("Z") else _utc_text(parsed)
+        if _INTERVAL_TEXT.fullmatch(value) is None:
+            raise InvalidOptionError(f"start_after {value!r} is neither an ISO timestamp nor interval text")
+        return value
+    raise InvalidOptionError(f"start_after must be a datetime, timedelta, number or string, not {value!r}")
+
+
+def _utc_text(value: dt.datetime) -> str:
+    return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def keep_until_text(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise InvalidOptionError(f"keep_until must be an aware datetime, not the naive {value!r}")
+        return _utc_text(value)
+    raise InvalidOptionError(f"keep_until must be an aware datetime, not {value!r}")
+
+
+def json_text(value: Any, *, what: str = "data") -> str:
+    """``value`` as JSON text; refuses what JSON cannot carry (NaN, infinities, other objects)."""
+    try:
+        return json.dumps(value, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise PayloadError(f"{what} cannot be stored as JSON: {exc}") from exc
+
+
+def check_json(value: Any, *, what: str = "data") -> Any:
+    json_text(value, what=what)
+    return value
+
+
+def output_value(value: Any) -> Any:
+    """What pg-boss stores as ``output`` for a completion or failure value (PGBOSS10.md §6.1).
+
+    ``None`` stays NULL; an exception becomes ``{name, message, stack, ...its attributes}``; a mapping
+    is stored as it is; anything else (string, number, boolean, list) is wrapped as ``{"value": ...}``.
+    """
+    if value is None or (callable(value) and not isinstance(value, BaseException)):
+        return None
+    if isinstance(value, BaseException):
+        stored: dict[str, Any] = {
+            "name": type(value).__name__,
+            "message": str(value),
+            "stack": "".join(traceback.format_exception(type(value), value, value.__traceback__)).rstrip(),
+        }
+        for key, attribute in vars(value).items():
+            if key.startswith("_") or callable(attribute):
+                continue
+            try:
+                json_text(attribute)
+            except PayloadError:
+                attribute = repr(attribute)
+            stored.setdefault(key, attribute)
+        return stored
+    if isinstance(value, Mapping):
+        return check_json(dict(value), what="output")
+    return check_json({"value": value}, what="output")
+
+
+# ---------------------------------------------------------------------------------------- durations
+
+
+def _pick(options: Mapping[str, Any], keys: Iterable[str]) -> tuple[str, Any] | None:
+    for key in keys:
+        if key in options and options[key] is not None:
+            return key, options[key]
+    return None
+
+
+_EXPIRE_UNITS = (("expire_in_hours", 3600), ("expire_in_minutes", 60), ("expire_in_seconds", 1))
+_RETENTION_UNITS = (
+    ("retention_days", 86400, "days"),
+    ("retention_hours", 3600, "hours"),
+    ("retention_minutes", 60, "minutes"),
+    ("retention_seconds", 1, "seconds"),
+)
+_SINGLETON_UNITS = (("singleton_hours", 3600), ("singleton_minutes", 60), ("singleton_seconds", 1))
+
+
+def expire_in_seconds(options: Mapping[str, Any]) -> float | None:
+    """The expiration in seconds: hours, else minutes, else seconds (by presence), each at least 1."""
+    for key, _ in _EXPIRE_UNITS:
+        if key in options and options[key] is not None:
+            _seconds(key, options[key], minimum=1)
+    for key, factor in _EXPIRE_UNITS:
+        if key in options and options[key] is not None:
+            seconds = _seconds(key, options[key], minimum=1) * factor
+            if seconds >= MAX_EXPIRE_SECONDS:
+                raise InvalidOptionError(f"{key} must be less than 24 hours in all, not {options[key]!r}")
+            return seconds
+    return None
+
+
+def retention_text(options: Mapping[str, Any]) -> str | None:
+    """The retention as pg-boss's interval text (``'3 days'``): days, hours, minutes, then seconds."""
+    for key, _, _ in _RETENTION_UNITS:
+        if key in options and options[key] is not None:
+            _seconds(key, options[key], minimum=1)
+    for key, _, unit in _RETENTION_UNITS:
+        if key in options and options[key] is not None:
+            value = options[key]
+            if isinstance(value, dt.timedelta):
+                return f"{_number_text(value.total_seconds())} seconds"
+            return f"{_number_text(_seconds(key, value, minimum=1))} {unit}"
+    return None
+
+
+def singleton_seconds(options: Mapping[str, Any]) -> int | None:
+    """The throttling slot length: hours, else minutes, else seconds, whichever is above 0 (by value)."""
+    raw = options.get("singleton_seconds")
+    if raw is not None:
+        seconds = _seconds("singleton_seconds", raw)
+        if seconds > ARCHIVE_COMPLETED_AFTER_SECONDS:
+            raise InvalidOptionError(
+                f"singleton_seconds must be at most {ARCHIVE_COMPLETED_AFTER_SECONDS} (pg-boss's "
+                f"archiveCompletedAfterSeconds), not {raw!r}; use singleton_minutes or singleton_hours"
+            )
+    for key, factor in _SINGLETON_UNITS:
+        value = options.get(key)
+        if value is None:
+            continue
+        seconds = _seconds(key, value) * factor
+        if seconds > 0:
+            if not seconds.is_integer():
+                raise InvalidOptionError(f"{key} must make a whole number of seconds, not {value!r}")
+            return _integer(key, int(seconds))
+    return None
+
+
+# -------------------------------------------------------------------------------------------- defaults
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """pg-boss constructor options that shape rows: the last fallback before pg-boss's built-in values."""
+
+    retry_limit: int | None = None
+    retry_delay: int | None = None
+    retry_backoff: bool | None = None
+    expire_in_seconds: float | None = None
+    retention: str | None = None
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> Defaults:
+        allowed = {"retry_limit", "retry_delay", "retry_backoff"} | {key for key, _ in _EXPIRE_UNITS}
+        allowed |= {key for key, _, _ in _RETENTION_UNITS}
+        unknown = sorted(set(options) - allowed)
+        if unknown:
+            raise InvalidOptionError(
+                f"unknown default option(s) {', '.join(unknown)}; known: {', '.join(sorted(allowed))}"
+            )
+        return cls(
+            retry_limit=_optional_integer(options, "retry_limit", minimum=0),
+            retry_delay=_optional_delay(options, "retry_delay"),
+            retry_backoff=_optional_boolean(options, "retry_backoff"),
+            expire_in_seconds=expire_in_seconds(options),
+            retention=retention_text(options),
+        )
+
+
+def _optional_integer(options: Mapping[str, Any], key: str, *, minimum: int | None = None) -> int | None:
+    value = options.get(key)
+    return None if value is None else _integer(key, value, minimum=minimum)
+
+
+def _optional_delay(options: Mapping[str, Any], key: str) -> int | None:
+    value = options.get(key)
+    if value is None:
+        return None
+    if isinstance(value, dt.timedelta):
+        return _integer(key, _seconds(key, value, minimum=0, whole=True), minimum=0)
+    return _integer(key, value, minimum=0)
+
+
+def _optional_boolean(options: Mapping[str, Any], key: str) -> bool | None:
+    value = options.get(key)
+    return None if value is None else _boolean(key, value)
+
+
+def _optional_name(options: Mapping[str, Any], key: str) -> str | None:
+    value = options.get(key)
+    return None if value is None else queue_name(value, what=key)
+
+
+# ------------------------------------------------------------------------------------------------ jobs
+
+
+@dataclass(frozen=True)
+class JobInput:
+    """One job to insert, in the terms of pg-boss's insert SQL. ``None`` means "fall back"."""
+
+    name: str
+    data: Any = None
+    id: uuid.UUID | None = None
+    priority: int | None = None
+    start_after: str | None = None
+    singleton_key: str | None = None
+    singleton_seconds: int | None = None
+    singleton_offset: int = 0
+    expire_in_seconds: float | None = None
+    keep_until: str | None = None
+    retention: str | None = None
+    retry_limit: int | None = None
+    retry_delay: int | None = None
+    retry_backoff: bool | None = None
+    dead_letter: str | None = None
+
+    def record(self) -> dict[str, Any]:
+        """The JSON object for ``json_to_recordset``, nulls left out."""
+        record = {field.name: getattr(self, field.name) for field in fields(self)}
+        if self.id is not None:
+            record["id"] = str(self.id)
+        return {key: value for key, value in record.items() if value is not None}
+
+
+SEND_OPTIONS = frozenset(
+    {
+        "id",
+        "priority",
+        "start_after",
+        "singleton_key",
+        "singleton_seconds",
+        "singleton_minutes",
+        "singleton_hours",
+        "singleton_next_slot",
+        "retry_limit",
+        "retry_delay",
+        "retry_backoff",
+        "expire_in_seconds",
+        "expire_in_minutes",
+        "expire_in_hours",
+        "retention_seconds",
+        "retention_minutes",
+        "retention_hours",
+        "retention_days",
+        "dead_letter",
+    }
+)
+"""Every pg-boss 10 send option, in snake_case."""
+
+INSERT_FIELDS = frozenset(
+    {
+        "name",
+        "data",
+        "id",
+        "priority",
+        "start_after",
+        "singleton_key",
+        "singleton_seconds",
+        "expire_in_seconds",
+        "keep_until",
+        "retry_limit",
+        "retry_delay",
+        "retry_backoff",
+        "dead_letter",
+    }
+)
+"""The fields pg-boss's batch ``insert`` honours; it silently ignores all others, sqla_boss refuses them."""
+
+
+def _unknown(keys: Iterable[str], allowed: frozenset[str], what: str) -> None:
+    unknown = sorted(set(keys) - allowed)
+    if unknown:
+        raise InvalidOptionError(f"unknown {what} option(s): {', '.join(unknown)}")
+
+
+def send_input(name: object, data: Any, options: Mapping[str, Any]) -> tuple[JobInput, bool]:
+    """Validate a ``send`` and return its :class:`JobInput` and whether it debounces (``singleton_next_slot``)."""
+    _unknown(options, SEND_OPTIONS, "send")
+    json_text(data)
+    priority = _optional_integer(options, "priority")
+    singleton_key = options.get("singleton_key")
+    if singleton_key is not None and not isinstance(singleton_key, str):
+        raise InvalidOptionError(f"singleton_key must be a string, not {singleton_key!r}")
+    next_slot = options.get("singleton_next_slot")
+    job = JobInput(
+        name=queue_name(name),
+        data=data,
+        id=None if options.get("id") is None else job_id(options["id"], operation="send"),
+        priority=priority or None,
+        start_after=start_after_text(options.get("start_after")),
+        singleton_key=singleton_key,
+        singleton_seconds=singleton_seconds(options),
+        expire_in_seconds=expire_in_seconds(options),
+        retention=retention_text(options),
+        retry_limit=_optional_integer(options, "retry_limit", minimum=0),
+        retry_delay=_optional_delay(options, "retry_delay"),
+        retry_backoff=_optional_boolean(options, "retry_backoff"),
+        dead_letter=_optional_name(options, "dead_letter"),
+    )
+    return job, bool(next_slot is not None and _boolean("singleton_next_slot", next_slot))
+
+
+def insert_input(job: Mapping[str, Any]) -> JobInput:
+    """Validate one element of an ``insert`` batch (the fields pg-boss's insert honours)."""
+    if not isinstance(job, Mapping):
+        raise InvalidOptionError(f"each job to insert must be a mapping, not {type(job).__name__}")
+    _unknown(job, INSERT_FIELDS, "insert")
+    if "name" not in job:
+        raise InvalidOptionError("each job to insert needs a name")
+    json_text(job.get("data"))
+    singleton_key = job.get("singleton_key")
+    if singleton_key is not None and not isinstance(singleton_key, str):
+        raise InvalidOptionError(f"singleton_key must be a string, not {singleton_key!r}")
+    raw_singleton = job.get("singleton_seconds")
+    return JobInput(
+        name=queue_name(job["name"]),
+        data=job.get("data"),
+        id=None if job.get("id") is None else job_id(job["id"], operation="insert"),
+        priority=_optional_integer(job, "priority"),
+        start_after=start_after_text(job.get("start_after")),
+        singleton_key=singleton_key,
+        singleton_seconds=None if raw_singleton is None else singleton_seconds({"singleton_seconds": raw_singleton}),
+        expire_in_seconds=None
+        if job.get("expire_in_seconds") is None
+        else expire_in_seconds({"expire_in_seconds": job["expire_in_seconds"]}),
+        keep_until=keep_until_text(job.get("keep_until")),
+        retry_limit=_optional_integer(job, "retry_limit", minimum=0),
+        retry_delay=_optional_delay(job, "retry_delay"),
+        retry_backoff=_optional_boolean(job, "retry_backoff"),
+        dead_letter=_optional_name(job, "dead_letter"),
+    )
+
+
+# ---------------------------------------------------------------------------------------------- queues
+
+QUEUE_OPTIONS = frozenset(
+    {"policy", "retry_limit", "retry_delay", "retry_backoff", "expire_in_seconds", "retention_minutes", "dead_letter"}
+)
+
+
+def queue_policy(value: object) -> QueuePolicy:
+    try:
+        return QueuePolicy(value)
+    except ValueError:
+        known = ", ".join(policy.value for policy in QueuePolicy)
+        raise InvalidOptionError(f"{value!r} is not a valid queue policy ({known})") from None
+
+
+def queue_options(options: Mapping[str, Any], *, policy_default: QueuePolicy | None) -> dict[str, Any]:
+    """The ``create_queue`` JSON options (pg-boss's camelCase keys), validated. ``None`` values are left out."""
+    _unknown(options, QUEUE_OPTIONS, "queue")
+    policy = options.get("policy")
+    expire = options.get("expire_in_seconds")
+    retention = options.get("retention_minutes")
+    values = {
+        "policy": (queue_policy(policy).value if policy is not None else policy_default and policy_default.value),
+        "retryLimit": _optional_integer(options, "retry_limit", minimum=0),
+        "retryDelay": _optional_delay(options, "retry_delay"),
+        "retryBackoff": _optional_boolean(options, "retry_backoff"),
+        "expireInSeconds": None if expire is None else _whole_expire(expire),
+        "retentionMinutes": None if retention is None else _integer("retention_minutes", retention, minimum=1),
+        "deadLetter": _optional_name(options, "dead_letter"),
+    }
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def _whole_expire(value: object) -> int:
+    seconds = expire_in_seconds({"expire_in_seconds": value})
+    assert seconds is not None
+    if not seconds.is_integer():
+        raise InvalidOptionError(f"a queue's expire_in_seconds must be a whole number, not {value!r}")
+    return int(seconds)
+
+
+def job_state(value: object, *, what: str = "state") -> JobState:
+    try:
+        return JobState(value)
+    except ValueError:
+        raise InvalidOptionError(f"{value!r} is not a valid {what}") from None
+
+
+# ------------------------------------------------------------------------------------------------ fetch
+
+
+@dataclass(frozen=True)
+class FetchOptions:
+    batch_size: int
+    priority: bool
+    include_metadata: bool
+    ignore_start_after: bool
+
+    @classmethod
+    def of(
+        cls, batch_size: object, priority: object, include_metadata: object, ignore_start_after: object
+    ) -> FetchOptions:
+        return cls(
+            batch_size=_integer("batch_size", batch_size, minimum=1),
+            priority=_boolean("priority", priority),
+            include_metadata=_boolean("include_metadata", include_metadata),
+            ignore_start_after=_boolean("ignore_start_after", ignore_start_after),
+        )

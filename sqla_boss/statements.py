@@ -1,0 +1,483 @@
+"""Every SQL statement the repository runs, built once as SQLAlchemy Core, without I/O.
+
+The statements name the tables of the models, so they follow the ``schema_translate_map`` they are
+executed with. Only the calls of the schema's plpgsql functions are per schema (:func:`queue_functions`).
+Each statement is written from pg-boss 10.4's behaviour as PGBOSS10.md describes it; the section is
+named beside it.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    ColumnElement,
+    Integer,
+    Numeric,
+    Select,
+    Text,
+    TextClause,
+    any_,
+    bindparam,
+    case,
+    cast,
+    column,
+    delete,
+    exists,
+    extract,
+    false,
+    func,
+    literal,
+    null,
+    or_,
+    select,
+    text,
+    union_all,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, INTERVAL, JSONB, TIMESTAMP, UUID, insert
+from sqlalchemy.sql.selectable import CompoundSelect
+from sqlalchemy.types import TypeEngine
+
+from sqla_boss.identifiers import DEFAULT_SCHEMA, quote_identifier, validate_schema_name
+from sqla_boss.models import Archive, Job, JobState, Queue, QueuePolicy, Schedule, metadata
+
+job = metadata.tables[f"{DEFAULT_SCHEMA}.job"]
+queue = metadata.tables[f"{DEFAULT_SCHEMA}.queue"]
+schedule_table = metadata.tables[f"{DEFAULT_SCHEMA}.schedule"]
+subscription = metadata.tables[f"{DEFAULT_SCHEMA}.subscription"]
+
+ONE_SECOND = cast(literal("1 second"), INTERVAL)
+_GATED_POLICIES = (QueuePolicy.singleton.value, QueuePolicy.stately.value)
+
+
+def _ids() -> ColumnElement[bool]:
+    return job.c.id == any_(bindparam("ids", type_=ARRAY(UUID(as_uuid=True))))
+
+
+def _typed(name: str, type_: TypeEngine[Any]) -> ColumnElement[Any]:
+    """A parameter with an explicit cast, so PostgreSQL knows its type even when it is NULL."""
+    return cast(bindparam(name, type_=type_), type_)
+
+
+def _json_param(name: str) -> ColumnElement[object]:
+    """A JSON value sent as text we serialised (and checked) ourselves."""
+    return cast(bindparam(name, type_=Text), JSONB)
+
+
+# ------------------------------------------------------------------------------------ send and insert
+# pg-boss's insertJob (send) and insertJobs (insert) in one statement (PGBOSS10.md §4.2-4.6): the jobs
+# arrive as one JSON array, are joined to their queue for its defaults, and are inserted with ON CONFLICT
+# DO NOTHING. Unlike pg-boss, the statement also reports queues and dead-letter queues that do not exist,
+# and then inserts nothing, so the caller gets a clear error and a transaction that is still usable.
+
+_RECORD_COLUMNS = (
+    column("name", Text),
+    column("data", JSONB),
+    column("id", UUID(as_uuid=True)),
+    column("priority", Integer),
+    column("start_after", Text),
+    column("singleton_key", Text),
+    column("singleton_seconds", Integer),
+    column("singleton_offset", Integer),
+    column("expire_in_seconds", Numeric),
+    column("keep_until", TIMESTAMP(timezone=True)),
+    column("retention", Text),
+    column("retry_limit", Integer),
+    column("retry_delay", Integer),
+    column("retry_backoff", Boolean),
+    column("dead_letter", Text),
+)
+
+
+def _insert_jobs() -> CompoundSelect[Any]:
+    records = (
+        func.json_to_recordset(cast(bindparam("jobs", type_=Text), JSON))
+        .table_valued(*_RECORD_COLUMNS)
+        .render_derived(name="record", with_types=True)
+    )
+    incoming = select(records).cte("incoming")
+    dead_letter_queue = queue.alias("dead_letter_queue")
+
+    problems = (
+        select(literal("queue").label("kind"), incoming.c.name.label("value"))
+        .where(~exists().where(queue.c.name == incoming.c.name))
+        .union_all(
+            select(literal("dead_letter"), incoming.c.dead_letter).where(
+                incoming.c.dead_letter.is_not(None),
+                ~exists().where(dead_letter_queue.c.name == incoming.c.dead_letter),
+            )
+        )
+        .cte("problems")
+    )
+
+    start_after = case(
+        (func.right(incoming.c.start_after, 1) == "Z", cast(incoming.c.start_after, TIMESTAMP(timezone=True))),
+        else_=func.now() + cast(func.coalesce(incoming.c.start_after, "0"), INTERVAL),
+    )
+    prepared = (
+        select(
+            incoming,
+            start_after.label("start_at"),
+            queue.c.policy.label("queue_policy"),
+            queue.c.retry_limit.label("queue_retry_limit"),
+            queue.c.retry_delay.label("queue_retry_delay"),
+            queue.c.retry_backoff.label("queue_retry_backoff"),
+            queue.c.expire_seconds.label("queue_expire_seconds"),
+            queue.c.retention_minutes.label("queue_retention_minutes"),
+            queue.c.dead_letter.label("queue_dead_letter"),
+        )
+        .join_from(incoming, queue, queue.c.name == incoming.c.name)
+        .where(~exists(select(problems.c.kind)))
+        .cte("prepared")
+    )
+    p = prepared.c
+    default_retry_delay = _typed("default_retry_delay", Integer())
+    backoff = func.coalesce(p.retry_backoff, p.queue_retry_backoff, _typed("default_retry_backoff", Boolean()), false())
+    delay = func.coalesce(p.retry_delay, p.queue_retry_delay, default_retry_delay)
+    default_expire = _typed("default_expire_in_seconds", Numeric())
+    slot = p.singleton_seconds
+    values = {
+        "id": func.coalesce(p.id, func.gen_random_uuid()),
+        "name": p.name,
+        "priority": func.coalesce(p.priority, 0),
+        "data": p.data,
+        "start_after": p.start_at,
+        "singleton_key": p.singleton_key,
+        "singleton_on": case(
+            (
+                slot.is_not(None),
+                cast(literal("epoch"), TIMESTAMP(timezone=False))
+                + ONE_SECOND * (slot * func.floor((extract("epoch", func.now()) + p.singleton_offset) / slot)),
+            ),
+            else_=null(),
+        ),
+        "expire_in": case(
+            (p.expire_in_seconds.is_not(None), p.expire_in_seconds * ONE_SECOND),
+            (p.queue_expire_seconds.is_not(None), p.queue_expire_seconds * ONE_SECOND),
+            (default_expire.is_not(None), default_expire * ONE_SECOND),
+            else_=cast(literal("15 minutes"), INTERVAL),
+        ),
+        "keep_until": case(
+            (p.keep_until.is_not(None), p.keep_until),
+            else_=p.start_at
+            + func.coalesce(
+                cast(p.retention, INTERVAL),
+                p.queue_retention_minutes * cast(literal("1 minute"), INTERVAL),
+                cast(_typed("default_retention", Text()), INTERVAL),
+                cast(literal("14 days"), INTERVAL),
+            ),
+        ),
+        "retry_limit": func.coalesce(p.retry_limit, p.queue_retry_limit, _typed("default_retry_limit", Integer()), 2),
+        "retry_delay": case((backoff, func.greatest(delay, 1)), else_=func.coalesce(delay, 0)),
+        "retry_backoff": backoff,
+        "dead_letter": func.coalesce(p.dead_letter, p.queue_dead_letter),
+        "policy": p.queue_policy,
+    }
+    inserted = (
+        insert(job)
+        .from_select(list(values), select(*values.values()))
+        .on_conflict_do_nothing()
+        .returning(job.c.id)
+        .cte("inserted")
+    )
+    return union_all(
+        select(literal("id").label("kind"), cast(inserted.c.id, Text).label("value")),
+        select(problems.c.kind, problems.c.value),
+        select(literal("now"), cast(extract("epoch", func.now()), Text)),
+    )
+
+
+INSERT_JOBS = _insert_jobs()
+"""Insert the jobs in ``:jobs`` (a JSON array of :meth:`JobInput.record`); rows of (kind, value).
+
+``kind`` is ``id`` for each job inserted, ``queue`` / ``dead_letter`` for each name that does not exist
+(then nothing was inserted), and ``now`` once, with the database clock as epoch seconds. Parameters:
+``jobs`` and the constructor defaults ``default_retry_limit``, ``default_retry_delay``,
+``default_retry_backoff``, ``default_expire_in_seconds`` and ``default_retention``.
+"""
+
+# -------------------------------------------------------------------------------------------- fetch
+# pg-boss's fetchNextJob (§5.2-5.3). Unlike pg-boss, candidates whose singleton key already has an active
+# job of a singleton or stately queue are passed over instead of failing the whole fetch, so one busy
+# key no longer blocks the queue (trap 4); the unique indexes still decide, so a fetch racing another
+# one for the same key can still collide, which the repository handles in a savepoint.
+
+
+def _fetch(by_priority: bool) -> Select[Any]:
+    busy = job.alias("busy")
+    gated = job.c.policy.in_(_GATED_POLICIES)
+    key = func.coalesce(job.c.singleton_key, "")
+    order = [job.c.priority.desc(), job.c.created_on, job.c.id] if by_priority else [job.c.created_on, job.c.id]
+    candidates = (
+        select(job.c.id, job.c.priority, job.c.created_on, gated.label("gated"), key.label("key"))
+        .where(
+            job.c.name == bindparam("queue_name", type_=Text),
+            job.c.state < JobState.active,
+            # statement_timestamp(), not now(): in the caller's long transaction now() stands still, and
+            # a job sent earlier in the same transaction would never become due.
+            or_(_typed("ignore_start_after", Boolean()), job.c.start_after < func.statement_timestamp()),
+            or_(
+                ~gated,
+                job.c.policy.is_(None),
+                ~exists().where(
+                    busy.c.name == job.c.name,
+                    busy.c.state == JobState.active,
+                    busy.c.policy == job.c.policy,
+                    func.coalesce(busy.c.singleton_key, "") == key,
+                ),
+            ),
+        )
+        .order_by(*order)
+        .limit(bindparam("batch_size", type_=Integer))
+        .with_for_update(skip_locked=True)
+        .cte("candidates")
+    )
+    c = candidates.c
+    candidate_order = [c.priority.desc(), c.created_on, c.id] if by_priority else [c.created_on, c.id]
+    rank = func.row_number().over(partition_by=[c.gated, c.key], order_by=candidate_order)
+    ranked = select(c.id, c.gated, rank.label("rank")).cte("ranked")
+    chosen = select(ranked.c.id).where(or_(ranked.c.gated.is_not(True), ranked.c.rank == 1)).cte("chosen")
+    activate = (
+        update(job)
+        .where(job.c.name == bindparam("queue_name", type_=Text), job.c.id == chosen.c.id)
+        .values(
+            state=JobState.active,
+            started_on=func.now(),
+            retry_count=case((job.c.started_on.is_not(None), job.c.retry_count + 1), else_=job.c.retry_count),
+        )
+        .returning(*job.c)
+    )
+    return select(Job).from_statement(activate)
+
+
+FETCH_BY_PRIORITY = _fetch(by_priority=True)
+"""Activate up to ``:batch_size`` jobs of queue ``:name``, highest priority first; returns their rows."""
+FETCH_BY_AGE = _fetch(by_priority=False)
+"""The same, oldest first, ignoring priority."""
+
+# ------------------------------------------------------------------------------------ state changes (§6)
+
+COMPLETE = (
+    update(job)
+    .where(job.c.name == bindparam("queue_name", type_=Text), _ids(), job.c.state == JobState.active)
+    .values(completed_on=func.now(), state=JobState.completed, output=_json_param("job_output"))
+)
+"""Complete the active jobs among ``:ids`` of queue ``:name``, storing ``:output``."""
+
+CANCEL = (
+    update(job)
+    .where(job.c.name == bindparam("queue_name", type_=Text), _ids(), job.c.state < JobState.completed)
+    .values(completed_on=func.now(), state=JobState.cancelled)
+)
+"""Cancel the created, retry and active jobs among ``:ids``."""
+
+RESUME = (
+    update(job)
+    .where(job.c.name == bindparam("queue_name", type_=Text), _ids(), job.c.state == JobState.cancelled)
+    .values(completed_on=None, state=JobState.created)
+)
+"""Return the cancelled jobs among ``:ids`` to ``created``; keeps ``started_on`` and ``retry_count``."""
+
+RETRY = (
+    update(job)
+    .where(job.c.name == bindparam("queue_name", type_=Text), _ids(), job.c.state == JobState.failed)
+    .values(state=JobState.retry, retry_limit=job.c.retry_limit + 1)
+)
+"""Give the failed jobs among ``:ids`` one more try; ``completed_on`` stays set, as in pg-boss (trap 12)."""
+
+DELETE_JOBS = delete(job).where(job.c.name == bindparam("queue_name", type_=Text), _ids())
+"""Delete the jobs among ``:ids``, whatever their state; nothing is archived."""
+
+
+def _fail() -> Select[tuple[int]]:
+    # pg-boss's failJobs (§6.2-6.3): delete, re-insert as retry or failed, then copy to the dead letter.
+    deleted = (
+        delete(job)
+        .where(job.c.name == bindparam("queue_name", type_=Text), _ids(), job.c.state < JobState.completed)
+        .returning(*job.c)
+        .cte("deleted")
+    )
+    d = deleted.c
+    output = _json_param("job_output")
+    will_retry = d.retry_count < d.retry_limit
+    columns = [c.name for c in job.c]
+
+    def reinsert_values(
+        state: ColumnElement[Any], start_after: ColumnElement[Any], completed_on: ColumnElement[Any]
+    ) -> list[ColumnElement[Any]]:
+        chosen = {"state": state, "start_after": start_after, "completed_on": completed_on, "output": output}
+        return [chosen.get(name, d[name]) for name in columns]
+
+    backoff_seconds = d.retry_delay * func.power(2, func.least(16, d.retry_count + 1)) / 2 * (1 + func.random())
+    retried = (
+        insert(job)
+        .from_select(
+            columns,
+            select(
+                *reinsert_values(
+                    case((will_retry, literal(JobState.retry.value)), else_=literal(JobState.failed.value)).cast(
+                        job.c.state.type
+                    ),
+                    case(
+                        (d.retry_count == d.retry_limit, d.start_after),
+                        (d.retry_backoff.is_not(True), func.now() + d.retry_delay * ONE_SECOND),
+                        else_=func.now() + backoff_seconds * ONE_SECOND,
+                    ),
+                    case((will_retry, null()), else_=func.now()),
+                )
+            ),
+        )
+        .on_conflict_do_nothing()
+        .returning(*job.c)
+        .cte("retried")
+    )
+    forced = (
+        insert(job)
+        .from_select(
+            columns,
+            select(
+                *reinsert_values(literal(JobState.failed.value).cast(job.c.state.type), d.start_after, func.now())
+            ).where(d.id.not_in(select(retried.c.id))),
+        )
+        .on_conflict_do_nothing()
+        .returning(*job.c)
+        .cte("forced")
+    )
+    results = select(retried).union_all(select(forced)).cte("results")
+    r = results.c
+    dead_lettered = (
+        insert(job)
+        .from_select(
+            ["name", "data", "output", "retry_limit", "keep_until"],
+            select(r.dead_letter, r.data, r.output, r.retry_limit, r.keep_until + (r.keep_until - r.start_after)).where(
+                r.state == JobState.failed, r.dead_letter.is_not(None), r.name != r.dead_letter
+            ),
+        )
+        .returning(job.c.id)
+        .cte("dead_lettered")
+    )
+    return select(
+        select(func.count()).select_from(results).scalar_subquery(),
+        select(func.count()).select_from(dead_lettered).scalar_subquery(),
+    )
+
+
+FAIL = _fail()
+"""Fail the created, retry and active jobs among ``:ids`` with ``:output``; returns (affected, dead-lettered)."""
+
+GET_JOB = select(Job).where(Job.name == bindparam("queue_name", type_=Text), Job.id == bindparam("job_id"))
+GET_ARCHIVED_JOB = select(Archive).where(
+    Archive.name == bindparam("queue_name", type_=Text), Archive.id == bindparam("job_id")
+)
+
+# ------------------------------------------------------------------------------------------- queues (§3)
+
+QUEUE_EXISTS = select(exists().where(queue.c.name == bindparam("queue_name", type_=Text)))
+GET_QUEUE = select(Queue).where(Queue.name == bindparam("queue_name", type_=Text))
+GET_QUEUES = select(Queue).order_by(Queue.name)
+
+UPDATE_QUEUE = (
+    update(queue)
+    .where(queue.c.name == bindparam("queue_name", type_=Text))
+    .values(
+        policy=func.coalesce(cast(bindparam("new_policy", type_=Text), Text), queue.c.policy),
+        retry_limit=func.coalesce(bindparam("new_retry_limit", type_=Integer), queue.c.retry_limit),
+        retry_delay=func.coalesce(bindparam("new_retry_delay", type_=Integer), queue.c.retry_delay),
+        retry_backoff=func.coalesce(bindparam("new_retry_backoff", type_=Boolean), queue.c.retry_backoff),
+        expire_seconds=func.coalesce(bindparam("new_expire_seconds", type_=Integer), queue.c.expire_seconds),
+        retention_minutes=func.coalesce(bindparam("new_retention_minutes", type_=Integer), queue.c.retention_minutes),
+        dead_letter=func.coalesce(bindparam("new_dead_letter", type_=Text), queue.c.dead_letter),
+        updated_on=func.now(),
+    )
+    .returning(queue.c.name)
+)
+"""pg-boss's updateQueue (§3.3): each given setting replaces the stored one; none can be cleared."""
+
+_name = bindparam("queue_name", type_=Text)
+QUEUE_BLOCKERS = select(
+    exists().where(job.c.name == _name).label("has_jobs"),
+    exists().where(queue.c.dead_letter == _name, queue.c.name != _name).label("is_dead_letter_of_queue"),
+    exists().where(job.c.dead_letter == _name, job.c.name != _name).label("is_dead_letter_of_job"),
+)
+"""Why ``delete_queue`` would fail for ``:name`` (§1.10): jobs left, or referenced as a dead letter."""
+
+PURGE_QUEUE = delete(job).where(job.c.name == bindparam("queue_name", type_=Text), job.c.state < JobState.active)
+"""Delete the created and retry jobs of ``:name``."""
+
+QUEUE_SIZE = (
+    select(func.count())
+    .select_from(job)
+    .where(job.c.name == bindparam("queue_name", type_=Text), job.c.state < bindparam("before", type_=job.c.state.type))
+)
+
+
+@dataclass(frozen=True)
+class QueueFunctions:
+    """Calls of the schema's ``create_queue`` and ``delete_queue``, which are not subject to translation."""
+
+    create: TextClause
+    delete: TextClause
+
+
+@functools.lru_cache(maxsize=64)
+def queue_functions(schema: str) -> QueueFunctions:
+    quoted = quote_identifier(validate_schema_name(schema))
+    return QueueFunctions(
+        create=text(f"SELECT {quoted}.create_queue(:queue_name, CAST(:queue_options AS json))"),
+        delete=text(f"SELECT {quoted}.delete_queue(:queue_name)"),
+    )
+
+
+# ------------------------------------------------------------------------------------ pub/sub (§10)
+
+SUBSCRIBE = (
+    insert(subscription)
+    .from_select(
+        ["event", "name"],
+        select(bindparam("event_name", type_=Text), _name).where(exists().where(queue.c.name == _name)),
+    )
+    .on_conflict_do_update(index_elements=["event", "name"], set_={"updated_on": func.now()})
+    .returning(subscription.c.name)
+)
+"""Subscribe queue ``:name`` to ``:event``; returns no row when the queue does not exist."""
+
+UNSUBSCRIBE = delete(subscription).where(
+    subscription.c.event == bindparam("event_name", type_=Text), subscription.c.name == _name
+)
+SUBSCRIBERS = (
+    select(subscription.c.name)
+    .where(subscription.c.event == bindparam("event_name", type_=Text))
+    .order_by(subscription.c.name)
+)
+
+# ---------------------------------------------------------------------------------- schedules (§9.1)
+
+_schedule_insert = insert(schedule_table).from_select(
+    ["name", "cron", "timezone", "data", "options"],
+    select(
+        _name,
+        bindparam("cron_expression", type_=Text),
+        bindparam("time_zone", type_=Text),
+        _json_param("schedule_data"),
+        _json_param("schedule_options"),
+    ).where(exists().where(queue.c.name == _name)),
+)
+SCHEDULE = _schedule_insert.on_conflict_do_update(
+    index_elements=["name"],
+    set_={
+        "cron": _schedule_insert.excluded.cron,
+        "timezone": _schedule_insert.excluded.timezone,
+        "data": _schedule_insert.excluded.data,
+        "options": _schedule_insert.excluded.options,
+        "updated_on": func.now(),
+    },
+).returning(schedule_table.c.name)
+"""Create or replace the schedule of queue ``:name``; returns no row when the queue does not exist."""
+
+UNSCHEDULE = delete(schedule_table).where(schedule_table.c.name == _name)
+GET_SCHEDULES = select(Schedule).order_by(Schedule.name)
