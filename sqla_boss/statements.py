@@ -40,7 +40,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, INTERVAL, JSONB, TIMESTAMP, UUID, insert
-from sqlalchemy.sql.selectable import CompoundSelect
+from sqlalchemy.sql.selectable import CompoundSelect, ExecutableReturnsRows
 from sqlalchemy.types import TypeEngine
 
 from sqla_boss.identifiers import DEFAULT_SCHEMA, quote_identifier, validate_schema_name
@@ -152,7 +152,7 @@ def _insert_jobs() -> CompoundSelect[Any]:
             (
                 slot.is_not(None),
                 cast(literal("epoch"), TIMESTAMP(timezone=False))
-                + ONE_SECOND * (slot * func.floor((extract("epoch", func.now()) + p.singleton_offset) / slot)),
+                + slot * func.floor((extract("epoch", func.now()) + p.singleton_offset) / slot) * ONE_SECOND,
             ),
             else_=null(),
         ),
@@ -208,7 +208,7 @@ INSERT_JOBS = _insert_jobs()
 # one for the same key can still collide, which the repository handles in a savepoint.
 
 
-def _fetch(by_priority: bool) -> Select[Any]:
+def _fetch(by_priority: bool) -> ExecutableReturnsRows:
     busy = job.alias("busy")
     gated = job.c.policy.in_(_GATED_POLICIES)
     key = func.coalesce(job.c.singleton_key, "")
