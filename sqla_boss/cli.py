@@ -35,6 +35,12 @@ def _parser() -> argparse.ArgumentParser:
     database_options(migrate)
     migrate.add_argument("--revision", default="head", help="target revision (default: %(default)s)")
 
+    commands.add_parser(
+        "demo",
+        help="place orders and their jobs in one transaction each, then work them off (embedded PostgreSQL "
+        f"unless ${DATABASE_URL_ENV} is set)",
+    )
+
     downgrade = commands.add_parser("downgrade", help="downgrade; 'base' drops the pg-boss schema and its jobs")
     database_options(downgrade)
     downgrade.add_argument("revision", help="target revision, for example 'base'")
@@ -44,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = _parser().parse_args(argv)
+    if args.command == "demo":
+        return _demo()
     try:
         url = normalize_url(args.url) if args.url else url_from_env()
         if url is None:
@@ -58,6 +66,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     verb = "migrated" if args.command == "migrate" else "downgraded"
     print(f"sqla-boss: {verb} schema {args.schema!r} to {args.revision!r}")
+    return 0
+
+
+def _demo() -> int:
+    from sqla_boss import demo
+
+    try:
+        demo.run()
+    except SqlaBossError as exc:
+        print(f"sqla-boss: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -1,0 +1,190 @@
+"""``sqla-boss demo``: orders and their jobs committed together, then worked off by a fetch/complete loop.
+
+It shows the transactional outbox: each order and its confirmation job are written in one transaction,
+so a rolled-back order leaves no job behind. With ``DATABASE_URL`` unset it runs on an embedded
+PostgreSQL whose data directory lives under the user's data directory and is reused next time; with
+``DATABASE_URL`` set it uses that server and drops everything it created when it is done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from sqlalchemy import DateTime, Engine, MetaData, String, create_engine, delete, func, select, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.pool import NullPool
+
+from sqla_boss import embedded, migrations
+from sqla_boss.boss import Boss
+from sqla_boss.database import DATABASE_URL_ENV, normalize_url
+from sqla_boss.identifiers import quote_identifier
+from sqla_boss.models import Job, JobState
+from sqla_boss.schema import schema_translate_map
+
+BOSS_SCHEMA = "sqla_boss_demo"
+"""The pg-boss schema the demo installs (never your ``pgboss``)."""
+APP_SCHEMA = "sqla_boss_demo_app"
+"""The schema of the demo's own ``orders`` table."""
+QUEUE = "order-confirmation"
+
+ORDERS = [
+    ("ada", 42_00, "ok"),
+    ("grace", 17_50, "ok"),
+    ("linus", 99_99, "declined"),  # the payment fails: the order and its job roll back together
+    ("barbara", 8_25, "flaky"),  # the confirmation fails once, then succeeds on its retry
+    ("edsger", 64_00, "ok"),
+]
+
+
+class _Base(DeclarativeBase):
+    metadata = MetaData(schema=APP_SCHEMA)
+
+
+class Order(_Base):
+    """The demo application's own table: the business row each job belongs to."""
+
+    __tablename__ = "orders"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    customer: Mapped[str] = mapped_column(String(40))
+    total_cents: Mapped[int]
+    confirmed_on: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    job_id: Mapped[uuid.UUID | None]
+
+
+class PaymentDeclined(Exception):
+    """The demo's stand-in for a business rule that aborts the order."""
+
+
+@dataclass
+class Summary:
+    placed: list[str] = field(default_factory=list)
+    rolled_back: list[str] = field(default_factory=list)
+    confirmations: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    states: dict[str, int] = field(default_factory=dict)
+
+
+def run(*, say: Callable[[str], None] = print) -> Summary:
+    """Run the demo and print what happens; returns the summary it printed."""
+    with _database(say) as (engine, server_mode):
+        try:
+            return _run(engine, say)
+        finally:
+            if server_mode:
+                _clean_up(engine)
+                say(f"Cleaned up: dropped schemas {BOSS_SCHEMA} and {APP_SCHEMA}.")
+
+
+@contextlib.contextmanager
+def _database(say: Callable[[str], None]) -> Iterator[tuple[Engine, bool]]:
+    configured = os.environ.get(DATABASE_URL_ENV)
+    if configured:
+        url = normalize_url(configured)
+        say(f"Using the PostgreSQL at {url.render_as_string(hide_password=True)} ({DATABASE_URL_ENV}).")
+        engine = create_engine(url, poolclass=NullPool)
+        try:
+            yield engine, True
+        finally:
+            engine.dispose()
+        return
+    started = time.perf_counter()
+    server = embedded.start()
+    say(
+        f"Started an embedded PostgreSQL ({embedded.provider_name()}) in {time.perf_counter() - started:.1f} s; "
+        f"its data lives in {server.data_dir}."
+    )
+    engine = create_engine(server.url, poolclass=NullPool)
+    try:
+        yield engine, False
+    finally:
+        engine.dispose()
+        server.stop()
+
+
+def _run(engine: Engine, say: Callable[[str], None]) -> Summary:
+    summary = Summary()
+    migrations.upgrade(engine, schema=BOSS_SCHEMA)
+    with engine.begin() as connection:
+        connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(APP_SCHEMA)}"))
+        _Base.metadata.drop_all(connection)
+        _Base.metadata.create_all(connection)
+    say(f"Installed the pg-boss schema {BOSS_SCHEMA!r} and created the table {APP_SCHEMA}.orders.\n")
+
+    jobs_engine = engine.execution_options(schema_translate_map=schema_translate_map(BOSS_SCHEMA))
+    with Session(jobs_engine) as session, session.begin():
+        boss = Boss(session, schema=BOSS_SCHEMA)
+        boss.create_queue(QUEUE, retry_limit=1)
+        boss.purge_queue(QUEUE)
+        # Jobs of earlier runs (the embedded cluster is kept between runs).
+        session.execute(delete(Job).where(Job.name == QUEUE, Job.state >= JobState.completed))
+
+    say("Placing orders; each order and its confirmation job commit in one transaction:")
+    for customer, cents, behaviour in ORDERS:
+        try:
+            with Session(jobs_engine) as session, session.begin():
+                order = Order(customer=customer, total_cents=cents)
+                session.add(order)
+                session.flush()
+                job_id = Boss(session, schema=BOSS_SCHEMA).send(
+                    QUEUE, {"order_id": order.id, "customer": customer, "behaviour": behaviour}
+                )
+                order.job_id = job_id
+                order_id = order.id
+                if behaviour == "declined":
+                    raise PaymentDeclined(f"payment of {cents / 100:.2f} declined")
+            summary.placed.append(customer)
+            say(f"  order #{order_id} for {customer:<8} {cents / 100:>7.2f}  committed with job {job_id}")
+        except PaymentDeclined as exc:
+            summary.rolled_back.append(customer)
+            say(f"  order for {customer:<8} {cents / 100:>7.2f}  ROLLED BACK ({exc}): no order, no job")
+
+    say("\nWorking off the queue with fetch / complete:")
+    while True:
+        with Session(jobs_engine) as session, session.begin():
+            boss = Boss(session, schema=BOSS_SCHEMA)
+            jobs = boss.fetch(QUEUE, batch_size=2)
+            if not jobs:
+                break
+            for job in jobs:
+                data = job.data
+                if data["behaviour"] == "flaky" and job.retry_count == 0:
+                    boss.fail(QUEUE, job.id, ConnectionError("mail server timed out"))
+                    summary.failures.append(data["customer"])
+                    say(f"  job for order #{data['order_id']} ({data['customer']}) failed; it will be retried")
+                    continue
+                confirmed = session.get_one(Order, data["order_id"])
+                confirmed.confirmed_on = dt.datetime.now(dt.timezone.utc)
+                boss.complete(QUEUE, job.id, {"emailed": data["customer"]})
+                summary.confirmations.append(data["customer"])
+                attempt = f" (attempt {job.retry_count + 1})" if job.retry_count else ""
+                say(f"  confirmed order #{data['order_id']} for {data['customer']}{attempt}")
+
+    with Session(jobs_engine) as session:
+        rows = session.execute(
+            select(Job.state, func.count()).where(Job.name == QUEUE).group_by(Job.state).order_by(Job.state)
+        ).all()
+        summary.states = {state.value: count for state, count in rows}
+        orders = session.scalar(select(func.count()).select_from(Order))
+        confirmed = session.scalar(select(func.count()).select_from(Order).where(Order.confirmed_on.is_not(None)))
+
+    say("\nSummary")
+    say(f"  orders committed : {orders} ({confirmed} confirmed)")
+    say(f"  rolled back      : {', '.join(summary.rolled_back) or 'none'} (no order row and no job were left behind)")
+    say(f"  retried          : {', '.join(summary.failures) or 'none'}")
+    say("  jobs by state    : " + ", ".join(f"{state} {count}" for state, count in summary.states.items()))
+    return summary
+
+
+def _clean_up(engine: Engine) -> None:
+    with engine.begin() as connection:
+        for schema in (APP_SCHEMA, BOSS_SCHEMA):
+            connection.execute(text(f"DROP SCHEMA IF EXISTS {quote_identifier(schema)} CASCADE"))
+        version_table = quote_identifier(migrations.version_table_name(BOSS_SCHEMA))
+        connection.execute(text(f"DROP TABLE IF EXISTS public.{version_table}"))
