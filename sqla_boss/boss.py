@@ -214,7 +214,7 @@ class Boss:
     def send_after(
         self, name: str, data: Any, options: Mapping[str, Any] | None, after: dt.datetime | dt.timedelta | float | str
     ) -> uuid.UUID | None:
-        """:meth:`send` with ``start_after=after``. Does not commit."""
+        """:meth:`send` with ``start_after=after``. Does not commit; locks nothing but the new row."""
         return self.send(name, data, **{**(options or {}), "start_after": after})
 
     def send_throttled(
@@ -222,7 +222,7 @@ class Boss:
     ) -> uuid.UUID | None:
         """:meth:`send` at most once per ``seconds``-long slot (per ``key``); ``None`` if the slot is taken.
 
-        Does not commit.
+        Does not commit; locks nothing but the new row.
         """
         return self.send(
             name,
@@ -235,7 +235,7 @@ class Boss:
     ) -> uuid.UUID | None:
         """Like :meth:`send_throttled`, but a send in a taken slot goes to the next slot, starting then.
 
-        ``None`` when the next slot is taken too. Does not commit.
+        ``None`` when the next slot is taken too. Does not commit; locks nothing but the new row.
         """
         return self.send(
             name,
@@ -249,7 +249,7 @@ class Boss:
         Each job is a mapping with ``name`` and the fields pg-boss's ``insert`` honours: ``data, id,
         priority, start_after, singleton_key, singleton_seconds, expire_in_seconds, keep_until,
         retry_limit, retry_delay, retry_backoff, dead_letter``. pg-boss silently ignores other keys;
-        sqla_boss refuses them. Does not commit.
+        sqla_boss refuses them. Does not commit; locks nothing but the new rows.
 
         Raises:
             QueueNotFoundError, DeadLetterQueueNotFoundError: nothing is inserted (pg-boss drops rows).
@@ -319,7 +319,10 @@ class Boss:
         return self._run(self._operations.retry(name, ids))
 
     def delete_job(self, name: str, ids: JobIds) -> int:
-        """Delete the given jobs in any state, without archiving; returns how many. Does not commit."""
+        """Delete the given jobs in any state, without archiving; returns how many.
+
+        Does not commit; locks the deleted rows until your transaction ends.
+        """
         return self._run(self._operations.delete_job(name, ids))
 
     def get_job_by_id(self, name: str, id: uuid.UUID | str, include_archive: bool = False) -> Job | Archive | None:
@@ -334,12 +337,15 @@ class Boss:
     def publish(self, event: str, data: Any = None, **options: Any) -> list[uuid.UUID]:
         """Send a job to every queue subscribed to ``event``; returns the ids sent.
 
-        Options are :meth:`send`'s, validated once before anything is sent. Does not commit.
+        Options are :meth:`send`'s, validated once before anything is sent. Does not commit; locks
+        nothing but the new rows.
         """
         return self._run(self._operations.publish(event, data, options))
 
     def subscribe(self, event: str, name: str) -> None:
-        """Subscribe queue ``name`` to ``event`` (again: refreshes ``updated_on``). Does not commit.
+        """Subscribe queue ``name`` to ``event`` (again: refreshes ``updated_on``).
+
+        Does not commit; locks the subscription row.
 
         Raises:
             QueueNotFoundError: the queue does not exist.
@@ -347,13 +353,15 @@ class Boss:
         return self._run(self._operations.subscribe(event, name))
 
     def unsubscribe(self, event: str, name: str) -> bool:
-        """Remove the subscription; ``False`` if there was none. Does not commit."""
+        """Remove the subscription; ``False`` if there was none. Does not commit; locks that row."""
         return self._run(self._operations.unsubscribe(event, name))
 
     # --------------------------------------------------------------------------------------- schedules
 
     def schedule(self, name: str, cron: str, data: Any = None, *, tz: str | None = None, **options: Any) -> None:
-        """Store (or replace) the queue's cron schedule; workers fire it. Does not commit.
+        """Store (or replace) the queue's cron schedule; workers fire it.
+
+        Does not commit; locks the schedule row.
 
         The cron expression and the time zone (default UTC) are checked now; pg-boss only finds a bad
         time zone when its cron pass fails. ``options`` are :meth:`send`'s, stored in pg-boss's camelCase.
@@ -364,7 +372,7 @@ class Boss:
         return self._run(self._operations.schedule(name, cron, data, tz, options))
 
     def unschedule(self, name: str) -> bool:
-        """Delete the queue's schedule; ``False`` if there was none. Does not commit."""
+        """Delete the queue's schedule; ``False`` if there was none. Does not commit; locks that row."""
         return self._run(self._operations.unschedule(name))
 
     def get_schedules(self) -> list[Schedule]:
