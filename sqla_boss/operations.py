@@ -323,7 +323,8 @@ class Operations:
             "queue_name": queue_name,
             "cron_expression": cron_text,
             "time_zone": timezone,
-            "schedule_data": opt.json_text(data),
+            # pg-boss stores a missing payload as SQL NULL, not as the JSON null.
+            "schedule_data": None if data is None else opt.json_text(data),
             "schedule_options": opt.json_text(stored, what="schedule options"),
         }
         rows = yield Step(sql.SCHEDULE, params, "rows")
@@ -399,7 +400,11 @@ def _json_value(value: Any) -> Any:
         seconds = value.total_seconds()
         return int(seconds) if seconds.is_integer() else seconds
     if isinstance(value, dt.datetime):
-        return opt.start_after_text(value)
+        stamp = opt.start_after_text(value)  # refuses naive datetimes
+        if stamp is not None and value.microsecond % 1000 == 0:
+            # As a JavaScript Date would be stored (toISOString(): milliseconds); microseconds only if any.
+            return stamp[:-4] + "Z"
+        return stamp
     if isinstance(value, (uuid.UUID, JobState, QueuePolicy)):
         return str(value)
     return value

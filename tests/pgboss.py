@@ -90,6 +90,19 @@ def ref(index: int, *path: str | int) -> dict[str, str]:
     return {"$ref": ".".join(str(part) for part in (index, *path))}
 
 
+def js_date(iso: str) -> dict[str, str]:
+    """A placeholder the driver turns into ``new Date(iso)``, e.g. for ``startAfter``."""
+    return {"$date": iso}
+
+
+def js_error(name: str, message: str, **properties: Any) -> dict[str, Any]:
+    """A placeholder the driver turns into ``new <name>(message)`` with extra own ``properties``.
+
+    ``name`` is a built-in JavaScript error class: ``Error``, ``TypeError``, ``RangeError``...
+    """
+    return {"$error": {"name": name, "message": message, **properties}}
+
+
 def partition_name(queue: str) -> str:
     """The partition pg-boss gives a queue (for names without backslashes)."""
     return "j" + hashlib.sha224(queue.encode()).hexdigest()

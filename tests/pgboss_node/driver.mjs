@@ -19,7 +19,10 @@
 // "start" builds new PgBoss({connectionString, schema, ...options}) and awaits start(). Any other action
 // calls the PgBoss method of that name with "args" and awaits it. An argument (or any value nested in
 // one) of the form {"$ref": "<n>.<key>.<key>..."} stands for a value taken from the result of action
-// number n (counted from 0), so a later action can use the id an earlier one returned.
+// number n (counted from 0), so a later action can use the id an earlier one returned. JSON cannot carry
+// JavaScript objects, so two more placeholders build them: {"$date": "<ISO text>"} stands for
+// new Date(<ISO text>), and {"$error": {"name": ..., "message": ..., <more own properties>}} for an Error
+// of the built-in class called name (Error, TypeError, RangeError...) with those extra properties.
 //
 // Output: {"ok": true, "results": [one per action], "events": [...]} and exit code 0, or
 // {"ok": false, "failed": <index>, "error": {...}, "results": [...], "events": [...]} and exit code 1.
@@ -57,6 +60,17 @@ function resolveRefs (value, results) {
     return value
   }
   const keys = Object.keys(value)
+  if (keys.length === 1 && keys[0] === '$date') {
+    return new Date(value.$date)
+  }
+  if (keys.length === 1 && keys[0] === '$error') {
+    const { name = 'Error', message, ...properties } = value.$error
+    const ErrorClass = globalThis[name]
+    if (typeof ErrorClass !== 'function' || !(ErrorClass.prototype instanceof Error || ErrorClass === Error)) {
+      throw new Error(`$error: ${name} is not a built-in Error class`)
+    }
+    return Object.assign(new ErrorClass(message), resolveRefs(properties, results))
+  }
   if (keys.length === 1 && keys[0] === '$ref') {
     const [index, ...path] = String(value.$ref).split('.')
     if (!(Number(index) < results.length)) {

@@ -1,0 +1,232 @@
+"""The README's ORM queries on rows ``Boss`` wrote: by state, by ``data``, joined to the application's
+own table, the archive, and another schema through ``schema_translate_map``."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from boss_support import jobs_of
+from factories import ArchiveFactory, bind_factories
+from sqlalchemy import Engine, ForeignKey, func, select
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from support import drop_schema, unique_name
+
+from sqla_boss import Archive, Boss, Job, JobState, Queue, migrations, schema_translate_map
+
+
+class AppBase(DeclarativeBase):
+    """The application's own declarative base, separate from sqla_boss's."""
+
+
+class Customer(AppBase):
+    __tablename__ = "customers"
+    __table_args__ = {"prefixes": ["TEMPORARY"]}  # noqa: RUF012 - per connection, gone at rollback
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str]
+
+
+class Order(AppBase):
+    __tablename__ = "orders"
+    __table_args__ = {"prefixes": ["TEMPORARY"]}  # noqa: RUF012
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"))
+    item: Mapped[str]
+
+
+@pytest.fixture
+def shop(session: Session, boss: Boss) -> dict[int, uuid.UUID]:
+    """Customers, orders and one ``invoices`` job per paid order; returns the job id by order id."""
+    AppBase.metadata.create_all(session.connection())
+    session.add_all([Customer(id=1, name="ada"), Customer(id=2, name="bob")])
+    session.flush()
+    session.add_all(
+        [
+            Order(id=10, customer_id=1, item="book"),
+            Order(id=11, customer_id=1, item="pen"),
+            Order(id=12, customer_id=2, item="ink"),
+            Order(id=13, customer_id=2, item="unpaid"),
+        ]
+    )
+    session.flush()
+    boss.create_queue("invoices")
+    boss.create_queue("emails")
+    ids = {}
+    for order_id, customer_id in ((10, 1), (11, 1), (12, 2)):
+        job_id = boss.send("invoices", {"order_id": order_id, "customer_id": customer_id, "kind": "invoice"})
+        assert job_id is not None
+        ids[order_id] = job_id
+    boss.send("emails", {"customer_id": 1, "kind": "welcome"})
+    [first] = boss.fetch("invoices", priority=False, batch_size=1)
+    boss.complete("invoices", first.id, {"pdf": f"{first.data['order_id']}.pdf"})
+    return ids
+
+
+def test_jobs_by_state(session: Session, shop: dict[int, uuid.UUID]) -> None:
+    completed = session.scalars(select(Job).where(Job.state == JobState.completed)).all()
+    assert len(completed) == 1
+    assert completed[0].output == {"pdf": f"{completed[0].data['order_id']}.pdf"}
+    queued = session.scalar(
+        select(func.count()).select_from(Job).where(Job.name == "invoices", Job.state < JobState.active)
+    )
+    assert queued == 2
+    by_state = dict(session.execute(select(Job.state, func.count()).group_by(Job.state)).all())
+    assert by_state == {JobState.created: 3, JobState.completed: 1}
+
+
+def test_jobs_by_data_content(session: Session, shop: dict[int, uuid.UUID]) -> None:
+    for_ada = session.scalars(
+        select(Job).where(Job.data["customer_id"].as_integer() == 1).order_by(Job.name, Job.created_on)
+    ).all()
+    assert sorted(job.name for job in for_ada) == ["emails", "invoices", "invoices"]
+    invoices = session.scalars(select(Job.id).where(Job.data.contains({"kind": "invoice"}))).all()
+    assert set(invoices) == set(shop.values())
+    order_11 = session.scalars(select(Job).where(Job.data["order_id"].as_integer() == 11)).one()
+    assert order_11.id == shop[11]
+    welcome = session.scalars(select(Job.name).where(Job.data["kind"].as_string() == "welcome")).one()
+    assert welcome == "emails"
+
+
+def test_a_join_from_the_application_tables_to_jobs(session: Session, shop: dict[int, uuid.UUID]) -> None:
+    rows = session.execute(
+        select(Customer.name, Order.id, Order.item, Job.id, Job.state)
+        .join(Order, Order.customer_id == Customer.id)
+        .outerjoin(Job, (Job.name == "invoices") & (Job.data["order_id"].as_integer() == Order.id))
+        .order_by(Order.id)
+    ).all()
+    assert [(name, order_id, item, job_id) for name, order_id, item, job_id, _ in rows] == [
+        ("ada", 10, "book", shop[10]),
+        ("ada", 11, "pen", shop[11]),
+        ("bob", 12, "ink", shop[12]),
+        ("bob", 13, "unpaid", None),
+    ]
+    assert sorted(state for *_, state in rows if state is not None) == [
+        JobState.created,
+        JobState.created,
+        JobState.completed,
+    ]
+    unpaid = session.scalars(
+        select(Order.item).where(~select(Job.id).where(Job.data["order_id"].as_integer() == Order.id).exists())
+    ).all()
+    assert unpaid == ["unpaid"]
+    # The other way round: from a job to its order, with the job's queue through the relationship.
+    job, order = session.execute(
+        select(Job, Order).join(Order, Job.data["order_id"].as_integer() == Order.id).where(Order.id == 12)
+    ).one()
+    assert (job.id, order.item, job.queue.name) == (shop[12], "ink", "invoices")
+
+
+def test_the_archive_and_queues(session: Session, boss: Boss, shop: dict[int, uuid.UUID]) -> None:
+    bind_factories(session)
+    old = ArchiveFactory(name="invoices", data={"order_id": 1, "kind": "invoice"})
+    older = ArchiveFactory(name="invoices", data={"order_id": 2, "kind": "invoice"}, state=JobState.failed)
+    session.flush()
+    session.execute(
+        Archive.__table__.update()
+        .where(Archive.id == older.id)
+        .values(archived_on=func.now() - func.make_interval(0, 0, 0, 1))
+    )
+    session.expire_all()
+    recent = session.scalars(select(Archive).order_by(Archive.archived_on.desc()).limit(10)).all()
+    assert [archived.id for archived in recent] == [old.id, older.id]
+    failed = session.scalars(select(Archive.id).where(Archive.state == JobState.failed)).all()
+    assert failed == [older.id]
+    every_invoice = session.execute(
+        select(Job.id)
+        .where(Job.data.contains({"kind": "invoice"}))
+        .union_all(select(Archive.id).where(Archive.data.contains({"kind": "invoice"})))
+    ).scalars()
+    assert set(every_invoice) == {*shop.values(), old.id, older.id}
+
+    boss.create_queue("dead")
+    boss.update_queue("invoices", dead_letter="dead")
+    dead_letters = session.scalars(select(Queue.name).where(Queue.dead_letter.is_not(None))).all()
+    assert dead_letters == ["invoices"]
+
+
+@pytest.fixture
+def other_schema(engine: Engine) -> Iterator[str]:
+    """A second pg-boss schema, committed, dropped afterwards."""
+    name = unique_name("other")
+    migrations.upgrade(engine, schema=name)
+    try:
+        yield name
+    finally:
+        drop_schema(engine, name)
+
+
+def test_another_schema_through_schema_translate_map(
+    other_schema: str, session: Session, boss: Boss, engine: Engine
+) -> None:
+    # other_schema comes first, so that it is dropped after the test's transaction has been rolled back.
+    other = Boss(session, schema=other_schema)
+    assert other.schema == other_schema
+    boss.create_queue("q")
+    other.create_queue("q")
+    here = boss.send("q", {"schema": "here"})
+    there = other.send("q", {"schema": "there"})
+    assert [job.id for job in jobs_of(session, "q")] == [here]  # the session maps pgboss to installed_schema
+    in_other = session.scalars(
+        select(Job).where(Job.name == "q"),
+        execution_options={"schema_translate_map": schema_translate_map(other_schema)},
+    ).all()
+    assert [(job.id, job.data) for job in in_other] == [(there, {"schema": "there"})]
+    assert other.get_job_by_id("q", here) is None
+    assert boss.get_job_by_id("q", there) is None
+    [fetched] = other.fetch("q")
+    assert fetched.id == there
+    assert boss.get_queue_size("q") == 1
+
+    # An engine aimed at the other schema, as the README shows, sees only its committed rows.
+    session.commit()  # a savepoint of the test's rolled-back transaction: not visible outside
+    jobs_other = engine.execution_options(schema_translate_map=schema_translate_map(other_schema))
+    with Session(jobs_other) as outside:
+        assert outside.scalars(select(Job)).all() == []
+        assert outside.scalars(select(Queue.name)).all() == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Boss puts schema_translate_map only on its own statements: on a bind without it, the refresh of a Job "
+    "that Boss expired (and any lazy load) queries pgboss.job, fails with UndefinedTable and aborts the transaction",
+)
+@pytest.mark.parametrize("bind", ["connection", "session"])
+def test_jobs_from_a_boss_on_an_untranslated_bind_still_load(engine: Engine, installed_schema: str, bind: str) -> None:
+    with engine.connect() as connection:  # no schema_translate_map on this connection
+        transaction = connection.begin()
+        try:
+            boss = Boss(connection if bind == "connection" else Session(bind=connection), schema=installed_schema)
+            boss.create_queue("q")
+            job_id = boss.send("q", {"n": 1})
+            [job] = boss.fetch("q")
+            assert boss.complete("q", job_id, {"ok": True}) == 1
+            try:
+                loaded = (job.state, job.output, job.queue.name)
+            except DBAPIError as exc:
+                pytest.fail(f"reloading the job failed: {type(exc.orig).__name__}: {exc.orig}", pytrace=False)
+            assert loaded == (JobState.completed, {"ok": True}, "q")
+        finally:
+            transaction.rollback()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the identity map keys a Job by (name, id) only: one session holding jobs of two schemas merges a job of "
+    "one with the job of the other that has the same name and id (populate_existing overwrites it)",
+)
+def test_jobs_of_two_schemas_with_the_same_key_stay_apart(other_schema: str, session: Session, boss: Boss) -> None:
+    other = Boss(session, schema=other_schema)
+    boss.create_queue("q")
+    other.create_queue("q")
+    job_id = uuid.uuid4()
+    assert boss.send("q", {"schema": "here"}, id=job_id) == job_id
+    assert other.send("q", {"schema": "there"}, id=job_id) == job_id
+    here = boss.get_job_by_id("q", job_id)
+    there = other.get_job_by_id("q", job_id)
+    assert here is not None
+    assert there is not None
+    assert (here.data, there.data) == ({"schema": "here"}, {"schema": "there"})
