@@ -8,6 +8,7 @@ runs the very same generators on an ``AsyncSession``. So every rule is written o
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import uuid
@@ -170,8 +171,8 @@ class Operations:
         return ids[0] if ids else None
 
     def insert(self, jobs: Iterable[Mapping[str, Any]]) -> Operation[list[uuid.UUID]]:
-        if isinstance(jobs, (str, bytes, Mapping)):
-            raise InvalidOptionError("insert() takes a list of jobs (mappings)")
+        if isinstance(jobs, (str, bytes, Mapping)) or not isinstance(jobs, Iterable):
+            raise InvalidOptionError(f"insert() takes a list of jobs (mappings), not {type(jobs).__name__}")
         inputs = [opt.insert_input(job) for job in jobs]
         if not inputs:
             return []
@@ -348,8 +349,8 @@ def _output_text(value: Any) -> str | None:
 def _event(event: object) -> str:
     if not isinstance(event, str) or not event:
         raise InvalidOptionError(f"an event name must be a non-empty string, not {event!r}")
-    if "\x00" in event:
-        raise InvalidOptionError(f"event name {event!r} contains a NUL character")
+    if "\x00" in event or not opt.is_utf8(event):
+        raise InvalidOptionError(f"event name {event!r} contains a NUL character or a lone surrogate")
     return event
 
 
@@ -364,11 +365,17 @@ def _timezone(tz: object) -> str:
         return "UTC"
     if not isinstance(tz, str) or not tz:
         raise InvalidTimezoneError(f"a time zone must be an IANA name such as 'Europe/Paris', not {tz!r}")
-    try:
-        zoneinfo.ZoneInfo(tz)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise InvalidTimezoneError(f"unknown time zone {tz!r}") from None
+    if tz not in _iana_time_zones():
+        raise InvalidTimezoneError(f"unknown time zone {tz!r}; pg-boss's cron pass would fail on it (trap 14)")
     return tz
+
+
+@functools.cache
+def _iana_time_zones() -> frozenset[str]:
+    # zoneinfo also lists files of the system's database that are no zone names JavaScript's Intl knows,
+    # and one schedule pg-boss cannot evaluate stops all of them.
+    not_zones = {"Factory", "localtime", "posixrules"}
+    return frozenset(zone for zone in zoneinfo.available_timezones() if zone not in not_zones) | {"UTC"}
 
 
 def _check_cron(cron: str, timezone: str) -> None:

@@ -28,7 +28,36 @@ ARCHIVE_COMPLETED_AFTER_SECONDS = 43200
 MAX_EXPIRE_SECONDS = 86400
 """``expire_in`` must stay below 24 hours, as pg-boss checks."""
 
+MAX_DURATION_SECONDS = 1000 * 365.25 * 86400
+"""The longest delay or retention sqla_boss accepts: far inside PostgreSQL's timestamp and interval range,
+so a huge value is refused here rather than failing the caller's transaction."""
+
+_UNIT_SECONDS = {
+    "microsecond": 1e-6,
+    "millisecond": 1e-3,
+    "second": 1,
+    "sec": 1,
+    "s": 1,
+    "minute": 60,
+    "min": 60,
+    "m": 60,
+    "hour": 3600,
+    "hr": 3600,
+    "h": 3600,
+    "day": 86400,
+    "d": 86400,
+    "week": 604800,
+    "w": 604800,
+    "month": 30 * 86400,
+    "mon": 30 * 86400,
+    "year": 365.25 * 86400,
+    "y": 365.25 * 86400,
+}
+_INTERVAL_PART = re.compile(r"([+-]?\d+(?:\.\d+)?)\s*([a-z]*)", re.IGNORECASE)
+
 _QUEUE_NAME_CHAR = re.compile(r"[A-Za-z0-9_-]")
+# json.dumps writes NUL as \u0000; an escaped backslash before "u0000" is an even run of backslashes.
+_JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 _INTERVAL_TEXT = re.compile(
     r"\s*(?:[+-]?\d+(?:\.\d+)?\s*(?:microseconds?|milliseconds?|seconds?|secs?|s|minutes?|mins?|m|hours?|hrs?|h"
     r"|days?|d|weeks?|w|months?|mons?|years?|y)?\s*)+|\s*\d+:\d{2}(?::\d{2}(?:\.\d+)?)?\s*",
@@ -51,9 +80,31 @@ def queue_name(name: object, *, what: str = "queue name") -> str:
         raise InvalidQueueNameError(f"{what} {name!r} needs at least one letter, digit, '_' or '-'")
     if "\x00" in name:
         raise InvalidQueueNameError(f"{what} {name!r} contains a NUL character")
+    if not is_utf8(name):
+        raise InvalidQueueNameError(f"{what} {name!r} contains a lone surrogate, which is not valid UTF-8")
     if "\\" in name:
         raise InvalidQueueNameError(f"{what} {name!r} contains a backslash, which pg-boss's partition naming misreads")
     return name
+
+
+def is_utf8(text: str) -> bool:
+    """Whether ``text`` can be sent to PostgreSQL: no lone surrogates."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def text_value(name: str, value: object) -> str | None:
+    """An optional text option (``singleton_key``): a string PostgreSQL's text can hold."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidOptionError(f"{name} must be a string, not {value!r}")
+    if "\x00" in value or not is_utf8(value):
+        raise InvalidOptionError(f"{name} {value!r} contains a NUL character or a lone surrogate")
+    return value
 
 
 def job_ids(ids: object, *, operation: str) -> list[uuid.UUID]:
@@ -86,7 +137,7 @@ def _integer(name: str, value: object, *, minimum: int | None = None) -> int:
             raise InvalidOptionError(f"{name} must be an integer, not {value!r}")
     if minimum is not None and value < minimum:
         raise InvalidOptionError(f"{name} must be at least {minimum}, not {value}")
-    if value > 2**31 - 1:
+    if not -(2**31) <= value <= 2**31 - 1:
         raise InvalidOptionError(f"{name} must fit a PostgreSQL integer, not {value}")
     return value
 
@@ -105,6 +156,8 @@ def _seconds(name: str, value: object, *, minimum: float | None = None, whole: b
         raise InvalidOptionError(f"{name} must be a whole number of seconds, not {value!r}")
     if minimum is not None and seconds < minimum:
         raise InvalidOptionError(f"{name} must be at least {minimum:g}, not {value!r}")
+    if abs(seconds) > MAX_DURATION_SECONDS:
+        raise InvalidOptionError(f"{name} must be within 1000 years, not {value!r}")
     return seconds
 
 
@@ -145,8 +198,23 @@ def start_after_text(value: object) -> str | None:
             return value if value.endswith("Z") else _utc_text(parsed)
         if _INTERVAL_TEXT.fullmatch(value) is None:
             raise InvalidOptionError(f"start_after {value!r} is neither an ISO timestamp nor interval text")
+        if _interval_text_seconds(value) > MAX_DURATION_SECONDS:
+            raise InvalidOptionError(f"start_after {value!r} must be within 1000 years")
         return value
     raise InvalidOptionError(f"start_after must be a datetime, timedelta, number or string, not {value!r}")
+
+
+def _interval_text_seconds(text: str) -> float:
+    """Roughly how many seconds PostgreSQL interval text such as ``"2 days 3 hours"`` or ``"01:30"`` means."""
+    if ":" in text:
+        parts = [float(part) for part in text.strip().split(":")]
+        return float(sum(part * 60**power for part, power in zip(parts, (2, 1, 0), strict=False)))
+    total = 0.0
+    for number, unit in _INTERVAL_PART.findall(text):
+        name = unit.lower()
+        factor = _UNIT_SECONDS.get(name) or _UNIT_SECONDS.get(name.rstrip("s")) or 1
+        total += abs(float(number)) * factor
+    return total
 
 
 def _utc_text(value: dt.datetime) -> str:
@@ -166,9 +234,18 @@ def keep_until_text(value: object) -> str | None:
 def json_text(value: Any, *, what: str = "data") -> str:
     """``value`` as JSON text; refuses what JSON cannot carry (NaN, infinities, other objects)."""
     try:
-        return json.dumps(value, allow_nan=False, separators=(",", ":"))
+        text = json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
     except (TypeError, ValueError) as exc:
         raise PayloadError(f"{what} cannot be stored as JSON: {exc}") from exc
+    except RecursionError:
+        raise PayloadError(f"{what} is nested too deeply to be stored as JSON") from None
+    if _JSON_NUL.search(text):
+        raise PayloadError(f"{what} contains a NUL character (\\u0000), which PostgreSQL's jsonb cannot store")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise PayloadError(f"{what} contains a lone surrogate, which is not valid UTF-8") from None
+    return text
 
 
 def check_json(value: Any, *, what: str = "data") -> Any:
@@ -240,9 +317,12 @@ def expire_in_seconds(options: Mapping[str, Any]) -> float | None:
 
 def retention_text(options: Mapping[str, Any]) -> str | None:
     """The retention as pg-boss's interval text (``'3 days'``): days, hours, minutes, then seconds."""
-    for key, _, _ in _RETENTION_UNITS:
+    for key, factor, _ in _RETENTION_UNITS:
         if key in options and options[key] is not None:
-            _seconds(key, options[key], minimum=1)
+            value = options[key]
+            seconds = _seconds(key, value, minimum=1)
+            if not isinstance(value, dt.timedelta) and seconds * factor > MAX_DURATION_SECONDS:
+                raise InvalidOptionError(f"{key} must be within 1000 years, not {value!r}")
     for key, _, unit in _RETENTION_UNITS:
         if key in options and options[key] is not None:
             value = options[key]
@@ -416,9 +496,7 @@ def send_input(name: object, data: Any, options: Mapping[str, Any]) -> tuple[Job
     _unknown(options, SEND_OPTIONS, "send")
     json_text(data)
     priority = _optional_integer(options, "priority")
-    singleton_key = options.get("singleton_key")
-    if singleton_key is not None and not isinstance(singleton_key, str):
-        raise InvalidOptionError(f"singleton_key must be a string, not {singleton_key!r}")
+    singleton_key = text_value("singleton_key", options.get("singleton_key"))
     next_slot = options.get("singleton_next_slot")
     job = JobInput(
         name=queue_name(name),
@@ -446,9 +524,7 @@ def insert_input(job: Mapping[str, Any]) -> JobInput:
     if "name" not in job:
         raise InvalidOptionError("each job to insert needs a name")
     json_text(job.get("data"))
-    singleton_key = job.get("singleton_key")
-    if singleton_key is not None and not isinstance(singleton_key, str):
-        raise InvalidOptionError(f"singleton_key must be a string, not {singleton_key!r}")
+    singleton_key = text_value("singleton_key", job.get("singleton_key"))
     raw_singleton = job.get("singleton_seconds")
     return JobInput(
         name=queue_name(job["name"]),
