@@ -12,9 +12,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
 
+from sqla_boss.binding import bind_session
 from sqla_boss.identifiers import DEFAULT_SCHEMA
 from sqla_boss.models import Archive, Job, JobState, Queue, QueuePolicy, Schedule
-from sqla_boss.operations import Operation, Operations, Step
+from sqla_boss.operations import Expire, Operation, Operations, Step
 
 T = TypeVar("T")
 
@@ -42,6 +43,7 @@ class Boss:
         self._operations = Operations(schema, defaults)
         self.session = session if isinstance(session, Session) else Session(bind=session)
         """The session the statements run on."""
+        bind_session(self.session, self._operations.schema)
 
     @property
     def schema(self) -> str:
@@ -54,6 +56,10 @@ class Boss:
         try:
             step = next(operation)
             while True:
+                if isinstance(step, Expire):
+                    self._expire(step)
+                    step = operation.send(None)
+                    continue
                 try:
                     result = self._perform(step)
                 except IntegrityError as exc:
@@ -67,18 +73,16 @@ class Boss:
             return value
 
     def _perform(self, step: Step) -> Any:
-        if step.savepoint:
-            with self.session.begin_nested():
-                result = self._execute(step)
-        else:
-            result = self._execute(step)
-        if step.expire is not None:
-            name, ids = step.expire
-            for job_id in ids:
-                stale = self.session.identity_map.get(identity_key(Job, (name, job_id)))
-                if stale is not None:
-                    self.session.expire(stale)
-        return result
+        if not step.savepoint:
+            return self._execute(step)
+        with self.session.begin_nested():
+            return self._execute(step)
+
+    def _expire(self, step: Expire) -> None:
+        for model, key in step.keys:
+            stale = self.session.identity_map.get(identity_key(model, key))
+            if stale is not None:
+                self.session.expire(stale)
 
     def _execute(self, step: Step) -> Any:
         options = self._operations.execution_options
@@ -163,7 +167,9 @@ class Boss:
     def delete_queue(self, name: str) -> bool:
         """Delete an empty queue, its partition, schedule and subscriptions; ``False`` if there was none.
 
-        Runs in your transaction and does not commit; takes an exclusive lock on the partition.
+        Runs in your transaction and does not commit. Dropping the partition takes an ACCESS EXCLUSIVE lock
+        on ``job`` and ``queue`` until your transaction ends, which blocks every send, fetch and read of
+        jobs meanwhile, Node pg-boss's included: commit soon.
 
         Raises:
             QueueNotEmptyError: the queue still holds jobs (pg-boss's SQL would fail the transaction).

@@ -79,3 +79,11 @@ class QueueInUseError(SqlaBossError):
 
 class JobConflictError(SqlaBossError):
     """A state change would break a queue's policy or throttling slot (a unique index); nothing changed."""
+
+
+class SchemaMismatchError(SqlaBossError):
+    """The session already serves another pg-boss schema: use one session per schema.
+
+    Jobs of two schemas would share the session's identity map (their keys are the queue name and id), and
+    lazy loads could not tell which schema to read.
+    """

@@ -33,7 +33,7 @@ from sqla_boss.errors import (
     QueueNotFoundError,
 )
 from sqla_boss.identifiers import DEFAULT_SCHEMA, validate_schema_name
-from sqla_boss.models import Archive, Job, JobState, Queue, QueuePolicy, Schedule
+from sqla_boss.models import Archive, Job, JobState, Queue, QueuePolicy, Schedule, Subscription
 from sqla_boss.schema import schema_translate_map
 
 T = TypeVar("T")
@@ -49,17 +49,29 @@ class Step:
     first column of the first row, or ``None``) or ``entities`` (ORM objects, refreshed from the rows).
     With ``savepoint``, the driver runs the statement inside a SAVEPOINT and, on an ``IntegrityError``,
     rolls back to it and throws the error into the operation, so the caller's transaction survives.
-    ``expire`` names jobs (queue, ids) whose ORM objects in the session are stale after the statement.
     """
 
     statement: Executable
     params: Mapping[str, Any] = field(default_factory=dict)
     result: ResultKind = "rows"
     savepoint: bool = False
-    expire: tuple[str, tuple[uuid.UUID, ...]] | None = None
 
 
-Operation = Generator[Step, Any, T]
+@dataclass(frozen=True)
+class Expire:
+    """Tell the driver which ORM objects a statement made stale: (model, primary key) pairs.
+
+    The driver expires those present in the session, so they reload on next access; it sends back ``None``.
+    """
+
+    keys: tuple[tuple[type[Any], tuple[Any, ...]], ...]
+
+    @classmethod
+    def jobs(cls, queue_name: str, ids: Iterable[uuid.UUID]) -> Expire:
+        return cls(tuple((Job, (queue_name, job_id)) for job_id in ids))
+
+
+Operation = Generator[Step | Expire, Any, T]
 """An operation: yields steps, receives their results, returns the method's value."""
 
 FETCH_ATTEMPTS = 3
@@ -117,6 +129,7 @@ class Operations:
         updated = yield Step(sql.UPDATE_QUEUE, params, "rows")
         if not updated:
             raise QueueNotFoundError(f"queue {queue_name!r} does not exist", (queue_name,))
+        yield Expire(((Queue, (queue_name,)),))
 
     def delete_queue(self, name: object) -> Operation[bool]:
         queue_name = opt.queue_name(name)
@@ -133,12 +146,20 @@ class Operations:
         if dead_letter_of_queue or dead_letter_of_job:
             whom = "another queue" if dead_letter_of_queue else "jobs of another queue"
             raise QueueInUseError(f"queue {queue_name!r} is the dead letter queue of {whom}")
+        # Jobs written and deleted earlier in this transaction leave deferred foreign-key checks pending
+        # on the partition, and PostgreSQL refuses to drop a table with pending trigger events: run them now.
+        yield Step(self._functions.check_job_constraints_now, {}, "rowcount")
         yield Step(self._functions.delete, {"queue_name": queue_name}, "rowcount")
+        if (yield Step(sql.ANY_QUEUE, {}, "scalar")):  # with no partition left there is nothing to defer
+            yield Step(self._functions.defer_job_constraints, {}, "rowcount")
+        yield Expire(((Queue, (queue_name,)), (Schedule, (queue_name,))))
         return True
 
     def purge_queue(self, name: object) -> Operation[int]:
-        count: int = yield Step(sql.PURGE_QUEUE, {"queue_name": opt.queue_name(name)}, "rowcount")
-        return count
+        queue_name = opt.queue_name(name)
+        rows = yield Step(sql.PURGE_QUEUE, {"queue_name": queue_name}, "rows")
+        yield Expire.jobs(queue_name, (job_id for (job_id,) in rows))
+        return len(rows)
 
     def get_queue(self, name: object) -> Operation[Queue | None]:
         queues: list[Queue] = yield Step(sql.GET_QUEUE, {"queue_name": opt.queue_name(name)}, "entities")
@@ -252,7 +273,8 @@ class Operations:
         queue_name = opt.queue_name(name)
         job_ids = tuple(opt.job_ids(ids, operation="fail"))
         params = {"queue_name": queue_name, "ids": list(job_ids), "job_output": _output_text(output)}
-        rows = yield Step(sql.FAIL, params, "rows", expire=(queue_name, job_ids))
+        rows = yield Step(sql.FAIL, params, "rows")
+        yield Expire.jobs(queue_name, job_ids)
         return int(rows[0][0])
 
     def _change(
@@ -268,7 +290,8 @@ class Operations:
         queue_name = opt.queue_name(name)
         job_ids = tuple(opt.job_ids(ids, operation=operation))
         params = {"queue_name": queue_name, "ids": list(job_ids), **extra}
-        count: int = yield Step(statement, params, "rowcount", savepoint=savepoint, expire=(queue_name, job_ids))
+        count: int = yield Step(statement, params, "rowcount", savepoint=savepoint)
+        yield Expire.jobs(queue_name, job_ids)
         return count
 
     def get_job_by_id(self, name: object, job_id: object, include_archive: object) -> Operation[Job | Archive | None]:
@@ -287,13 +310,16 @@ class Operations:
 
     def subscribe(self, event: object, name: object) -> Operation[None]:
         queue_name = opt.queue_name(name)
-        rows = yield Step(sql.SUBSCRIBE, {"event_name": _event(event), "queue_name": queue_name}, "rows")
+        event_name = _event(event)
+        rows = yield Step(sql.SUBSCRIBE, {"event_name": event_name, "queue_name": queue_name}, "rows")
         if not rows:
             raise QueueNotFoundError(f"queue {queue_name!r} does not exist", (queue_name,))
+        yield Expire(((Subscription, (event_name, queue_name)), (Queue, (queue_name,))))
 
     def unsubscribe(self, event: object, name: object) -> Operation[bool]:
-        params = {"event_name": _event(event), "queue_name": opt.queue_name(name)}
-        count = yield Step(sql.UNSUBSCRIBE, params, "rowcount")
+        event_name, queue_name = _event(event), opt.queue_name(name)
+        count = yield Step(sql.UNSUBSCRIBE, {"event_name": event_name, "queue_name": queue_name}, "rowcount")
+        yield Expire(((Subscription, (event_name, queue_name)), (Queue, (queue_name,))))
         return bool(count)
 
     def publish(self, event: object, data: Any, options: Mapping[str, Any]) -> Operation[list[uuid.UUID]]:
@@ -331,9 +357,12 @@ class Operations:
         rows = yield Step(sql.SCHEDULE, params, "rows")
         if not rows:
             raise QueueNotFoundError(f"queue {queue_name!r} does not exist", (queue_name,))
+        yield Expire(((Schedule, (queue_name,)), (Queue, (queue_name,))))
 
     def unschedule(self, name: object) -> Operation[bool]:
-        count = yield Step(sql.UNSCHEDULE, {"queue_name": opt.queue_name(name)}, "rowcount")
+        queue_name = opt.queue_name(name)
+        count = yield Step(sql.UNSCHEDULE, {"queue_name": queue_name}, "rowcount")
+        yield Expire(((Schedule, (queue_name,)), (Queue, (queue_name,))))
         return bool(count)
 
     def get_schedules(self) -> Operation[list[Schedule]]:
@@ -417,4 +446,4 @@ def _json_value(value: Any) -> Any:
     return value
 
 
-__all__ = ["FETCH_ATTEMPTS", "Operation", "Operations", "Step"]
+__all__ = ["FETCH_ATTEMPTS", "Expire", "Operation", "Operations", "Step"]

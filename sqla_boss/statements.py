@@ -378,6 +378,7 @@ GET_ARCHIVED_JOB = select(Archive).where(
 # ------------------------------------------------------------------------------------------- queues (§3)
 
 QUEUE_EXISTS = select(exists().where(queue.c.name == bindparam("queue_name", type_=Text)))
+ANY_QUEUE = select(exists().where(queue.c.name.is_not(None)))
 GET_QUEUE = select(Queue).where(Queue.name == bindparam("queue_name", type_=Text))
 GET_QUEUES = select(Queue).order_by(Queue.name)
 
@@ -406,8 +407,12 @@ QUEUE_BLOCKERS = select(
 )
 """Why ``delete_queue`` would fail for ``:name`` (§1.10): jobs left, or referenced as a dead letter."""
 
-PURGE_QUEUE = delete(job).where(job.c.name == bindparam("queue_name", type_=Text), job.c.state < JobState.active)
-"""Delete the created and retry jobs of ``:name``."""
+PURGE_QUEUE = (
+    delete(job)
+    .where(job.c.name == bindparam("queue_name", type_=Text), job.c.state < JobState.active)
+    .returning(job.c.id)
+)
+"""Delete the created and retry jobs of ``:queue_name``; returns their ids."""
 
 QUEUE_SIZE = (
     select(func.count())
@@ -422,6 +427,10 @@ class QueueFunctions:
 
     create: TextClause
     delete: TextClause
+    check_job_constraints_now: TextClause
+    """Run the pending deferred foreign-key checks of every partition now (``SET CONSTRAINTS ... IMMEDIATE``)."""
+    defer_job_constraints: TextClause
+    """Put those checks back to their declared ``INITIALLY DEFERRED``."""
 
 
 @functools.lru_cache(maxsize=64)
@@ -430,6 +439,8 @@ def queue_functions(schema: str) -> QueueFunctions:
     return QueueFunctions(
         create=text(f"SELECT {quoted}.create_queue(:queue_name, CAST(:queue_options AS json))"),
         delete=text(f"SELECT {quoted}.delete_queue(:queue_name)"),
+        check_job_constraints_now=text(f"SET CONSTRAINTS {quoted}.q_fkey, {quoted}.dlq_fkey IMMEDIATE"),
+        defer_job_constraints=text(f"SET CONSTRAINTS {quoted}.q_fkey, {quoted}.dlq_fkey DEFERRED"),
     )
 
 

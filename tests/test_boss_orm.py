@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from boss_support import jobs_of
+from boss_support import assert_usable, jobs_of
 from factories import ArchiveFactory, bind_factories
 from sqlalchemy import Engine, ForeignKey, func, select
 from sqlalchemy.exc import DBAPIError
@@ -15,6 +15,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from support import drop_schema, unique_name
 
 from sqla_boss import Archive, Boss, Job, JobState, Queue, migrations, schema_translate_map
+from sqla_boss.errors import SchemaMismatchError
 
 
 class AppBase(DeclarativeBase):
@@ -163,37 +164,26 @@ def test_another_schema_through_schema_translate_map(
     other_schema: str, session: Session, boss: Boss, engine: Engine
 ) -> None:
     # other_schema comes first, so that it is dropped after the test's transaction has been rolled back.
-    other = Boss(session, schema=other_schema)
-    assert other.schema == other_schema
     boss.create_queue("q")
-    other.create_queue("q")
     here = boss.send("q", {"schema": "here"})
-    there = other.send("q", {"schema": "there"})
+    other_engine = engine.execution_options(schema_translate_map=schema_translate_map(other_schema))
+    with other_engine.connect() as connection, connection.begin() as transaction:
+        other_session = Session(bind=connection)
+        other = Boss(other_session, schema=other_schema)
+        assert other.schema == other_schema
+        other.create_queue("q")
+        there = other.send("q", {"schema": "there"})
+        assert [(job.id, job.data) for job in other_session.scalars(select(Job))] == [(there, {"schema": "there"})]
+        assert other.get_job_by_id("q", here) is None
+        [fetched] = other.fetch("q")
+        assert fetched.id == there
+        assert fetched.queue.name == "q"  # a lazy load, in the other schema too
+        transaction.rollback()
     assert [job.id for job in jobs_of(session, "q")] == [here]  # the session maps pgboss to installed_schema
-    in_other = session.scalars(
-        select(Job).where(Job.name == "q"),
-        execution_options={"schema_translate_map": schema_translate_map(other_schema)},
-    ).all()
-    assert [(job.id, job.data) for job in in_other] == [(there, {"schema": "there"})]
-    assert other.get_job_by_id("q", here) is None
     assert boss.get_job_by_id("q", there) is None
-    [fetched] = other.fetch("q")
-    assert fetched.id == there
     assert boss.get_queue_size("q") == 1
 
-    # An engine aimed at the other schema, as the README shows, sees only its committed rows.
-    session.commit()  # a savepoint of the test's rolled-back transaction: not visible outside
-    jobs_other = engine.execution_options(schema_translate_map=schema_translate_map(other_schema))
-    with Session(jobs_other) as outside:
-        assert outside.scalars(select(Job)).all() == []
-        assert outside.scalars(select(Queue.name)).all() == []
 
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="Boss puts schema_translate_map only on its own statements: on a bind without it, the refresh of a Job "
-    "that Boss expired (and any lazy load) queries pgboss.job, fails with UndefinedTable and aborts the transaction",
-)
 @pytest.mark.parametrize("bind", ["connection", "session"])
 def test_jobs_from_a_boss_on_an_untranslated_bind_still_load(engine: Engine, installed_schema: str, bind: str) -> None:
     with engine.connect() as connection:  # no schema_translate_map on this connection
@@ -213,20 +203,9 @@ def test_jobs_from_a_boss_on_an_untranslated_bind_still_load(engine: Engine, ins
             transaction.rollback()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the identity map keys a Job by (name, id) only: one session holding jobs of two schemas merges a job of "
-    "one with the job of the other that has the same name and id (populate_existing overwrites it)",
-)
-def test_jobs_of_two_schemas_with_the_same_key_stay_apart(other_schema: str, session: Session, boss: Boss) -> None:
-    other = Boss(session, schema=other_schema)
+def test_one_session_serves_one_schema(other_schema: str, session: Session, boss: Boss) -> None:
+    """Jobs are keyed by (queue, id) in the identity map, so two schemas in one session would mix them up."""
     boss.create_queue("q")
-    other.create_queue("q")
-    job_id = uuid.uuid4()
-    assert boss.send("q", {"schema": "here"}, id=job_id) == job_id
-    assert other.send("q", {"schema": "there"}, id=job_id) == job_id
-    here = boss.get_job_by_id("q", job_id)
-    there = other.get_job_by_id("q", job_id)
-    assert here is not None
-    assert there is not None
-    assert (here.data, there.data) == ({"schema": "here"}, {"schema": "there"})
+    with pytest.raises(SchemaMismatchError, match=other_schema):
+        Boss(session, schema=other_schema)
+    assert_usable(boss, "q")

@@ -141,9 +141,6 @@ def test_update_queue_of_a_missing_queue_raises(boss: Boss, session: Session, in
     assert_usable(boss, "q")
 
 
-@pytest.mark.xfail(
-    strict=True, reason="update_queue does not expire a Queue object already loaded in the session: it stays stale"
-)
 def test_a_loaded_queue_shows_the_update(boss: Boss) -> None:
     boss.create_queue("q", retry_limit=1)
     queue = boss.get_queue("q")
@@ -185,13 +182,6 @@ def test_delete_queue_refuses_while_jobs_exist(
     assert_usable(boss, "q")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="delete_queue after jobs of the queue were written and deleted in the same transaction fails with "
-    "'cannot DROP TABLE ... because it has pending trigger events' (the deferred q_fkey/dlq_fkey checks) "
-    "and aborts the caller's transaction",
-)
 def test_delete_queue_after_emptying_it_in_the_same_transaction(boss: Boss, session: Session) -> None:
     boss.create_queue("q")
     job_id = boss.send("q")

@@ -411,10 +411,6 @@ def test_a_loaded_job_is_gone_after_delete_job(boss: Boss, session: Session, q: 
         _ = job.state
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="purge_queue deletes rows without expiring the loaded Job objects: session.get() still returns them",
-)
 def test_a_loaded_job_is_gone_after_purge_queue(boss: Boss, session: Session, q: str) -> None:
     job_id = boss.send(q)
     job = boss.get_job_by_id(q, job_id)  # type: ignore[arg-type]

@@ -1,0 +1,62 @@
+"""Tying a caller's ``Session`` to one pg-boss schema, so ORM loads of our models read that schema."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, Engine, event
+from sqlalchemy.orm import ORMExecuteState, Session
+
+from sqla_boss.errors import SchemaMismatchError
+from sqla_boss.identifiers import DEFAULT_SCHEMA
+from sqla_boss.models import Base
+from sqla_boss.schema import schema_translate_map
+
+_SESSION_KEY = "sqla_boss_schema"
+
+
+def bind_session(session: Session, schema: str) -> None:
+    """Make every ORM execution of sqla_boss's models on ``session`` read and write ``schema``.
+
+    Statements the repository runs carry the ``schema_translate_map`` themselves; this covers what the
+    ORM runs on its own later: refreshing an expired job, lazy-loading ``job.queue``, a flush. It is a
+    ``do_orm_execute`` hook on this session only, and only for statements on sqla_boss's models that
+    carry no translation for ``pgboss`` already.
+
+    Raises:
+        SchemaMismatchError: the session, or the engine or connection it is bound to, already serves
+            another pg-boss schema.
+    """
+    bound = session.info.get(_SESSION_KEY)
+    if bound is not None:
+        if bound != schema:
+            raise SchemaMismatchError(
+                f"this session already works on pg-boss schema {bound!r}; use another session for {schema!r}"
+            )
+        return
+    translated = _bind_translation(session.bind)
+    if translated is not None and translated != schema:
+        raise SchemaMismatchError(
+            f"the session's bind translates the pg-boss models to schema {translated!r}, not {schema!r}"
+        )
+    session.info[_SESSION_KEY] = schema
+    if schema == DEFAULT_SCHEMA or translated == schema:
+        return
+    translate = schema_translate_map(schema)
+
+    def add_translation(state: ORMExecuteState) -> None:
+        current = state.execution_options.get("schema_translate_map") or {}
+        if DEFAULT_SCHEMA in current:
+            return
+        if any(issubclass(mapper.class_, Base) for mapper in state.all_mappers):
+            state.update_execution_options(schema_translate_map={**current, **translate})
+
+    event.listen(session, "do_orm_execute", add_translation)
+
+
+def _bind_translation(bind: Engine | Connection | Any) -> str | None:
+    if not isinstance(bind, (Engine, Connection)):
+        return None
+    translate = bind.get_execution_options().get("schema_translate_map") or {}
+    value = translate.get(DEFAULT_SCHEMA)
+    return None if value is None else str(value)
