@@ -250,7 +250,9 @@ class Boss:
         )
 
     def insert(self, jobs: Iterable[Mapping[str, Any]]) -> list[uuid.UUID]:
-        """Insert many jobs in one statement; returns the ids inserted (conflicting jobs are left out).
+        """Insert many jobs in one statement; returns the ids inserted, in no particular order.
+
+        Jobs that conflict with a policy, a throttling slot or an existing id are left out, as in pg-boss.
 
         Each job is a mapping with ``name`` and the fields pg-boss's ``insert`` honours: ``data, id,
         priority, start_after, singleton_key, singleton_seconds, expire_in_seconds, keep_until,

@@ -8,6 +8,7 @@ runs the very same generators on an ``AsyncSession``. So every rule is written o
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -187,7 +188,7 @@ class Operations:
         delay = (seconds - elapsed) or 1
         if seconds > 1:
             delay += 1
-        retry = opt.JobInput(**{**job.__dict__, "start_after": str(delay), "singleton_offset": seconds})
+        retry = dataclasses.replace(job, start_after=str(delay), singleton_offset=seconds)
         ids, _ = yield from self._insert([retry])
         return ids[0] if ids else None
 
