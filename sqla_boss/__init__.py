@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sqla_boss.async_boss import AsyncBoss
 from sqla_boss.boss import Boss
 from sqla_boss.errors import (
     EmbeddedPostgresUnavailableError,

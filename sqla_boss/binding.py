@@ -1,15 +1,17 @@
-"""Tying a caller's ``Session`` to one pg-boss schema, so ORM loads of our models read that schema."""
+"""What the sync and async drivers share: tying a session to its schema, expiring, reading results."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, Engine, event
+from sqlalchemy import Connection, Engine, Result, event
 from sqlalchemy.orm import ORMExecuteState, Session
+from sqlalchemy.orm.util import identity_key
 
 from sqla_boss.errors import SchemaMismatchError
 from sqla_boss.identifiers import DEFAULT_SCHEMA
 from sqla_boss.models import Base
+from sqla_boss.operations import Expire, Step
 from sqla_boss.schema import schema_translate_map
 
 _SESSION_KEY = "sqla_boss_schema"
@@ -60,3 +62,20 @@ def _bind_translation(bind: Engine | Connection | Any) -> str | None:
     translate = bind.get_execution_options().get("schema_translate_map") or {}
     value = translate.get(DEFAULT_SCHEMA)
     return None if value is None else str(value)
+
+
+def expire_stale(session: Session, step: Expire) -> None:
+    """Expire the objects ``step`` names that the session holds, so they reload on next access."""
+    for model, key in step.keys:
+        stale = session.identity_map.get(identity_key(model, key))
+        if stale is not None:
+            session.expire(stale)
+
+
+def read_result(result: Result[Any], step: Step) -> Any:
+    """What a (non-entity) step asked for, read from the buffered ``result``."""
+    if step.result == "rowcount":
+        return result.rowcount  # type: ignore[attr-defined]
+    if step.result == "scalar":
+        return result.scalar()
+    return result.all()

@@ -10,9 +10,8 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.util import identity_key
 
-from sqla_boss.binding import bind_session
+from sqla_boss.binding import bind_session, expire_stale, read_result
 from sqla_boss.identifiers import DEFAULT_SCHEMA
 from sqla_boss.models import Archive, Job, JobState, Queue, QueuePolicy, Schedule
 from sqla_boss.operations import Expire, Operation, Operations, Step
@@ -57,7 +56,7 @@ class Boss:
             step = next(operation)
             while True:
                 if isinstance(step, Expire):
-                    self._expire(step)
+                    expire_stale(self.session, step)
                     step = operation.send(None)
                     continue
                 try:
@@ -78,24 +77,12 @@ class Boss:
         with self.session.begin_nested():
             return self._execute(step)
 
-    def _expire(self, step: Expire) -> None:
-        for model, key in step.keys:
-            stale = self.session.identity_map.get(identity_key(model, key))
-            if stale is not None:
-                self.session.expire(stale)
-
     def _execute(self, step: Step) -> Any:
         options = self._operations.execution_options
         if step.result == "entities":
-            return self.session.scalars(
-                step.statement, step.params, execution_options={**options, "populate_existing": True}
-            ).all()
-        result = self.session.execute(step.statement, step.params, execution_options=options)
-        if step.result == "rowcount":
-            return result.rowcount  # type: ignore[attr-defined]
-        if step.result == "scalar":
-            return result.scalar()
-        return result.all()
+            options = {**options, "populate_existing": True}
+            return self.session.scalars(step.statement, step.params, execution_options=options).all()
+        return read_result(self.session.execute(step.statement, step.params, execution_options=options), step)
 
     # ------------------------------------------------------------------------------------------ queues
 

@@ -6,15 +6,16 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import URL, Connection, Engine, create_engine, text
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import URL, Engine, create_engine, text
 from sqlalchemy.pool import NullPool
 from support import drop_schema, unique_name
 
-from sqla_boss import Boss, embedded, migrations
+from sqla_boss import embedded, migrations
 from sqla_boss.database import normalize_url
 from sqla_boss.identifiers import quote_identifier
-from sqla_boss.schema import schema_translate_map
+
+# connection, session, boss, make_boss, committing_session_factory: on Boss and on AsyncBoss.
+pytest_plugins = ["apis"]
 
 
 @pytest.fixture(scope="session")
@@ -51,38 +52,6 @@ def installed_schema(engine: Engine, schema_name: str) -> str:
     """A pg-boss schema installed by our migrations, committed."""
     migrations.upgrade(engine, schema=schema_name)
     return schema_name
-
-
-@pytest.fixture
-def connection(engine: Engine, installed_schema: str) -> Iterator[Connection]:
-    """A connection in a transaction that is rolled back after the test, aimed at ``installed_schema``."""
-    with engine.connect() as connection:
-        connection.execution_options(schema_translate_map=schema_translate_map(installed_schema))
-        transaction = connection.begin()
-        try:
-            yield connection
-        finally:
-            transaction.rollback()
-
-
-@pytest.fixture
-def session(connection: Connection) -> Iterator[Session]:
-    """An ORM session joined to ``connection``'s transaction: its commits are savepoints, all rolled back."""
-    with Session(bind=connection, join_transaction_mode="create_savepoint") as session:
-        yield session
-
-
-@pytest.fixture
-def boss(session: Session, installed_schema: str) -> Boss:
-    """A :class:`Boss` on ``session``: everything it writes is rolled back after the test."""
-    return Boss(session, schema=installed_schema)
-
-
-@pytest.fixture
-def committing_session_factory(engine: Engine, installed_schema: str) -> sessionmaker[Session]:
-    """Sessions that really commit, on ``installed_schema`` (dropped after the test): for outbox tests."""
-    translated = engine.execution_options(schema_translate_map=schema_translate_map(installed_schema))
-    return sessionmaker(translated)
 
 
 @pytest.fixture

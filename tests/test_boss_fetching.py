@@ -14,6 +14,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from sqla_boss import Boss, Job, JobState
 
+SYNC_ONLY = pytest.mark.parametrize("api", ["sync"], indirect=True)
+"""Tests with threads of their own: each thread needs a sync session (the async driver shares the operations)."""
+
 
 @pytest.fixture
 def q(boss: Boss) -> str:
@@ -224,6 +227,7 @@ def committed_queue(committing_session_factory: sessionmaker[Session], installed
     return "shared"
 
 
+@SYNC_ONLY
 def test_concurrent_fetchers_get_disjoint_jobs(
     committing_session_factory: sessionmaker[Session], engine: Engine, installed_schema: str, committed_queue: str
 ) -> None:
@@ -266,6 +270,7 @@ def test_a_second_fetcher_skips_the_rows_the_first_one_holds(
         assert dict(states) == {JobState.active: 7, JobState.created: 5}
 
 
+@SYNC_ONLY
 @pytest.mark.parametrize(
     ("other_key", "winner_commits", "loser_gets"),
     [(True, True, "b1"), (False, True, None), (False, False, "a2")],

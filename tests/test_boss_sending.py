@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from boss_support import EPOCH, assert_usable, db_epoch, db_now, jobs_of, load, one_schema_per_module
-from sqlalchemy import Engine, event, func, select
+from sqlalchemy import Connection, event, func, select
 from sqlalchemy.orm import Session
 
 from sqla_boss import Boss, Job, JobState, QueuePolicy
@@ -32,18 +32,18 @@ def q(boss: Boss) -> str:
 
 
 @pytest.fixture
-def statements(engine: Engine) -> Iterator[list[str]]:
-    """The SQL statements sent to the server while the test runs."""
+def statements(connection: Connection) -> Iterator[list[str]]:
+    """The SQL statements sent to the server on the test's connection (sync or async) while the test runs."""
     seen: list[str] = []
 
     def record(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
         seen.append(statement)
 
-    event.listen(engine, "before_cursor_execute", record)
+    event.listen(connection, "before_cursor_execute", record)
     try:
         yield seen
     finally:
-        event.remove(engine, "before_cursor_execute", record)
+        event.remove(connection, "before_cursor_execute", record)
 
 
 # ---------------------------------------------------------------------------------------- defaults
