@@ -1,10 +1,14 @@
-"""The shape of the public ``Boss`` API: pg-boss's methods, each saying what it commits and locks."""
+"""The shape of the public API: pg-boss's methods, each saying what it commits and locks, the same on
+``Boss`` and ``AsyncBoss``."""
 
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
-from sqla_boss import Boss
+import pytest
+
+from sqla_boss import AsyncBoss, Boss
 
 PGBOSS_METHODS = {
     "create_queue",
@@ -35,17 +39,95 @@ PGBOSS_METHODS = {
     "get_schedules",
 }
 
+# How the async API may spell what the sync one says: read AsyncSession as Session, and so on.
+_ASYNC_SPELLINGS = (("AsyncSession", "Session"), ("AsyncConnection", "Connection"), ("AsyncBoss", "Boss"))
 
-def public_methods() -> dict[str, object]:
-    return {name: member for name, member in inspect.getmembers(Boss, inspect.isfunction) if not name.startswith("_")}
+
+def public_methods(cls: type) -> dict[str, Any]:
+    return {
+        name: member
+        for name, member in inspect.getmembers(cls, inspect.isfunction)
+        if not name.startswith("_") or name == "__init__"
+    }
+
+
+def _as_sync(text: object) -> str:
+    result = str(text)
+    for async_spelling, sync_spelling in _ASYNC_SPELLINGS:
+        result = result.replace(async_spelling, sync_spelling)
+    return result
+
+
+def _shape(function: Any) -> list[tuple[str, ...]]:
+    signature = inspect.signature(function)
+    shape = [
+        (name, str(parameter.kind), repr(parameter.default), _as_sync(parameter.annotation))
+        for name, parameter in signature.parameters.items()
+    ]
+    return [*shape, ("return", _as_sync(signature.return_annotation))]
+
+
+def api_differences(sync_class: type, async_class: type) -> list[str]:
+    """Every way ``async_class`` differs from ``sync_class``: methods, parameters, defaults, annotations,
+    docstrings, and coroutine-ness; empty when they are twins."""
+    sync_methods, async_methods = public_methods(sync_class), public_methods(async_class)
+    differences = [f"only on {sync_class.__name__}: {name}" for name in sorted(set(sync_methods) - set(async_methods))]
+    differences += [f"only on {async_class.__name__}: {name}" for name in sorted(set(async_methods) - set(sync_methods))]
+    for name in sorted(set(sync_methods) & set(async_methods)):
+        sync_method, async_method = sync_methods[name], async_methods[name]
+        if _shape(sync_method) != _shape(async_method):
+            differences.append(f"{name}: {_shape(sync_method)} != {_shape(async_method)}")
+        if _as_sync(inspect.getdoc(sync_method)) != _as_sync(inspect.getdoc(async_method)):
+            differences.append(f"{name}: the docstrings differ")
+        if name != "__init__" and not inspect.iscoroutinefunction(async_method):
+            differences.append(f"{name}: not a coroutine function on {async_class.__name__}")
+        if inspect.iscoroutinefunction(sync_method):
+            differences.append(f"{name}: a coroutine function on {sync_class.__name__}")
+    return differences
 
 
 def test_boss_has_every_pg_boss_method_and_no_other() -> None:
-    assert set(public_methods()) == PGBOSS_METHODS
+    assert set(public_methods(Boss)) - {"__init__"} == PGBOSS_METHODS
 
 
-def test_every_method_says_it_does_not_commit_and_what_it_locks() -> None:
-    for name, method in public_methods().items():
+def test_async_boss_is_the_twin_of_boss() -> None:
+    assert api_differences(Boss, AsyncBoss) == []
+
+
+def test_the_parity_check_sees_a_drift() -> None:
+    """The checker itself: a changed default, a renamed parameter, a missing method, a sync twin."""
+
+    class Sync:
+        def fetch(self, name: str, *, batch_size: int = 1) -> list[int]:
+            """Fetch."""
+            return []
+
+        def send(self, name: str) -> None:
+            """Send."""
+
+    class Async:
+        async def fetch(self, name: str, *, batch_size: int = 2) -> list[int]:
+            """Fetch."""
+            return []
+
+        def send(self, queue: str) -> None:
+            """Send."""
+
+        async def extra(self) -> None:
+            """Extra."""
+
+    differences = api_differences(Sync, Async)
+    assert any(line.startswith("fetch:") and "'1'" in line and "'2'" in line for line in differences)
+    assert any(line.startswith("send:") and "queue" in line for line in differences)
+    assert "send: not a coroutine function on Async" in differences
+    assert "only on Async: extra" in differences
+
+
+@pytest.mark.parametrize("cls", [Boss, AsyncBoss])
+def test_every_method_says_it_does_not_commit_and_what_it_locks(cls: type) -> None:
+    for name, method in public_methods(cls).items():
+        if name == "__init__":
+            continue
         doc = (inspect.getdoc(method) or "").lower()
-        assert "not commit" in doc, f"Boss.{name} does not say that it does not commit"
-        assert "lock" in doc, f"Boss.{name} does not say what it locks"
+        assert "not commit" in doc, f"{cls.__name__}.{name} does not say that it does not commit"
+        assert "lock" in doc, f"{cls.__name__}.{name} does not say what it locks"
