@@ -33,6 +33,7 @@ __all__ = [
     "DEFAULT_SCHEMA",
     "SCHEMA_VERSION",
     "Archive",
+    "AsyncBoss",
     "Base",
     "Boss",
     "EmbeddedPostgresUnavailableError",

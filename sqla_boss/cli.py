@@ -35,11 +35,12 @@ def _parser() -> argparse.ArgumentParser:
     database_options(migrate)
     migrate.add_argument("--revision", default="head", help="target revision (default: %(default)s)")
 
-    commands.add_parser(
+    demo = commands.add_parser(
         "demo",
         help="place orders and their jobs in one transaction each, then work them off (embedded PostgreSQL "
         f"unless ${DATABASE_URL_ENV} is set)",
     )
+    demo.add_argument("--async", dest="use_async", action="store_true", help="do the same work through AsyncBoss")
 
     downgrade = commands.add_parser("downgrade", help="downgrade; 'base' drops the pg-boss schema and its jobs")
     database_options(downgrade)
@@ -51,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = _parser().parse_args(argv)
     if args.command == "demo":
-        return _demo()
+        return _demo(use_async=args.use_async)
     try:
         url = normalize_url(args.url) if args.url else url_from_env()
         if url is None:
@@ -69,11 +70,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _demo() -> int:
+def _demo(*, use_async: bool) -> int:
     from sqla_boss import demo
 
     try:
-        demo.run()
+        demo.run(use_async=use_async)
     except SqlaBossError as exc:
         print(f"sqla-boss: {exc}", file=sys.stderr)
         return 2

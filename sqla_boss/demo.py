@@ -8,6 +8,7 @@ PostgreSQL whose data directory lives under the user's data directory and is reu
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import os
@@ -16,11 +17,13 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from sqlalchemy import DateTime, Engine, MetaData, String, create_engine, delete, func, select, text
+from sqlalchemy import URL, DateTime, Engine, MetaData, String, create_engine, delete, func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.pool import NullPool
 
 from sqla_boss import embedded, migrations
+from sqla_boss.async_boss import AsyncBoss
 from sqla_boss.boss import Boss
 from sqla_boss.database import DATABASE_URL_ENV, normalize_url
 from sqla_boss.identifiers import quote_identifier
@@ -71,11 +74,15 @@ class Summary:
     states: dict[str, int] = field(default_factory=dict)
 
 
-def run(*, say: Callable[[str], None] = print) -> Summary:
-    """Run the demo and print what happens; returns the summary it printed."""
+def run(*, say: Callable[[str], None] = print, use_async: bool = False) -> Summary:
+    """Run the demo and print what happens; returns the summary it printed.
+
+    With ``use_async`` the orders are placed and worked off through :class:`~sqla_boss.AsyncBoss` on an
+    ``AsyncSession`` (psycopg's async driver); the rows are the same.
+    """
     with _database(say) as (engine, server_mode):
         try:
-            return _run(engine, say)
+            return _run(engine, say, use_async)
         finally:
             if server_mode:
                 _clean_up(engine)
@@ -108,7 +115,7 @@ def _database(say: Callable[[str], None]) -> Iterator[tuple[Engine, bool]]:
         server.stop()
 
 
-def _run(engine: Engine, say: Callable[[str], None]) -> Summary:
+def _run(engine: Engine, say: Callable[[str], None], use_async: bool) -> Summary:
     summary = Summary()
     migrations.upgrade(engine, schema=BOSS_SCHEMA)
     with engine.begin() as connection:
@@ -126,45 +133,10 @@ def _run(engine: Engine, say: Callable[[str], None]) -> Summary:
         session.execute(delete(Job).where(Job.name == QUEUE, Job.state >= JobState.completed))
 
     say("Placing orders; each order and its confirmation job commit in one transaction:")
-    for customer, cents, behaviour in ORDERS:
-        try:
-            with Session(jobs_engine) as session, session.begin():
-                order = Order(customer=customer, total_cents=cents)
-                session.add(order)
-                session.flush()
-                job_id = Boss(session, schema=BOSS_SCHEMA).send(
-                    QUEUE, {"order_id": order.id, "customer": customer, "behaviour": behaviour}
-                )
-                order.job_id = job_id
-                order_id = order.id
-                if behaviour == "declined":
-                    raise PaymentDeclined(f"payment of {cents / 100:.2f} declined")
-            summary.placed.append(customer)
-            say(f"  order #{order_id} for {customer:<8} {cents / 100:>7.2f}  committed with job {job_id}")
-        except PaymentDeclined as exc:
-            summary.rolled_back.append(customer)
-            say(f"  order for {customer:<8} {cents / 100:>7.2f}  ROLLED BACK ({exc}): no order, no job")
-
-    say("\nWorking off the queue with fetch / complete:")
-    while True:
-        with Session(jobs_engine) as session, session.begin():
-            boss = Boss(session, schema=BOSS_SCHEMA)
-            jobs = boss.fetch(QUEUE, batch_size=2)
-            if not jobs:
-                break
-            for job in jobs:
-                data = job.data
-                if data["behaviour"] == "flaky" and job.retry_count == 0:
-                    boss.fail(QUEUE, job.id, ConnectionError("mail server timed out"))
-                    summary.failures.append(data["customer"])
-                    say(f"  job for order #{data['order_id']} ({data['customer']}) failed; it will be retried")
-                    continue
-                confirmed = session.get_one(Order, data["order_id"])
-                confirmed.confirmed_on = dt.datetime.now(dt.timezone.utc)
-                boss.complete(QUEUE, job.id, {"emailed": data["customer"]})
-                summary.confirmations.append(data["customer"])
-                attempt = f" (attempt {job.retry_count + 1})" if job.retry_count else ""
-                say(f"  confirmed order #{data['order_id']} for {data['customer']}{attempt}")
+    if use_async:
+        asyncio.run(_place_and_work_async(engine.url, summary, say))
+    else:
+        _place_and_work(jobs_engine, summary, say)
 
     with Session(jobs_engine) as session:
         rows = session.execute(
@@ -180,6 +152,103 @@ def _run(engine: Engine, say: Callable[[str], None]) -> Summary:
     say(f"  retried          : {', '.join(summary.failures) or 'none'}")
     say("  jobs by state    : " + ", ".join(f"{state} {count}" for state, count in summary.states.items()))
     return summary
+
+
+def _place_and_work(jobs_engine: Engine, summary: Summary, say: Callable[[str], None]) -> None:
+    for customer, cents, behaviour in ORDERS:
+        try:
+            with Session(jobs_engine, expire_on_commit=False) as session, session.begin():
+                order = Order(customer=customer, total_cents=cents)
+                session.add(order)
+                session.flush()
+                order.job_id = Boss(session, schema=BOSS_SCHEMA).send(QUEUE, _payload(order, behaviour))
+                _check_payment(order, behaviour)
+            _placed(order, summary, say)
+        except PaymentDeclined as exc:
+            _declined(customer, cents, exc, summary, say)
+
+    say("\nWorking off the queue with fetch / complete:")
+    while True:
+        with Session(jobs_engine) as session, session.begin():
+            boss = Boss(session, schema=BOSS_SCHEMA)
+            jobs = boss.fetch(QUEUE, batch_size=2)
+            if not jobs:
+                break
+            for job in jobs:
+                failure = _outcome(job, summary, say)
+                if failure is not None:
+                    boss.fail(QUEUE, job.id, failure)
+                    continue
+                session.get_one(Order, job.data["order_id"]).confirmed_on = dt.datetime.now(dt.timezone.utc)
+                boss.complete(QUEUE, job.id, {"emailed": job.data["customer"]})
+
+
+async def _place_and_work_async(url: URL, summary: Summary, say: Callable[[str], None]) -> None:
+    engine = create_async_engine(url, poolclass=NullPool)
+    jobs_engine = engine.execution_options(schema_translate_map=schema_translate_map(BOSS_SCHEMA))
+    try:
+        for customer, cents, behaviour in ORDERS:
+            try:
+                async with AsyncSession(jobs_engine, expire_on_commit=False) as session, session.begin():
+                    order = Order(customer=customer, total_cents=cents)
+                    session.add(order)
+                    await session.flush()
+                    order.job_id = await AsyncBoss(session, schema=BOSS_SCHEMA).send(QUEUE, _payload(order, behaviour))
+                    _check_payment(order, behaviour)
+                _placed(order, summary, say)
+            except PaymentDeclined as exc:
+                _declined(customer, cents, exc, summary, say)
+
+        say("\nWorking off the queue with fetch / complete (AsyncBoss):")
+        while True:
+            async with AsyncSession(jobs_engine) as session, session.begin():
+                boss = AsyncBoss(session, schema=BOSS_SCHEMA)
+                jobs = await boss.fetch(QUEUE, batch_size=2)
+                if not jobs:
+                    break
+                for job in jobs:
+                    failure = _outcome(job, summary, say)
+                    if failure is not None:
+                        await boss.fail(QUEUE, job.id, failure)
+                        continue
+                    order = await session.get_one(Order, job.data["order_id"])
+                    order.confirmed_on = dt.datetime.now(dt.timezone.utc)
+                    await boss.complete(QUEUE, job.id, {"emailed": job.data["customer"]})
+    finally:
+        await engine.dispose()
+
+
+def _payload(order: Order, behaviour: str) -> dict[str, object]:
+    return {"order_id": order.id, "customer": order.customer, "behaviour": behaviour}
+
+
+def _check_payment(order: Order, behaviour: str) -> None:
+    if behaviour == "declined":
+        raise PaymentDeclined(f"payment of {order.total_cents / 100:.2f} declined")
+
+
+def _placed(order: Order, summary: Summary, say: Callable[[str], None]) -> None:
+    summary.placed.append(order.customer)
+    amount = f"{order.total_cents / 100:>7.2f}"
+    say(f"  order #{order.id} for {order.customer:<8} {amount}  committed with job {order.job_id}")
+
+
+def _declined(customer: str, cents: int, exc: Exception, summary: Summary, say: Callable[[str], None]) -> None:
+    summary.rolled_back.append(customer)
+    say(f"  order for {customer:<8} {cents / 100:>7.2f}  ROLLED BACK ({exc}): no order, no job")
+
+
+def _outcome(job: Job, summary: Summary, say: Callable[[str], None]) -> Exception | None:
+    """What working ``job`` does: ``None`` to complete it, or the exception to fail it with."""
+    data = job.data
+    if data["behaviour"] == "flaky" and job.retry_count == 0:
+        summary.failures.append(data["customer"])
+        say(f"  job for order #{data['order_id']} ({data['customer']}) failed; it will be retried")
+        return ConnectionError("mail server timed out")
+    summary.confirmations.append(data["customer"])
+    attempt = f" (attempt {job.retry_count + 1})" if job.retry_count else ""
+    say(f"  confirmed order #{data['order_id']} for {data['customer']}{attempt}")
+    return None
 
 
 def _clean_up(engine: Engine) -> None:

@@ -11,12 +11,13 @@ from support import schema_exists
 from sqla_boss import demo
 
 
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
 def test_demo_on_a_server_commits_orders_with_their_jobs_and_cleans_up(
-    monkeypatch: pytest.MonkeyPatch, database_url: URL, engine: Engine
+    monkeypatch: pytest.MonkeyPatch, database_url: URL, engine: Engine, use_async: bool
 ) -> None:
     monkeypatch.setenv("DATABASE_URL", database_url.render_as_string(hide_password=False))
     lines: list[str] = []
-    summary = demo.run(say=lines.append)
+    summary = demo.run(say=lines.append, use_async=use_async)
 
     assert summary.rolled_back == ["linus"]
     assert sorted(summary.placed) == ["ada", "barbara", "edsger", "grace"]
