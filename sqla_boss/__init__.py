@@ -54,5 +54,3 @@ __all__ = [
     "validate_schema_name",
 ]
 
-
-__all__ += ["Boss"]

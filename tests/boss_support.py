@@ -1,4 +1,5 @@
-"""Helpers the ``test_boss_*`` modules share: the database clock, fresh reads, snapshots, a second connection."""
+"""Helpers the ``test_boss_*`` modules share: the database clock, fresh reads, snapshots, a second connection,
+and a connection of a test's own on either API."""
 
 from __future__ import annotations
 
@@ -6,13 +7,18 @@ import datetime as dt
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
+from apis import AwaitingBoss
 from sqlalchemy import Connection, Engine, extract, func, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
+from sqlalchemy.util import await_only
 from support import drop_schema, unique_name
 
-from sqla_boss import Boss, Job, migrations
+from sqla_boss import AsyncBoss, Boss, Job, migrations
 from sqla_boss.identifiers import quote_identifier
 
 EPOCH = dt.datetime(1970, 1, 1)
@@ -128,3 +134,55 @@ def one_schema_per_module(engine: Engine) -> Iterator[str]:
         yield name
     finally:
         drop_schema(engine, name)
+
+
+@dataclass
+class PlainConnection:
+    """A connection of a test's own, not the ``connection`` fixture's, and repositories on it.
+
+    On the ``sync`` API it is an ``engine`` connection, and :meth:`boss` is ``Boss(connection)``. On ``async``
+    it is an ``AsyncConnection`` of ``async_engine``: :attr:`connection` is its sync face (usable in the test
+    body, which runs in the greenlet bridge) and :meth:`boss` is ``AsyncBoss(async_connection)`` behind an
+    :class:`~apis.AwaitingBoss`.
+    """
+
+    connection: Connection
+    async_connection: AsyncConnection | None = None
+    _owners: list[AsyncSession] = field(default_factory=list)
+
+    def boss(self, **kwargs: Any) -> Any:
+        """``Boss(connection, **kwargs)``, or ``AsyncBoss(async_connection, **kwargs)`` on ``async``."""
+        if self.async_connection is None:
+            return Boss(self.connection, **kwargs)
+        return AwaitingBoss(AsyncBoss(self.async_connection, **kwargs))
+
+    def session(self) -> Session:
+        """A new ORM session on the connection; on ``async`` the ``sync_session`` of an ``AsyncSession``.
+
+        The ``AsyncSession`` is kept alive here, so that the ``make_boss`` fixture finds it.
+        """
+        if self.async_connection is None:
+            return Session(bind=self.connection)
+        owner = AsyncSession(bind=self.async_connection)
+        self._owners.append(owner)
+        return owner.sync_session
+
+
+@contextmanager
+def plain_connection(
+    engine: Engine, async_engine: AsyncEngine | None, **execution_options: Any
+) -> Iterator[PlainConnection]:
+    """A new connection of ``engine``, or of ``async_engine`` when it is given (the ``async`` API).
+
+    Pass the ``async_engine`` fixture, which is ``None`` on ``sync``. On ``async`` this must run in the
+    greenlet bridge (a test body or a function fixture); the connection is closed at the end.
+    """
+    if async_engine is None:
+        with engine.execution_options(**execution_options).connect() as connection:
+            yield PlainConnection(connection)
+        return
+    async_connection: AsyncConnection = await_only(async_engine.execution_options(**execution_options).connect())
+    try:
+        yield PlainConnection(async_connection.sync_connection, async_connection)
+    finally:
+        await_only(async_connection.close())

@@ -72,7 +72,9 @@ def api_differences(sync_class: type, async_class: type) -> list[str]:
     docstrings, and coroutine-ness; empty when they are twins."""
     sync_methods, async_methods = public_methods(sync_class), public_methods(async_class)
     differences = [f"only on {sync_class.__name__}: {name}" for name in sorted(set(sync_methods) - set(async_methods))]
-    differences += [f"only on {async_class.__name__}: {name}" for name in sorted(set(async_methods) - set(sync_methods))]
+    differences += [
+        f"only on {async_class.__name__}: {name}" for name in sorted(set(async_methods) - set(sync_methods))
+    ]
     for name in sorted(set(sync_methods) & set(async_methods)):
         sync_method, async_method = sync_methods[name], async_methods[name]
         if _shape(sync_method) != _shape(async_method):

@@ -3,7 +3,8 @@
 Each case proves three things: the exact :class:`SqlaBossError` subclass, an unchanged digest of every
 pg-boss table (and of the schema's tables, so no partition appeared), and a transaction that still works
 (a job is sent and read back afterwards). The schema is installed once for this module, with committed
-queues and jobs; every case runs in its own transaction, rolled back.
+queues and jobs; every case runs in its own transaction, rolled back. Every case runs on ``Boss`` and on
+``AsyncBoss`` (the ``boss`` and ``make_boss`` fixtures), the constructor's included.
 """
 
 from __future__ import annotations
@@ -76,6 +77,17 @@ def jobs(engine: Engine, installed_schema: str) -> Jobs:
 
 
 Call = Callable[[Boss, Jobs], Any]
+
+
+class Construct:
+    """A constructor case: ``make_boss(session, *args, **kwargs)``, so ``Boss(...)`` or ``AsyncBoss(...)``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.args, self.kwargs = args, kwargs
+
+    def on(self, make_boss: Callable[..., Any]) -> Call:
+        """The call that constructs a repository of the API under test on the test's session."""
+        return lambda b, j: make_boss(b.session, *self.args, **self.kwargs)
 
 
 def _refused(boss: Boss, session: Session, schema: str, jobs: Jobs, call: Call, error: type[SqlaBossError]) -> None:
@@ -179,7 +191,7 @@ def test_queue_names_that_are_not_utf8_are_refused(
 # ---------------------------------------------------------------------------------- everything else
 
 
-def _case(call: Call, error: type[SqlaBossError], id: str) -> Any:
+def _case(call: Call | Construct, error: type[SqlaBossError], id: str) -> Any:
     return pytest.param(call, error, id=id)
 
 
@@ -189,19 +201,19 @@ def _nested(depth: int) -> Any:
 
 _CASES = [
     # ---- the constructor
-    _case(lambda b, j: Boss(b.session, schema="Bad"), InvalidSchemaNameError, "Boss-schema-upper"),
-    _case(lambda b, j: Boss(b.session, schema="pg_x"), InvalidSchemaNameError, "Boss-schema-pg_"),
-    _case(lambda b, j: Boss(b.session, schema=5), InvalidSchemaNameError, "Boss-schema-int"),  # type: ignore[arg-type]
-    _case(lambda b, j: Boss(b.session, schema="x" * 51), InvalidSchemaNameError, "Boss-schema-long"),
-    _case(lambda b, j: Boss(b.session, schema="select"), InvalidSchemaNameError, "Boss-schema-reserved"),
-    _case(lambda b, j: Boss(b.session, foo=1), InvalidOptionError, "Boss-unknown-default"),
-    _case(lambda b, j: Boss(b.session, retryLimit=1), InvalidOptionError, "Boss-camel-case-default"),
-    _case(lambda b, j: Boss(b.session, retry_limit=-1), InvalidOptionError, "Boss-retry_limit-negative"),
-    _case(lambda b, j: Boss(b.session, retry_delay="5"), InvalidOptionError, "Boss-retry_delay-str"),
-    _case(lambda b, j: Boss(b.session, retry_backoff="yes"), InvalidOptionError, "Boss-retry_backoff-str"),
-    _case(lambda b, j: Boss(b.session, expire_in_hours=24), InvalidOptionError, "Boss-expire-24h"),
-    _case(lambda b, j: Boss(b.session, expire_in_seconds=NAN), InvalidOptionError, "Boss-expire-nan"),
-    _case(lambda b, j: Boss(b.session, retention_days=0), InvalidOptionError, "Boss-retention-0"),
+    _case(Construct(schema="Bad"), InvalidSchemaNameError, "Boss-schema-upper"),
+    _case(Construct(schema="pg_x"), InvalidSchemaNameError, "Boss-schema-pg_"),
+    _case(Construct(schema=5), InvalidSchemaNameError, "Boss-schema-int"),
+    _case(Construct(schema="x" * 51), InvalidSchemaNameError, "Boss-schema-long"),
+    _case(Construct(schema="select"), InvalidSchemaNameError, "Boss-schema-reserved"),
+    _case(Construct(foo=1), InvalidOptionError, "Boss-unknown-default"),
+    _case(Construct(retryLimit=1), InvalidOptionError, "Boss-camel-case-default"),
+    _case(Construct(retry_limit=-1), InvalidOptionError, "Boss-retry_limit-negative"),
+    _case(Construct(retry_delay="5"), InvalidOptionError, "Boss-retry_delay-str"),
+    _case(Construct(retry_backoff="yes"), InvalidOptionError, "Boss-retry_backoff-str"),
+    _case(Construct(expire_in_hours=24), InvalidOptionError, "Boss-expire-24h"),
+    _case(Construct(expire_in_seconds=NAN), InvalidOptionError, "Boss-expire-nan"),
+    _case(Construct(retention_days=0), InvalidOptionError, "Boss-retention-0"),
     # ---- create_queue
     _case(lambda b, j: b.create_queue("fresh", policy="fifo"), InvalidOptionError, "create_queue-policy-unknown"),
     _case(lambda b, j: b.create_queue("fresh", policy=3), InvalidOptionError, "create_queue-policy-int"),  # type: ignore[arg-type]
@@ -482,8 +494,16 @@ _CASES = [
 
 @pytest.mark.parametrize(("call", "error"), _CASES)
 def test_bad_input_is_refused_before_anything_is_written(
-    boss: Boss, session: Session, installed_schema: str, jobs: Jobs, call: Call, error: type[SqlaBossError]
+    boss: Boss,
+    make_boss: Callable[..., Any],
+    session: Session,
+    installed_schema: str,
+    jobs: Jobs,
+    call: Call | Construct,
+    error: type[SqlaBossError],
 ) -> None:
+    if isinstance(call, Construct):
+        call = call.on(make_boss)
     _refused(boss, session, installed_schema, jobs, call, error)
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 from boss_support import assert_usable, backend_waits_for_lock, committed_count, db_now, jobs_of, load, wait_until
@@ -15,7 +17,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqla_boss import Boss, Job, JobState
 
 SYNC_ONLY = pytest.mark.parametrize("api", ["sync"], indirect=True)
-"""Tests with threads of their own: each thread needs a sync session (the async driver shares the operations)."""
+"""Tests with threads of their own: each thread needs a sync session (the async driver shares the operations).
+
+Concurrent fetchers on ``AsyncBoss`` (AsyncSessions under ``asyncio.gather``) are in test_async_drivers.py.
+"""
 
 
 @pytest.fixture
@@ -219,9 +224,11 @@ def test_a_stately_retry_and_created_job_of_one_key_are_never_active_together(bo
 
 
 @pytest.fixture
-def committed_queue(committing_session_factory: sessionmaker[Session], installed_schema: str) -> str:
+def committed_queue(
+    committing_session_factory: sessionmaker[Session], make_boss: Callable[..., Any], installed_schema: str
+) -> str:
     with committing_session_factory.begin() as session:
-        boss = Boss(session, schema=installed_schema)
+        boss = make_boss(session, schema=installed_schema)
         boss.create_queue("shared")
         boss.insert([{"name": "shared", "data": {"n": n}} for n in range(12)])
     return "shared"
@@ -229,14 +236,18 @@ def committed_queue(committing_session_factory: sessionmaker[Session], installed
 
 @SYNC_ONLY
 def test_concurrent_fetchers_get_disjoint_jobs(
-    committing_session_factory: sessionmaker[Session], engine: Engine, installed_schema: str, committed_queue: str
+    committing_session_factory: sessionmaker[Session],
+    make_boss: Callable[..., Any],
+    engine: Engine,
+    installed_schema: str,
+    committed_queue: str,
 ) -> None:
     workers = 4
     barrier = threading.Barrier(workers, timeout=20)
 
     def worker() -> list[uuid.UUID]:
         with committing_session_factory() as session:
-            boss = Boss(session, schema=installed_schema)
+            boss = make_boss(session, schema=installed_schema)
             barrier.wait()  # all fetch at once
             jobs = boss.fetch(committed_queue, batch_size=3)
             ids = [job.id for job in jobs]
@@ -253,11 +264,14 @@ def test_concurrent_fetchers_get_disjoint_jobs(
 
 
 def test_a_second_fetcher_skips_the_rows_the_first_one_holds(
-    committing_session_factory: sessionmaker[Session], installed_schema: str, committed_queue: str
+    committing_session_factory: sessionmaker[Session],
+    make_boss: Callable[..., Any],
+    installed_schema: str,
+    committed_queue: str,
 ) -> None:
     with committing_session_factory() as first, committing_session_factory() as second:
-        held = Boss(first, schema=installed_schema).fetch(committed_queue, batch_size=5)
-        rest = Boss(second, schema=installed_schema).fetch(committed_queue, batch_size=20)
+        held = make_boss(first, schema=installed_schema).fetch(committed_queue, batch_size=5)
+        rest = make_boss(second, schema=installed_schema).fetch(committed_queue, batch_size=20)
         assert len(held) == 5
         assert len(rest) == 7
         assert not _ids(held) & _ids(rest)
@@ -278,6 +292,7 @@ def test_a_second_fetcher_skips_the_rows_the_first_one_holds(
 )
 def test_a_race_for_one_singleton_key_never_aborts_the_loser(
     committing_session_factory: sessionmaker[Session],
+    make_boss: Callable[..., Any],
     engine: Engine,
     installed_schema: str,
     other_key: bool,
@@ -285,7 +300,7 @@ def test_a_race_for_one_singleton_key_never_aborts_the_loser(
     loser_gets: str | None,
 ) -> None:
     with committing_session_factory.begin() as setup:
-        boss = Boss(setup, schema=installed_schema)
+        boss = make_boss(setup, schema=installed_schema)
         boss.create_queue("single", policy="singleton")
         sent = {
             "a1": boss.send("single", None, singleton_key="a", priority=3),
@@ -295,8 +310,8 @@ def test_a_race_for_one_singleton_key_never_aborts_the_loser(
             sent["b1"] = boss.send("single", None, singleton_key="b", priority=1)
 
     with committing_session_factory() as winner, committing_session_factory() as loser:
-        assert _ids(Boss(winner, schema=installed_schema).fetch("single")) == {sent["a1"]}
-        loser_boss = Boss(loser, schema=installed_schema)
+        assert _ids(make_boss(winner, schema=installed_schema).fetch("single")) == {sent["a1"]}
+        loser_boss = make_boss(loser, schema=installed_schema)
         loser_pid = loser.scalar(select(func.pg_backend_pid()))
         assert isinstance(loser_pid, int)
         result: list[list[Job]] = []

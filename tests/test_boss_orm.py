@@ -4,13 +4,15 @@ own table, the archive, and another schema through ``schema_translate_map``."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
-from boss_support import assert_usable, jobs_of
+from boss_support import assert_usable, jobs_of, plain_connection
 from factories import ArchiveFactory, bind_factories
 from sqlalchemy import Engine, ForeignKey, func, select
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from support import drop_schema, unique_name
 
@@ -161,15 +163,20 @@ def other_schema(engine: Engine) -> Iterator[str]:
 
 
 def test_another_schema_through_schema_translate_map(
-    other_schema: str, session: Session, boss: Boss, engine: Engine
+    other_schema: str,
+    session: Session,
+    boss: Boss,
+    make_boss: Callable[..., Any],
+    engine: Engine,
+    async_engine: AsyncEngine | None,
 ) -> None:
     # other_schema comes first, so that it is dropped after the test's transaction has been rolled back.
     boss.create_queue("q")
     here = boss.send("q", {"schema": "here"})
-    other_engine = engine.execution_options(schema_translate_map=schema_translate_map(other_schema))
-    with other_engine.connect() as connection, connection.begin() as transaction:
-        other_session = Session(bind=connection)
-        other = Boss(other_session, schema=other_schema)
+    translated = {"schema_translate_map": schema_translate_map(other_schema)}
+    with plain_connection(engine, async_engine, **translated) as plain, plain.connection.begin() as transaction:
+        other_session = plain.session()
+        other = make_boss(other_session, schema=other_schema)
         assert other.schema == other_schema
         other.create_queue("q")
         there = other.send("q", {"schema": "there"})
@@ -185,11 +192,18 @@ def test_another_schema_through_schema_translate_map(
 
 
 @pytest.mark.parametrize("bind", ["connection", "session"])
-def test_jobs_from_a_boss_on_an_untranslated_bind_still_load(engine: Engine, installed_schema: str, bind: str) -> None:
-    with engine.connect() as connection:  # no schema_translate_map on this connection
+def test_jobs_from_a_boss_on_an_untranslated_bind_still_load(
+    engine: Engine, async_engine: AsyncEngine | None, make_boss: Callable[..., Any], installed_schema: str, bind: str
+) -> None:
+    # On the async API: AsyncBoss on an AsyncConnection, or on an AsyncSession bound to it.
+    with plain_connection(engine, async_engine) as plain:  # no schema_translate_map on this connection
+        connection = plain.connection
         transaction = connection.begin()
         try:
-            boss = Boss(connection if bind == "connection" else Session(bind=connection), schema=installed_schema)
+            if bind == "connection":
+                boss = plain.boss(schema=installed_schema)
+            else:
+                boss = make_boss(plain.session(), schema=installed_schema)
             boss.create_queue("q")
             job_id = boss.send("q", {"n": 1})
             [job] = boss.fetch("q")
@@ -203,9 +217,11 @@ def test_jobs_from_a_boss_on_an_untranslated_bind_still_load(engine: Engine, ins
             transaction.rollback()
 
 
-def test_one_session_serves_one_schema(other_schema: str, session: Session, boss: Boss) -> None:
+def test_one_session_serves_one_schema(
+    other_schema: str, session: Session, boss: Boss, make_boss: Callable[..., Any]
+) -> None:
     """Jobs are keyed by (queue, id) in the identity map, so two schemas in one session would mix them up."""
     boss.create_queue("q")
     with pytest.raises(SchemaMismatchError, match=other_schema):
-        Boss(session, schema=other_schema)
+        make_boss(session, schema=other_schema)
     assert_usable(boss, "q")

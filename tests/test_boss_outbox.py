@@ -1,19 +1,24 @@
 """The transactional outbox: a job exists exactly when the caller's transaction commits, with its own rows.
 
-These tests commit for real (``committing_session_factory``) and look from a second connection.
+These tests commit for real (``committing_session_factory``) and look from a second connection. They run on
+``Boss`` and on ``AsyncBoss`` (the ``make_boss`` fixture); on the async API the plain-connection test uses an
+``AsyncConnection``.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 import pytest
-from boss_support import committed_count, committed_snapshot, db_now
+from boss_support import committed_count, committed_snapshot, db_now, plain_connection
 from sqlalchemy import Engine, select, text
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session, sessionmaker
 
-from sqla_boss import Boss, Job, JobState, Queue
+from sqla_boss import Job, JobState, Queue
 from sqla_boss.identifiers import quote_identifier
 
 
@@ -27,10 +32,12 @@ def orders(engine: Engine, installed_schema: str) -> str:
 
 
 @pytest.fixture
-def emails(committing_session_factory: sessionmaker[Session], installed_schema: str) -> str:
+def emails(
+    committing_session_factory: sessionmaker[Session], make_boss: Callable[..., Any], installed_schema: str
+) -> str:
     """A committed queue named ``emails``."""
     with committing_session_factory.begin() as session:
-        Boss(session, schema=installed_schema).create_queue("emails")
+        make_boss(session, schema=installed_schema).create_queue("emails")
     return "emails"
 
 
@@ -48,10 +55,15 @@ def _committed_job_ids(engine: Engine, schema: str, name: str) -> set[uuid.UUID]
 
 
 def test_the_job_and_the_business_row_commit_together(
-    committing_session_factory: sessionmaker[Session], engine: Engine, installed_schema: str, orders: str, emails: str
+    committing_session_factory: sessionmaker[Session],
+    make_boss: Callable[..., Any],
+    engine: Engine,
+    installed_schema: str,
+    orders: str,
+    emails: str,
 ) -> None:
     with committing_session_factory() as session:
-        boss = Boss(session, schema=installed_schema)
+        boss = make_boss(session, schema=installed_schema)
         session.execute(text(f"INSERT INTO {orders} VALUES (1, 'book')"))
         job_id = boss.send(emails, {"order_id": 1})
         assert job_id is not None
@@ -70,10 +82,15 @@ def test_the_job_and_the_business_row_commit_together(
 
 
 def test_the_job_and_the_business_row_roll_back_together(
-    committing_session_factory: sessionmaker[Session], engine: Engine, installed_schema: str, orders: str, emails: str
+    committing_session_factory: sessionmaker[Session],
+    make_boss: Callable[..., Any],
+    engine: Engine,
+    installed_schema: str,
+    orders: str,
+    emails: str,
 ) -> None:
     with committing_session_factory() as session:
-        boss = Boss(session, schema=installed_schema)
+        boss = make_boss(session, schema=installed_schema)
         session.execute(text(f"INSERT INTO {orders} VALUES (2, 'pen')"))
         job_id = boss.send(emails, {"order_id": 2})
         assert job_id is not None
@@ -87,10 +104,15 @@ def test_the_job_and_the_business_row_roll_back_together(
 
 
 def test_a_rolled_back_savepoint_takes_its_jobs_and_keeps_the_others(
-    committing_session_factory: sessionmaker[Session], engine: Engine, installed_schema: str, orders: str, emails: str
+    committing_session_factory: sessionmaker[Session],
+    make_boss: Callable[..., Any],
+    engine: Engine,
+    installed_schema: str,
+    orders: str,
+    emails: str,
 ) -> None:
     with committing_session_factory() as session:
-        boss = Boss(session, schema=installed_schema)
+        boss = make_boss(session, schema=installed_schema)
         session.execute(text(f"INSERT INTO {orders} VALUES (1, 'kept before')"))
         before = boss.send(emails, {"order_id": 1})
 
@@ -121,10 +143,14 @@ def test_a_rolled_back_savepoint_takes_its_jobs_and_keeps_the_others(
 
 
 def test_a_committed_savepoint_keeps_its_jobs_until_the_outer_transaction_decides(
-    committing_session_factory: sessionmaker[Session], engine: Engine, installed_schema: str, emails: str
+    committing_session_factory: sessionmaker[Session],
+    make_boss: Callable[..., Any],
+    engine: Engine,
+    installed_schema: str,
+    emails: str,
 ) -> None:
     with committing_session_factory() as session:
-        boss = Boss(session, schema=installed_schema)
+        boss = make_boss(session, schema=installed_schema)
         with session.begin_nested():
             inner = boss.send(emails, {"inner": True})
         assert committed_count(engine, installed_schema, "job") == 0
@@ -133,10 +159,14 @@ def test_a_committed_savepoint_keeps_its_jobs_until_the_outer_transaction_decide
     assert committed_count(engine, installed_schema, "job") == 0
 
 
-def test_boss_on_a_plain_connection_commits_with_the_connection(engine: Engine, installed_schema: str) -> None:
-    with engine.connect() as connection:
+def test_boss_on_a_plain_connection_commits_with_the_connection(
+    engine: Engine, async_engine: AsyncEngine | None, installed_schema: str
+) -> None:
+    # On the async API: AsyncBoss(async_connection) on an AsyncConnection, whose sync face is ``connection``.
+    with plain_connection(engine, async_engine) as plain:
+        connection = plain.connection
         with connection.begin():
-            boss = Boss(connection, schema=installed_schema)
+            boss = plain.boss(schema=installed_schema)
             assert boss.session.get_bind() is connection
             boss.create_queue("plain")
             job_id = boss.send("plain", {"via": "connection"})
@@ -149,7 +179,7 @@ def test_boss_on_a_plain_connection_commits_with_the_connection(engine: Engine, 
 
         # A second transaction on the same connection, rolled back: its job never appears.
         connection.begin()
-        rolled_back = Boss(connection, schema=installed_schema).send("plain", {"n": 2})
+        rolled_back = plain.boss(schema=installed_schema).send("plain", {"n": 2})
         assert rolled_back is not None
         connection.rollback()
     assert committed_count(engine, installed_schema, "job") == 1
@@ -157,10 +187,13 @@ def test_boss_on_a_plain_connection_commits_with_the_connection(engine: Engine, 
 
 
 def test_no_boss_call_commits(
-    committing_session_factory: sessionmaker[Session], engine: Engine, installed_schema: str
+    committing_session_factory: sessionmaker[Session],
+    make_boss: Callable[..., Any],
+    engine: Engine,
+    installed_schema: str,
 ) -> None:
     with committing_session_factory.begin() as setup:
-        setup_boss = Boss(setup, schema=installed_schema)
+        setup_boss = make_boss(setup, schema=installed_schema)
         setup_boss.create_queue("work")
         setup_boss.create_queue("dlq")
         setup_boss.create_queue("stale")
@@ -168,7 +201,7 @@ def test_no_boss_call_commits(
     baseline = committed_snapshot(engine, installed_schema)
 
     with committing_session_factory() as session:
-        boss = Boss(session, schema=installed_schema)
+        boss = make_boss(session, schema=installed_schema)
         calls: list[str] = []
 
         def check(label: str) -> None:
@@ -243,10 +276,13 @@ def test_no_boss_call_commits(
 
 
 def test_delete_queue_does_not_commit_and_locks_the_job_and_queue_tables_until_the_end(
-    committing_session_factory: sessionmaker[Session], engine: Engine, installed_schema: str
+    committing_session_factory: sessionmaker[Session],
+    make_boss: Callable[..., Any],
+    engine: Engine,
+    installed_schema: str,
 ) -> None:
     with committing_session_factory.begin() as setup:
-        Boss(setup, schema=installed_schema).create_queue("doomed")
+        make_boss(setup, schema=installed_schema).create_queue("doomed")
         partition = setup.scalars(select(Queue.partition_name).where(Queue.name == "doomed")).one()
 
     def partition_exists() -> bool:
@@ -258,7 +294,7 @@ def test_delete_queue_does_not_commit_and_locks_the_job_and_queue_tables_until_t
             )
 
     with committing_session_factory() as session:
-        boss = Boss(session, schema=installed_schema)
+        boss = make_boss(session, schema=installed_schema)
         assert boss.delete_queue("doomed") is True
         assert session.in_transaction()
         assert partition_exists()

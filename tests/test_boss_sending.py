@@ -6,7 +6,7 @@ import datetime as dt
 import math
 import uuid
 import zoneinfo
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -96,9 +96,9 @@ def test_an_explicit_id_is_used(boss: Boss, session: Session, q: str) -> None:
 
 
 def test_settings_come_from_the_job_then_the_queue_then_the_constructor_then_pg_boss(
-    session: Session, installed_schema: str
+    session: Session, make_boss: Callable[..., Any], installed_schema: str
 ) -> None:
-    boss = Boss(
+    boss = make_boss(
         session,
         schema=installed_schema,
         retry_limit=5,
@@ -136,7 +136,7 @@ def test_settings_come_from_the_job_then_the_queue_then_the_constructor_then_pg_
     )
     queue_level = load(session, "configured", boss.send("configured"))
     constructor_level = load(session, "plain", boss.send("plain"))
-    built_in = load(session, "plain", Boss(session, schema=installed_schema).send("plain"))
+    built_in = load(session, "plain", make_boss(session, schema=installed_schema).send("plain"))
 
     def settings(job: Job) -> tuple[Any, ...]:
         return (
@@ -154,8 +154,10 @@ def test_settings_come_from_the_job_then_the_queue_then_the_constructor_then_pg_
     assert settings(built_in) == (2, 0, False, dt.timedelta(minutes=15), dt.timedelta(days=14), None)
 
 
-def test_constructor_defaults_apply_to_insert_too(session: Session, installed_schema: str) -> None:
-    boss = Boss(session, schema=installed_schema, retry_limit=6, expire_in_seconds=45, retention_days=1)
+def test_constructor_defaults_apply_to_insert_too(
+    session: Session, make_boss: Callable[..., Any], installed_schema: str
+) -> None:
+    boss = make_boss(session, schema=installed_schema, retry_limit=6, expire_in_seconds=45, retention_days=1)
     boss.create_queue("plain")
     [job_id] = boss.insert([{"name": "plain"}])
     job = load(session, "plain", job_id)
@@ -163,10 +165,12 @@ def test_constructor_defaults_apply_to_insert_too(session: Session, installed_sc
     assert job.keep_until - job.start_after == dt.timedelta(days=1)
 
 
-def test_retry_delay_is_at_least_one_second_with_backoff(session: Session, installed_schema: str) -> None:
-    plain = Boss(session, schema=installed_schema)
+def test_retry_delay_is_at_least_one_second_with_backoff(
+    session: Session, make_boss: Callable[..., Any], installed_schema: str
+) -> None:
+    plain = make_boss(session, schema=installed_schema)
     plain.create_queue("q")
-    backing_off = Boss(session, schema=installed_schema, retry_backoff=True)
+    backing_off = make_boss(session, schema=installed_schema, retry_backoff=True)
     assert load(session, "q", plain.send("q", None, retry_backoff=True)).retry_delay == 1
     assert load(session, "q", plain.send("q", None, retry_backoff=True, retry_delay=0)).retry_delay == 1
     assert load(session, "q", backing_off.send("q")).retry_delay == 1

@@ -16,6 +16,12 @@ fixture; the parametrised tests then only compare what the fixture recorded:
 
 Where sqla_boss differs on purpose (an exception instead of ``null``, ``update_queue`` keeping the policy),
 the tests say so and check both behaviours.
+
+sqla_boss's side runs on both repository APIs: the module-scoped ``python_side`` fixture is parametrised
+``sync`` (``Boss`` on a ``Session``) / ``async`` (``AsyncBoss`` on an ``AsyncSession`` of psycopg's async
+driver), and every fixture and test that makes sqla_boss calls goes through it. pg-boss's sends of part 1
+(:func:`sent_by_node`) run once and are compared with the rows of both APIs; parts 2 to 4 interleave the two
+sides in one schema, so they run once per API, Node included (about a second each).
 """
 
 from __future__ import annotations
@@ -27,9 +33,10 @@ import json
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
+from apis import APIS, AwaitingBoss, LoopRunner
 from pgboss import (  # noqa: F401  (the fixtures pgboss and pgboss_install)
     PgBoss,
     PgBossDriverError,
@@ -42,16 +49,20 @@ from pgboss import (  # noqa: F401  (the fixtures pgboss and pgboss_install)
     ref,
     start,
 )
-from sqlalchemy import Engine, text
+from sqlalchemy import URL, Engine, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
 from support import drop_schema, unique_name
 
-from sqla_boss import Boss, JobState, QueuePolicy, migrations
+from sqla_boss import AsyncBoss, Boss, JobState, QueuePolicy, migrations
 from sqla_boss.errors import DeadLetterQueueNotFoundError, QueueInUseError, QueueNotEmptyError, QueueNotFoundError
 from sqla_boss.identifiers import quote_identifier
 from sqla_boss.schema import schema_translate_map
 
 pytestmark = pytest.mark.pgboss
+
+T = TypeVar("T")
 
 QUIET = {"supervise": False, "schedule": False}
 """pg-boss without maintenance and timekeeper: nothing runs but the calls we make."""
@@ -146,12 +157,57 @@ class Script:
         return pgboss.run(schema, self.actions)
 
 
-@contextlib.contextmanager
-def transaction(engine: Engine, schema: str, **defaults: Any) -> Iterator[Boss]:
-    """A ``Boss`` on a session of its own, committed at the end of the block (so Node sees the rows)."""
-    translated = engine.execution_options(schema_translate_map=schema_translate_map(schema))
-    with Session(translated) as session, session.begin():
-        yield Boss(session, schema=schema, **defaults)
+class PythonSide:
+    """sqla_boss's side of the tests, on ``Boss`` (``sync``) or on ``AsyncBoss`` (``async``).
+
+    Make sqla_boss calls inside :meth:`run`, each transaction in :meth:`transaction`. On ``async``, ``run``
+    calls its function inside SQLAlchemy's greenlet bridge, in an event loop of this object's own, and
+    ``transaction`` gives an ``AsyncBoss`` (behind an :class:`~apis.AwaitingBoss`, a sync face that awaits
+    each call) on an ``AsyncSession`` of an ``AsyncEngine``: every statement goes through the async driver.
+    Reading the rows back (:func:`job_rows`...) stays on the sync ``engine``.
+    """
+
+    def __init__(self, api: str, engine: Engine, database_url: URL) -> None:
+        self.api = api
+        self.engine = engine
+        self.async_engine: AsyncEngine | None = None
+        self._runner: LoopRunner | None = None
+        if api == "async":
+            self._runner = LoopRunner()
+            self.async_engine = create_async_engine(database_url, poolclass=NullPool)
+
+    def run(self, function: Callable[..., T], *args: Any) -> T:
+        """``function(*args)``; on ``async`` inside the greenlet bridge, where :meth:`transaction` works."""
+        if self._runner is None:
+            return function(*args)
+        return self._runner.call(lambda: function(*args))
+
+    @contextlib.contextmanager
+    def transaction(self, schema: str, **defaults: Any) -> Iterator[Any]:
+        """A repository on a session of its own, committed at the end of the block (so Node sees the rows)."""
+        translate = schema_translate_map(schema)
+        if self.async_engine is None:
+            with Session(self.engine.execution_options(schema_translate_map=translate)) as session, session.begin():
+                yield Boss(session, schema=schema, **defaults)
+            return
+        owner = AsyncSession(self.async_engine.execution_options(schema_translate_map=translate))
+        with owner.sync_session as session, session.begin():
+            yield AwaitingBoss(AsyncBoss(owner, schema=schema, **defaults))
+
+    def close(self) -> None:
+        if self._runner is not None and self.async_engine is not None:
+            self._runner.run(self.async_engine.dispose())
+            self._runner.close()
+
+
+@pytest.fixture(scope="module", params=APIS)
+def python_side(request: pytest.FixtureRequest, engine: Engine, database_url: URL) -> Iterator[PythonSide]:
+    """sqla_boss's side on ``Boss`` or ``AsyncBoss``: what uses it runs once per API."""
+    side = PythonSide(request.param, engine, database_url)
+    try:
+        yield side
+    finally:
+        side.close()
 
 
 def job_rows(engine: Engine, schema: str, where: str, **params: Any) -> list[dict[str, Any]]:
@@ -231,7 +287,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "ctor-backoff": {"retry_backoff": True, "expire_in_seconds": 45, "retention_hours": 5},
     "ctor-units": {"retry_limit": 0, "expire_in_hours": 2, "retention_minutes": 90},
 }
-"""Constructor job defaults: ``Boss(session, **defaults)`` against ``new PgBoss({...camelCase})``."""
+"""Constructor job defaults: ``Boss(session, **defaults)`` (or ``AsyncBoss``) against ``new PgBoss({...camelCase})``."""
 
 
 @dataclass(frozen=True)
@@ -612,28 +668,20 @@ class SendRun:
     """``outcomes[case id]["python" | "node"]``."""
 
 
+@dataclass
+class NodeSendRun:
+    schema: str
+    outcomes: dict[str, Outcome]
+    """pg-boss's outcome, by case id."""
+
+
 @pytest.fixture(scope="module")
-def sent(engine: Engine, pgboss: PgBoss, new_schema: Callable[[str], str]) -> dict[str, SendRun]:
-    """Every case sent by sqla_boss and by pg-boss, one pair of schemas per constructor configuration."""
-    runs: dict[str, SendRun] = {}
+def sent_by_node(engine: Engine, pgboss: PgBoss, new_schema: Callable[[str], str]) -> dict[str, NodeSendRun]:
+    """Every case sent by pg-boss, one schema per constructor configuration: once, for both Python APIs."""
+    runs: dict[str, NodeSendRun] = {}
     for defaults_name, defaults in DEFAULTS.items():
         cases = [item for item in CASES if item.defaults == defaults_name]
-        ours, theirs = new_schema("t_send_py"), new_schema("t_send_js")
-        outcomes: dict[str, dict[str, Outcome]] = {item.id: {} for item in cases}
-
-        migrations.upgrade(engine, schema=ours)
-        with transaction(engine, ours) as boss:
-            for name in DEAD_LETTER_QUEUES:
-                boss.create_queue(name)
-            for item in cases:
-                boss.create_queue(item.id, **item.queue)
-        for item in cases:
-            with transaction(engine, ours, **defaults) as boss:
-                returns = [call_.python(boss, item.id) for call_ in item.calls]
-            outcomes[item.id]["python"] = collect(engine, ours, item, returns, "python")
-            inserted = [ids for call_, ids in zip(item.calls, returns, strict=True) if isinstance(call_, Insert)]
-            assert sorted(job_id for ids in inserted for job_id in ids) == outcomes[item.id]["python"].inserted_ids
-
+        theirs = new_schema("t_send_js")
         script = Script(**js_options(defaults))
         for name in DEAD_LETTER_QUEUES:
             script.add("createQueue", name)
@@ -641,11 +689,44 @@ def sent(engine: Engine, pgboss: PgBoss, new_schema: Callable[[str], str]) -> di
             script.add("createQueue", item.id, js_options(item.queue))
         indexes = {item.id: [call_.node(script, item.id) for call_ in item.calls] for item in cases}
         results = script.run(pgboss, theirs)
+        outcomes: dict[str, Outcome] = {}
         for item in cases:
             returns = [results[index] for index in indexes[item.id]]
-            outcomes[item.id]["node"] = collect(engine, theirs, item, returns, "node")
-        runs[defaults_name] = SendRun(ours, theirs, outcomes)
+            outcomes[item.id] = collect(engine, theirs, item, returns, "node")
+        runs[defaults_name] = NodeSendRun(theirs, outcomes)
     return runs
+
+
+@pytest.fixture(scope="module")
+def sent(
+    engine: Engine, python_side: PythonSide, sent_by_node: dict[str, NodeSendRun], new_schema: Callable[[str], str]
+) -> dict[str, SendRun]:
+    """Every case sent by sqla_boss (on ``python_side``'s API) next to pg-boss's, one schema per configuration."""
+
+    def send_all() -> dict[str, SendRun]:
+        runs: dict[str, SendRun] = {}
+        for defaults_name, defaults in DEFAULTS.items():
+            cases = [item for item in CASES if item.defaults == defaults_name]
+            ours, theirs = new_schema("t_send_py"), sent_by_node[defaults_name]
+            outcomes: dict[str, dict[str, Outcome]] = {item.id: {} for item in cases}
+
+            migrations.upgrade(engine, schema=ours)
+            with python_side.transaction(ours) as boss:
+                for name in DEAD_LETTER_QUEUES:
+                    boss.create_queue(name)
+                for item in cases:
+                    boss.create_queue(item.id, **item.queue)
+            for item in cases:
+                with python_side.transaction(ours, **defaults) as boss:
+                    returns = [call_.python(boss, item.id) for call_ in item.calls]
+                outcomes[item.id]["python"] = collect(engine, ours, item, returns, "python")
+                inserted = [ids for call_, ids in zip(item.calls, returns, strict=True) if isinstance(call_, Insert)]
+                assert sorted(job_id for ids in inserted for job_id in ids) == outcomes[item.id]["python"].inserted_ids
+                outcomes[item.id]["node"] = theirs.outcomes[item.id]
+            runs[defaults_name] = SendRun(ours, theirs.schema, outcomes)
+        return runs
+
+    return python_side.run(send_all)
 
 
 @pytest.mark.parametrize("item", CASES, ids=[item.id for item in CASES])
@@ -766,32 +847,44 @@ def test_start_after_and_slots_follow_pgboss_rules(sent: dict[str, SendRun], sid
     assert [row["singleton_on"] for row in rows_of(sent, "singleton-zero-units", side)] == [dt.timedelta(0)]
 
 
-def test_what_sqla_boss_refuses_where_pgboss_answers_null(
-    engine: Engine, pgboss: PgBoss, sent: dict[str, SendRun]
+def test_what_pgboss_answers_with_null_where_sqla_boss_refuses(
+    engine: Engine, pgboss: PgBoss, sent_by_node: dict[str, NodeSendRun]
 ) -> None:
-    # Intended differences (Boss docstrings): pg-boss's send to a missing queue resolves to null and its
-    # insert silently drops such rows; sqla_boss raises QueueNotFoundError and writes nothing. A missing
-    # dead letter queue is a foreign key error in pg-boss, and DeadLetterQueueNotFoundError here.
-    run = sent["none"]
+    # pg-boss's half of the next test, run once: its send to a missing queue resolves to null, its insert
+    # silently drops such rows, and a missing dead letter queue is a foreign key error.
+    node_schema = sent_by_node["none"].schema
     script = Script()
     send_index = script.add("send", "missing-queue", {"n": 1})
     insert_index = script.add("insert", [{"name": "missing-queue"}, {"name": "dlq", "data": {"dropped": False}}])
-    results = script.run(pgboss, run.node_schema)
+    results = script.run(pgboss, node_schema)
     assert results[send_index] is None
     assert results[insert_index] is None
-    assert len(job_rows(engine, run.node_schema, "data = '{\"dropped\": false}'")) == 1
-
-    with pytest.raises(QueueNotFoundError), transaction(engine, run.python_schema) as boss:
-        boss.send("missing-queue", {"n": 1})
-    with pytest.raises(QueueNotFoundError), transaction(engine, run.python_schema) as boss:
-        boss.insert([{"name": "missing-queue"}, {"name": "dlq", "data": {"dropped": False}}])
-    assert job_rows(engine, run.python_schema, "data = '{\"dropped\": false}'") == []
+    assert len(job_rows(engine, node_schema, "data = '{\"dropped\": false}'")) == 1
 
     with pytest.raises(PgBossDriverError) as refused:
-        pgboss.run(run.node_schema, [start(**QUIET), call("send", "dlq", None, {"deadLetter": "missing-queue"})])
+        pgboss.run(node_schema, [start(**QUIET), call("send", "dlq", None, {"deadLetter": "missing-queue"})])
     assert refused.value.error["code"] == "23503"  # foreign_key_violation
-    with pytest.raises(DeadLetterQueueNotFoundError), transaction(engine, run.python_schema) as boss:
-        boss.send("dlq", None, dead_letter="missing-queue")
+
+
+def test_what_sqla_boss_refuses_where_pgboss_answers_null(
+    engine: Engine, python_side: PythonSide, sent: dict[str, SendRun]
+) -> None:
+    # Intended differences (Boss docstrings): pg-boss's send to a missing queue resolves to null and its
+    # insert silently drops such rows (previous test); sqla_boss raises QueueNotFoundError and writes nothing.
+    # A missing dead letter queue is a foreign key error in pg-boss, and DeadLetterQueueNotFoundError here.
+    run = sent["none"]
+
+    def refused() -> None:
+        with pytest.raises(QueueNotFoundError), python_side.transaction(run.python_schema) as boss:
+            boss.send("missing-queue", {"n": 1})
+        with pytest.raises(QueueNotFoundError), python_side.transaction(run.python_schema) as boss:
+            boss.insert([{"name": "missing-queue"}, {"name": "dlq", "data": {"dropped": False}}])
+        assert job_rows(engine, run.python_schema, "data = '{\"dropped\": false}'") == []
+
+        with pytest.raises(DeadLetterQueueNotFoundError), python_side.transaction(run.python_schema) as boss:
+            boss.send("dlq", None, dead_letter="missing-queue")
+
+    python_side.run(refused)
 
 
 # ============================================================================== 2. both directions
@@ -899,13 +992,13 @@ def send_work_python(boss: Boss, worked: Worked) -> None:
         worked.ids[scenario] = job_id
 
 
-def work_python(engine: Engine, schema: str, worked: Worked) -> None:
+def work_python(python_side: PythonSide, schema: str, worked: Worked) -> None:
     """sqla_boss works the ``js`` direction's jobs, one transaction per call as a worker would."""
 
     def queue(name: str) -> str:
         return queue_in(name, "js")
 
-    with transaction(engine, schema) as boss:
+    with python_side.transaction(schema) as boss:
         fetched = boss.fetch(queue("complete"), batch_size=len(COMPLETIONS))
         assert sorted(job.id for job in fetched) == sorted(worked.ids[f"complete:{label}"] for label in COMPLETIONS)
         worked.affected["complete"] = [
@@ -915,23 +1008,23 @@ def work_python(engine: Engine, schema: str, worked: Worked) -> None:
 
     worked.retry_counts["fail-loop"], worked.affected["fail-loop"] = [], []
     for attempt in range(3):
-        with transaction(engine, schema) as boss:
+        with python_side.transaction(schema) as boss:
             [job] = boss.fetch(queue("fail-loop"))
             assert job.id == worked.ids["fail-loop"]
             worked.retry_counts["fail-loop"].append(job.retry_count)
-        with transaction(engine, schema) as boss:
+        with python_side.transaction(schema) as boss:
             failing = python_error(f"boom {attempt}")
             worked.affected["fail-loop"].append(boss.fail(queue("fail-loop"), worked.ids["fail-loop"], failing))
-    with transaction(engine, schema) as boss:
+    with python_side.transaction(schema) as boss:
         worked.leftover = boss.fetch(queue("fail-loop"))
 
     worked.retry_counts["backoff"], worked.affected["backoff"] = [], []
     for attempt in range(4):
-        with transaction(engine, schema) as boss:
+        with python_side.transaction(schema) as boss:
             [job] = boss.fetch(queue("backoff"), ignore_start_after=True)
             assert job.id == worked.ids["backoff"]
             worked.retry_counts["backoff"].append(job.retry_count)
-        with transaction(engine, schema) as boss:
+        with python_side.transaction(schema) as boss:
             failing = python_error(f"backoff {attempt}")
             worked.affected["backoff"].append(boss.fail(queue("backoff"), worked.ids["backoff"], failing))
             now = boss.session.execute(text("SELECT now()")).scalar_one()
@@ -942,14 +1035,14 @@ def work_python(engine: Engine, schema: str, worked: Worked) -> None:
                 worked.backoff_bounds.append((delay, delay))
                 worked.backoff_starts.append(failed.start_after)
 
-    with transaction(engine, schema) as boss:
+    with python_side.transaction(schema) as boss:
         worked.stately_fetched += [job.id for job in boss.fetch(queue("stately"))]
-    with transaction(engine, schema) as boss:
+    with python_side.transaction(schema) as boss:
         worked.affected["stately"] = [boss.fail(queue("stately"), worked.ids["stately:j2"], python_error("stately j2"))]
 
-    with transaction(engine, schema) as boss:
+    with python_side.transaction(schema) as boss:
         worked.affected["unstarted"] = [boss.fail(queue("unstarted"), worked.ids["unstarted"], "not started")]
-    with transaction(engine, schema) as boss:
+    with python_side.transaction(schema) as boss:
         worked.retry_counts["unstarted"] = [job.retry_count for job in boss.fetch(queue("unstarted"))]
 
 
@@ -1041,31 +1134,34 @@ def script_node_work(script: Script, worked: Worked) -> Callable[[list[Any]], No
 
 
 @pytest.fixture(scope="module")
-def work(engine: Engine, pgboss: PgBoss, new_schema: Callable[[str], str]) -> WorkRun:
+def work(engine: Engine, pgboss: PgBoss, python_side: PythonSide, new_schema: Callable[[str], str]) -> WorkRun:
     """Part 2 in one schema that pg-boss installed: sqla_boss sends, pg-boss works; then the other way."""
     schema = new_schema("t_work")
     pgboss.run(schema, [start(**QUIET), call("stop")])
     py, js = Worked(), Worked()
 
-    # sqla_boss makes the queues and sends the py direction's jobs, with its half of the stately case.
-    with transaction(engine, schema) as boss:
-        for direction in DIRECTIONS:
-            for name in WORK_QUEUES:
-                boss.create_queue(queue_in(name, direction), **queue_settings(name, direction))
-    with transaction(engine, schema) as boss:
-        send_work_python(boss, py)
-        stately = queue_in("stately", "py")
-        first = boss.send(stately, {"stately": "j1"}, singleton_key="k", retry_delay=STATELY_DELAY)
-        assert first is not None
-        py.ids["stately:j1"] = first
-    with transaction(engine, schema) as boss:
-        py.stately_fetched += [job.id for job in boss.fetch(stately)]
-    with transaction(engine, schema) as boss:
-        assert boss.fail(stately, py.ids["stately:j1"], python_error("stately j1")) == 1
-    with transaction(engine, schema) as boss:
-        second = boss.send(stately, {"stately": "j2"}, singleton_key="k")
-        assert second is not None
-        py.ids["stately:j2"] = second
+    def send_python() -> None:
+        # sqla_boss makes the queues and sends the py direction's jobs, with its half of the stately case.
+        with python_side.transaction(schema) as boss:
+            for direction in DIRECTIONS:
+                for name in WORK_QUEUES:
+                    boss.create_queue(queue_in(name, direction), **queue_settings(name, direction))
+        with python_side.transaction(schema) as boss:
+            send_work_python(boss, py)
+            stately = queue_in("stately", "py")
+            first = boss.send(stately, {"stately": "j1"}, singleton_key="k", retry_delay=STATELY_DELAY)
+            assert first is not None
+            py.ids["stately:j1"] = first
+        with python_side.transaction(schema) as boss:
+            py.stately_fetched += [job.id for job in boss.fetch(stately)]
+        with python_side.transaction(schema) as boss:
+            assert boss.fail(stately, py.ids["stately:j1"], python_error("stately j1")) == 1
+        with python_side.transaction(schema) as boss:
+            second = boss.send(stately, {"stately": "j2"}, singleton_key="k")
+            assert second is not None
+            py.ids["stately:j2"] = second
+
+    python_side.run(send_python)
 
     # pg-boss sends the js direction's jobs and works the py direction's, in one process.
     script = Script()
@@ -1082,7 +1178,7 @@ def work(engine: Engine, pgboss: PgBoss, new_schema: Callable[[str], str]) -> Wo
     assert results[sends["stately-fail"]]["affected"] == 1
 
     # sqla_boss works the js direction's jobs.
-    work_python(engine, schema, js)
+    python_side.run(work_python, python_side, schema, js)
 
     rows: dict[str, list[dict[str, Any]]] = {}
     for row in job_rows(engine, schema, "true"):
@@ -1334,23 +1430,26 @@ def queue_attributes(boss: Boss, name: str) -> dict[str, Any] | None:
 
 
 @pytest.fixture(scope="module")
-def queues(engine: Engine, pgboss: PgBoss, new_schema: Callable[[str], str]) -> QueueRun:
+def queues(engine: Engine, pgboss: PgBoss, python_side: PythonSide, new_schema: Callable[[str], str]) -> QueueRun:
     """Part 3 in one schema that our migrations installed; pg-boss adopts it."""
     run = QueueRun(new_schema("t_queues"))
     schema = run.schema
     migrations.upgrade(engine, schema=schema)
 
-    # sqla_boss makes its queues, and leaves created, active and retry jobs in py-purge.
-    with transaction(engine, schema) as boss:
-        for name, settings in QUEUE_SET.items():
-            boss.create_queue(made_by("py", name), **settings_for("py", name, settings))
-    with transaction(engine, schema) as boss:
-        for n in range(4):
-            boss.send(made_by("py", "purge"), {"n": n})
-    with transaction(engine, schema) as boss:
-        fetched = [job.id for job in boss.fetch(made_by("py", "purge"), batch_size=2)]
-    with transaction(engine, schema) as boss:
-        assert boss.fail(made_by("py", "purge"), fetched[0], "again") == 1
+    def make_queues() -> None:
+        # sqla_boss makes its queues, and leaves created, active and retry jobs in py-purge.
+        with python_side.transaction(schema) as boss:
+            for name, settings in QUEUE_SET.items():
+                boss.create_queue(made_by("py", name), **settings_for("py", name, settings))
+        with python_side.transaction(schema) as boss:
+            for n in range(4):
+                boss.send(made_by("py", "purge"), {"n": n})
+        with python_side.transaction(schema) as boss:
+            fetched = [job.id for job in boss.fetch(made_by("py", "purge"), batch_size=2)]
+        with python_side.transaction(schema) as boss:
+            assert boss.fail(made_by("py", "purge"), fetched[0], "again") == 1
+
+    python_side.run(make_queues)
 
     # pg-boss makes its queues, reads and uses sqla_boss's, and deletes one of them.
     script, labels = Script(), {}
@@ -1381,31 +1480,34 @@ def queues(engine: Engine, pgboss: PgBoss, new_schema: Callable[[str], str]) -> 
         }
     )
 
-    # sqla_boss reads and uses pg-boss's queues, then purges, deletes and updates some.
-    with transaction(engine, schema) as boss:
-        for name in QUEUE_SET:
-            run.python[f"get:{name}"] = queue_attributes(boss, made_by("js", name))
-        run.python["get:missing"] = boss.get_queue("js-missing")
-        run.python["get-all"] = [queue.name for queue in boss.get_queues()]
-        run.python["get:deleted"] = boss.get_queue(made_by("py", "empty"))
-    for name in USED_QUEUES:
-        with transaction(engine, schema) as boss:
-            run.python[f"send:{name}"] = [boss.send(made_by("js", name), {"n": n}) for n in range(2)]
-        with transaction(engine, schema) as boss:
-            run.python[f"fetch:{name}"] = [job.id for job in boss.fetch(made_by("js", name), batch_size=2)]
-    with transaction(engine, schema) as boss:
-        run.python["purge"] = boss.purge_queue(made_by("js", "purge"))
-        run.python["size"] = boss.get_queue_size(made_by("js", "purge"))
-        run.python["size-before-completed"] = boss.get_queue_size(made_by("js", "purge"), JobState.completed)
-    with transaction(engine, schema) as boss:
-        run.python["delete:empty"] = boss.delete_queue(made_by("js", "empty"))
-        run.python["delete:missing"] = boss.delete_queue("js-missing")
-    for name, error in (("standard", QueueNotEmptyError), ("dlq", QueueInUseError)):
-        with pytest.raises(error), transaction(engine, schema) as boss:
-            boss.delete_queue(made_by("js", name))
-    with transaction(engine, schema) as boss:
-        boss.update_queue(made_by("js", "update"), retry_limit=9)
-        boss.update_queue(made_by("js", "update-all"), **settings_for("js", "update-all", UPDATE_ALL))
+    def use_node_queues() -> None:
+        # sqla_boss reads and uses pg-boss's queues, then purges, deletes and updates some.
+        with python_side.transaction(schema) as boss:
+            for name in QUEUE_SET:
+                run.python[f"get:{name}"] = queue_attributes(boss, made_by("js", name))
+            run.python["get:missing"] = boss.get_queue("js-missing")
+            run.python["get-all"] = [queue.name for queue in boss.get_queues()]
+            run.python["get:deleted"] = boss.get_queue(made_by("py", "empty"))
+        for name in USED_QUEUES:
+            with python_side.transaction(schema) as boss:
+                run.python[f"send:{name}"] = [boss.send(made_by("js", name), {"n": n}) for n in range(2)]
+            with python_side.transaction(schema) as boss:
+                run.python[f"fetch:{name}"] = [job.id for job in boss.fetch(made_by("js", name), batch_size=2)]
+        with python_side.transaction(schema) as boss:
+            run.python["purge"] = boss.purge_queue(made_by("js", "purge"))
+            run.python["size"] = boss.get_queue_size(made_by("js", "purge"))
+            run.python["size-before-completed"] = boss.get_queue_size(made_by("js", "purge"), JobState.completed)
+        with python_side.transaction(schema) as boss:
+            run.python["delete:empty"] = boss.delete_queue(made_by("js", "empty"))
+            run.python["delete:missing"] = boss.delete_queue("js-missing")
+        for name, error in (("standard", QueueNotEmptyError), ("dlq", QueueInUseError)):
+            with pytest.raises(error), python_side.transaction(schema) as boss:
+                boss.delete_queue(made_by("js", name))
+        with python_side.transaction(schema) as boss:
+            boss.update_queue(made_by("js", "update"), retry_limit=9)
+            boss.update_queue(made_by("js", "update-all"), **settings_for("js", "update-all", UPDATE_ALL))
+
+    python_side.run(use_node_queues)
 
     # pg-boss reads what sqla_boss changed and makes the same updates to sqla_boss's queues.
     script, labels = Script(migrate=False), {}
@@ -1592,20 +1694,26 @@ CRON_CASES = [
 
 
 @pytest.fixture(scope="module")
-def schedules(engine: Engine, pgboss: PgBoss, new_schema: Callable[[str], str]) -> tuple[str, list[Any]]:
+def schedules(
+    engine: Engine, pgboss: PgBoss, python_side: PythonSide, new_schema: Callable[[str], str]
+) -> tuple[str, list[Any]]:
     """Each case scheduled by sqla_boss on ``cron-<id>.py`` and by pg-boss on ``cron-<id>.js``."""
     schema = new_schema("t_cron")
     migrations.upgrade(engine, schema=schema)
-    with transaction(engine, schema) as boss:
+
+    def schedule_python() -> None:
+        with python_side.transaction(schema) as boss:
+            for item in CRON_CASES:
+                for side in ("py", "js"):
+                    boss.create_queue(f"cron-{item.id}.{side}")
         for item in CRON_CASES:
-            for side in ("py", "js"):
-                boss.create_queue(f"cron-{item.id}.{side}")
-    for item in CRON_CASES:
-        if item.before is not None:
-            with transaction(engine, schema) as boss:
-                item.before.python(boss, f"cron-{item.id}.py")
-        with transaction(engine, schema) as boss:
-            item.python(boss, f"cron-{item.id}.py")
+            if item.before is not None:
+                with python_side.transaction(schema) as boss:
+                    item.before.python(boss, f"cron-{item.id}.py")
+            with python_side.transaction(schema) as boss:
+                item.python(boss, f"cron-{item.id}.py")
+
+    python_side.run(schedule_python)
     script = Script(migrate=False)
     for item in CRON_CASES:
         if item.before is not None:
@@ -1654,11 +1762,15 @@ def test_node_lists_python_schedules(schedules: tuple[str, list[Any]]) -> None:
         }
 
 
-def test_python_lists_node_schedules(engine: Engine, schedules: tuple[str, list[Any]]) -> None:
+def test_python_lists_node_schedules(python_side: PythonSide, schedules: tuple[str, list[Any]]) -> None:
     schema, _ = schedules
-    with transaction(engine, schema) as boss:
-        listed = {schedule.name: schedule for schedule in boss.get_schedules()}
-        for item in CRON_CASES:
-            theirs = listed[f"cron-{item.id}.js"]
-            assert (theirs.cron, theirs.timezone) == (item.cron, item.tz or "UTC")
-            assert theirs.data == js_value(item.data)
+
+    def list_schedules() -> None:
+        with python_side.transaction(schema) as boss:
+            listed = {schedule.name: schedule for schedule in boss.get_schedules()}
+            for item in CRON_CASES:
+                theirs = listed[f"cron-{item.id}.js"]
+                assert (theirs.cron, theirs.timezone) == (item.cron, item.tz or "UTC")
+                assert theirs.data == js_value(item.data)
+
+    python_side.run(list_schedules)
