@@ -53,4 +53,3 @@ __all__ = [
     "schema_translate_map",
     "validate_schema_name",
 ]
-
