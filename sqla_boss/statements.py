@@ -9,6 +9,7 @@ named beside it.
 from __future__ import annotations
 
 import functools
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ from sqlalchemy import (
     Select,
     Text,
     TextClause,
+    and_,
     any_,
     bindparam,
     case,
@@ -36,10 +38,12 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    true,
     union_all,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, INTERVAL, JSONB, TIMESTAMP, UUID, insert
+from sqlalchemy.sql.dml import Update
 from sqlalchemy.sql.selectable import CompoundSelect, ExecutableReturnsRows
 from sqlalchemy.types import TypeEngine
 
@@ -294,16 +298,11 @@ DELETE_JOBS = delete(job).where(job.c.name == bindparam("queue_name", type_=Text
 """Delete the jobs among ``:ids``, whatever their state; nothing is archived."""
 
 
-def _fail() -> Select[tuple[int]]:
+def _fail(which: ColumnElement[bool], output: ColumnElement[Any]) -> Select[tuple[int]]:
     # pg-boss's failJobs (§6.2-6.3): delete, re-insert as retry or failed, then copy to the dead letter.
-    deleted = (
-        delete(job)
-        .where(job.c.name == bindparam("queue_name", type_=Text), _ids(), job.c.state < JobState.completed)
-        .returning(*job.c)
-        .cte("deleted")
-    )
+    # Used for fail() (jobs by id) and for expiry (active jobs past their expire_in, §8.1).
+    deleted = delete(job).where(which).returning(*job.c).cte("deleted")
     d = deleted.c
-    output = _json_param("job_output")
     will_retry = d.retry_count < d.retry_limit
     columns = [c.name for c in job.c]
 
@@ -367,8 +366,20 @@ def _fail() -> Select[tuple[int]]:
     )
 
 
-FAIL = _fail()
-"""Fail the created, retry and active jobs among ``:ids`` with ``:output``; returns (affected, dead-lettered)."""
+FAIL = _fail(
+    and_(job.c.name == bindparam("queue_name", type_=Text), _ids(), job.c.state < JobState.completed),
+    _json_param("job_output"),
+)
+"""Fail the created, retry and active jobs among ``:ids`` with ``:job_output``; returns (affected, dead-lettered)."""
+
+EXPIRED_OUTPUT = {"value": {"message": "job failed by timeout in active state"}}
+"""What pg-boss stores as the output of a job its maintenance failed for running too long."""
+
+EXPIRE = _fail(
+    and_(job.c.state == JobState.active, job.c.started_on + job.c.expire_in < func.now()),
+    cast(literal(json.dumps(EXPIRED_OUTPUT)), JSONB),
+)
+"""Fail every active job, of every queue, that ran past its ``expire_in`` (§8.1); returns (affected, dead-lettered)."""
 
 GET_JOB = select(Job).where(Job.name == bindparam("queue_name", type_=Text), Job.id == bindparam("job_id"))
 GET_ARCHIVED_JOB = select(Archive).where(
@@ -492,3 +503,92 @@ SCHEDULE = _schedule_insert.on_conflict_do_update(
 
 UNSCHEDULE = delete(schedule_table).where(schedule_table.c.name == _name)
 GET_SCHEDULES = select(Schedule).order_by(Schedule.name)
+
+
+# --------------------------------------------------------------------------------- maintenance (§8)
+
+_archive_columns = [c.name for c in job.c]
+_archived = (
+    delete(job)
+    .where(
+        or_(
+            and_(
+                job.c.state != JobState.failed,
+                job.c.completed_on < func.now() - _typed("completed_after_seconds", Integer()) * ONE_SECOND,
+            ),
+            and_(
+                job.c.state == JobState.failed,
+                job.c.completed_on < func.now() - _typed("failed_after_seconds", Integer()) * ONE_SECOND,
+            ),
+            and_(job.c.state < JobState.active, job.c.keep_until < func.now()),
+        )
+    )
+    .returning(*job.c)
+    .cte("archived")
+)
+_archive_table = metadata.tables[f"{DEFAULT_SCHEMA}.archive"]
+ARCHIVE = select(
+    select(func.count())
+    .select_from(
+        insert(_archive_table)
+        .from_select(
+            [*_archive_columns, "archived_on"], select(*[_archived.c[name] for name in _archive_columns], func.now())
+        )
+        .on_conflict_do_nothing()
+        .returning(_archive_table.c.id)
+        .cte("stored")
+    )
+    .scalar_subquery()
+)
+"""Move finished jobs older than ``:completed_after_seconds`` / ``:failed_after_seconds``, and queued jobs past
+``keep_until``, from ``job`` to ``archive`` (§8.2). A job already archived under its (name, id) is lost, as in
+pg-boss. Returns how many rows the archive took."""
+
+DROP_ARCHIVED = delete(_archive_table).where(
+    _archive_table.c.archived_on < func.now() - _typed("delete_after_seconds", Integer()) * ONE_SECOND
+)
+"""Delete archived jobs older than ``:delete_after_seconds`` (§8.3)."""
+
+
+version = metadata.tables[f"{DEFAULT_SCHEMA}.version"]
+
+
+def _claim(clock: str) -> Update:
+    column = version.c[clock]
+    since = extract("epoch", func.now() - func.coalesce(column, func.now() - cast(literal("1 week"), INTERVAL)))
+    return (
+        update(version)
+        .where(since > _typed("interval_seconds", Numeric()))
+        .values({clock: func.now()})
+        .returning(true())
+    )
+
+
+CLAIM_MAINTENANCE = _claim("maintained_on")
+"""Claim this turn of maintenance for the whole cluster (§8.4): a row back means this instance won."""
+CLAIM_MONITORING = _claim("monitored_on")
+"""Claim this turn of state monitoring (§8.5)."""
+CLAIM_CRON = _claim("cron_on")
+"""Claim this turn of cron evaluation (§9.3)."""
+
+COUNT_STATES = select(job.c.name, job.c.state, func.count()).group_by(func.rollup(job.c.name), func.rollup(job.c.state))
+"""pg-boss's countStates query (§8.5): counts per queue and state, with the ROLLUP subtotals."""
+
+QUEUE_SNAPSHOTS = (
+    select(
+        queue.c.name,
+        func.count(job.c.id).filter(job.c.state == JobState.created).label("created"),
+        func.count(job.c.id).filter(job.c.state == JobState.retry).label("retry"),
+        func.count(job.c.id).filter(job.c.state == JobState.active).label("active"),
+        func.count(job.c.id).filter(job.c.state == JobState.completed).label("completed"),
+        func.count(job.c.id).filter(job.c.state == JobState.cancelled).label("cancelled"),
+        func.count(job.c.id).filter(job.c.state == JobState.failed).label("failed"),
+        extract("epoch", func.now() - func.min(job.c.created_on).filter(job.c.state < JobState.active)).label(
+            "oldest_queued_seconds"
+        ),
+    )
+    .select_from(queue.outerjoin(job, job.c.name == queue.c.name))
+    .group_by(queue.c.name)
+    .order_by(queue.c.name)
+)
+"""Per queue: jobs by state and the age in seconds of its oldest queued (created or retry) job."""
