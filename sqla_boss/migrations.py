@@ -43,6 +43,22 @@ def version_table_name(schema: str) -> str:
     return f"alembic_{validate_schema_name(schema)}"
 
 
+def current_revision(
+    connection: Connection, schema: str = DEFAULT_SCHEMA, version_table_schema: str = DEFAULT_VERSION_TABLE_SCHEMA
+) -> str | None:
+    """The revision of our migrations recorded for ``schema``, or ``None``. Reads only."""
+    from alembic.runtime.migration import MigrationContext
+
+    context = MigrationContext.configure(
+        connection,
+        opts={
+            "version_table": version_table_name(schema),
+            "version_table_schema": validate_schema_name(version_table_schema),
+        },
+    )
+    return context.get_current_revision()
+
+
 def make_config(
     *,
     schema: str = DEFAULT_SCHEMA,
@@ -202,6 +218,7 @@ include_object = include_object_for(DEFAULT_SCHEMA)
 __all__ = [
     "DEFAULT_VERSION_TABLE_SCHEMA",
     "SCRIPT_LOCATION",
+    "current_revision",
     "downgrade",
     "include_name",
     "include_name_for",
