@@ -9,11 +9,11 @@ instances on the same schema take turns instead of fighting.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, Executable
+from sqlalchemy import Engine, Executable, Result
 
 from sqla_boss import statements as sql
 from sqla_boss.errors import InvalidOptionError
@@ -125,17 +125,18 @@ class Maintenance:
         self.settings = MaintenanceSettings.from_options(options)
         self._engine = engine.execution_options(schema_translate_map=schema_translate_map(schema))
 
-    def _locked(self, statement: Executable, params: Mapping[str, Any] | None = None) -> Any:
+    def _locked(self, statement: Executable, params: Mapping[str, Any], read: Callable[[Result[Any]], int]) -> int:
+        """Run ``statement`` in a transaction of its own under the schema lock; ``read`` its result inside it."""
         with self._engine.begin() as connection:
             lock_schema(connection, self.schema)
-            return connection.execute(statement, dict(params or {}))
+            return read(connection.execute(statement, dict(params)))
 
     def expire(self) -> int:
         """Fail every active job that ran past its ``expire_in``, by its retry rules; returns how many.
 
         Commits its own transaction; locks the expired rows and pg-boss's schema lock.
         """
-        return int(self._locked(sql.EXPIRE).one()[0])
+        return self._locked(sql.EXPIRE, {}, lambda result: int(result.one()[0]))
 
     def archive(self) -> int:
         """Move finished jobs past their archive delay, and queued jobs past ``keep_until``, to ``archive``.
@@ -147,13 +148,12 @@ class Maintenance:
             "completed_after_seconds": settings.archive_completed_after_seconds,
             "failed_after_seconds": settings.archive_failed_after_seconds,
         }
-        return int(self._locked(sql.ARCHIVE, params).scalar_one())
+        return self._locked(sql.ARCHIVE, params, lambda result: int(result.scalar_one()))
 
     def drop(self) -> int:
         """Delete archived jobs older than the delete delay; returns how many. Commits; holds the schema lock."""
-        return int(
-            self._locked(sql.DROP_ARCHIVED, {"delete_after_seconds": self.settings.delete_after_seconds}).rowcount
-        )
+        params = {"delete_after_seconds": self.settings.delete_after_seconds}
+        return self._locked(sql.DROP_ARCHIVED, params, lambda result: int(result.rowcount))  # type: ignore[attr-defined]
 
     def maintain(self) -> MaintenanceResult:
         """Expire, then archive, then drop, each in its own transaction, as pg-boss's ``maintain()`` does.

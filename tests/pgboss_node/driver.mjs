@@ -26,8 +26,10 @@
 //
 // Output: {"ok": true, "results": [one per action], "events": [...]} and exit code 0, or
 // {"ok": false, "failed": <index>, "error": {...}, "results": [...], "events": [...]} and exit code 1.
-// "events" collects the "error" events pg-boss emitted. A started instance that no action stopped is
-// stopped (not gracefully) before the output is written.
+// "events" collects the "error" events pg-boss emitted, and its "maintenance" events (with "at", the
+// Node clock's ISO time, and "result", pg-boss's {ms}). The action {"action": "sleep", "args": [ms]}
+// just waits, so timers (a supervise: true instance's maintenance ticks) get to run between calls.
+// A started instance that no action stopped is stopped (not gracefully) before the output is written.
 
 import { readFileSync } from 'node:fs'
 import PgBoss from 'pg-boss'
@@ -97,11 +99,17 @@ async function main () {
   for (const [index, step] of command.actions.entries()) {
     try {
       const args = resolveRefs(step.args ?? [], results)
+      if (step.action === 'sleep') {
+        await new Promise(resolve => setTimeout(resolve, Number(args[0] ?? 0)))
+        results.push(null)
+        continue
+      }
       if (step.action === 'start') {
         if (boss !== null) throw new Error('start: already started')
         const options = resolveRefs(step.options ?? {}, results)
         boss = new PgBoss({ connectionString: command.connectionString, schema: command.schema, ...options })
         boss.on('error', error => events.push({ event: 'error', action: index, error: describeError(error) }))
+        boss.on('maintenance', result => events.push({ event: 'maintenance', at: new Date().toISOString(), result }))
         await boss.start()
         results.push(null)
         continue
