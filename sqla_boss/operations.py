@@ -9,6 +9,7 @@ runs the very same generators on an ``AsyncSession``. So every rule is written o
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import functools
 import json
 import math
@@ -18,6 +19,7 @@ from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
+from croniter import croniter
 from sqlalchemy import Executable
 from sqlalchemy.exc import IntegrityError
 
@@ -409,10 +411,6 @@ def _iana_time_zones() -> frozenset[str]:
 
 
 def _check_cron(cron: str, timezone: str) -> None:
-    import datetime as dt
-
-    from croniter import croniter
-
     fields = cron.split()
     if len(fields) not in (5, 6):
         raise InvalidCronError(f"cron expression {cron!r} must have 5 fields (or 6, with seconds)")
@@ -431,8 +429,6 @@ def _camel(key: str) -> str:
 
 def _json_value(value: Any) -> Any:
     """An option value as a JavaScript caller would have given it: seconds, ISO strings, plain JSON."""
-    import datetime as dt
-
     if isinstance(value, dt.timedelta):
         seconds = value.total_seconds()
         return int(seconds) if seconds.is_integer() else seconds
