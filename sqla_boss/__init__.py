@@ -26,6 +26,7 @@ from sqla_boss.models import (
     metadata,
 )
 from sqla_boss.schema import SCHEMA_VERSION, schema_translate_map
+from sqla_boss.worker import Worker
 
 __version__ = "0.1.0"
 
@@ -49,6 +50,7 @@ __all__ = [
     "SqlaBossError",
     "Subscription",
     "Version",
+    "Worker",
     "metadata",
     "schema_translate_map",
     "validate_schema_name",
