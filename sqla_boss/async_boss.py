@@ -14,6 +14,7 @@ from sqla_boss.binding import bind_session, expire_stale, read_result
 from sqla_boss.identifiers import DEFAULT_SCHEMA
 from sqla_boss.models import Archive, Job, JobState, Queue, QueuePolicy, Schedule
 from sqla_boss.operations import Expire, Operation, Operations, Step
+from sqla_boss.options import queue_settings
 
 T = TypeVar("T")
 
@@ -110,16 +111,7 @@ class AsyncBoss:
             InvalidQueueNameError, InvalidOptionError: before anything is written.
             DeadLetterQueueNotFoundError: ``dead_letter`` names no queue.
         """
-        options = {
-            "policy": policy,
-            "retry_limit": retry_limit,
-            "retry_delay": retry_delay,
-            "retry_backoff": retry_backoff,
-            "expire_in_seconds": expire_in_seconds,
-            "retention_minutes": retention_minutes,
-            "dead_letter": dead_letter,
-        }
-        return await self._run(self._operations.create_queue(name, options))
+        return await self._run(self._operations.create_queue(name, queue_settings(locals())))
 
     async def update_queue(
         self,
@@ -142,16 +134,7 @@ class AsyncBoss:
             QueueNotFoundError: the queue does not exist (pg-boss silently does nothing).
             DeadLetterQueueNotFoundError: ``dead_letter`` names no queue.
         """
-        options = {
-            "policy": policy,
-            "retry_limit": retry_limit,
-            "retry_delay": retry_delay,
-            "retry_backoff": retry_backoff,
-            "expire_in_seconds": expire_in_seconds,
-            "retention_minutes": retention_minutes,
-            "dead_letter": dead_letter,
-        }
-        return await self._run(self._operations.update_queue(name, options))
+        return await self._run(self._operations.update_queue(name, queue_settings(locals())))
 
     async def delete_queue(self, name: str) -> bool:
         """Delete an empty queue, its partition, schedule and subscriptions; ``False`` if there was none.

@@ -552,6 +552,11 @@ QUEUE_OPTIONS = frozenset(
 )
 
 
+def queue_settings(arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """The queue options among a method's ``locals()``: the one place that lists them for both APIs."""
+    return {key: arguments[key] for key in QUEUE_OPTIONS}
+
+
 def queue_policy(value: object) -> QueuePolicy:
     try:
         return QueuePolicy(value)
