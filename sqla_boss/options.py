@@ -284,13 +284,6 @@ def output_value(value: Any) -> Any:
 # ---------------------------------------------------------------------------------------- durations
 
 
-def _pick(options: Mapping[str, Any], keys: Iterable[str]) -> tuple[str, Any] | None:
-    for key in keys:
-        if key in options and options[key] is not None:
-            return key, options[key]
-    return None
-
-
 _EXPIRE_UNITS = (("expire_in_hours", 3600), ("expire_in_minutes", 60), ("expire_in_seconds", 1))
 _RETENTION_UNITS = (
     ("retention_days", 86400, "days"),
