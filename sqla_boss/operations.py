@@ -19,10 +19,10 @@ from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-from croniter import croniter
 from sqlalchemy import Executable
 from sqlalchemy.exc import IntegrityError
 
+from sqla_boss import cron as cron_rules
 from sqla_boss import options as opt
 from sqla_boss import statements as sql
 from sqla_boss.errors import (
@@ -95,6 +95,7 @@ class Operations:
             "default_retry_backoff": self.defaults.retry_backoff,
             "default_expire_in_seconds": self.defaults.expire_in_seconds,
             "default_retention": self.defaults.retention,
+            "notify_schema": self.schema,
         }
 
     # ------------------------------------------------------------------------------------------ queues
@@ -214,7 +215,7 @@ class Operations:
                 ids.append(uuid.UUID(value))
             elif kind == "now":
                 now = float(value)
-            else:
+            elif kind != "notified":
                 missing[kind].append(value)
         if missing["queue"]:
             names = tuple(sorted(set(missing["queue"])))
@@ -272,10 +273,17 @@ class Operations:
                 f"nothing was resumed ({exc.orig})"
             ) from exc
 
-    def fail(self, name: object, ids: object, output: Any) -> Operation[int]:
+    def fail(self, name: object, ids: object, output: Any, *, reactivate: bool = False) -> Operation[int]:
+        """``reactivate`` (workers only): first mark queued jobs started, as their rolled-back fetch did."""
         queue_name = opt.queue_name(name)
         job_ids = tuple(opt.job_ids(ids, operation="fail"))
         params = {"queue_name": queue_name, "ids": list(job_ids), "job_output": _output_text(output)}
+        if reactivate:
+            # Only the jobs still queued: one another worker has taken since is its own to finish.
+            taken = yield Step(sql.REACTIVATE, {"queue_name": queue_name, "ids": list(job_ids)}, "rows")
+            params["ids"] = [row[0] for row in taken]
+            if not params["ids"]:
+                return 0
         rows = yield Step(sql.FAIL, params, "rows")
         yield Expire.jobs(queue_name, job_ids)
         return int(rows[0][0])
@@ -411,15 +419,7 @@ def _iana_time_zones() -> frozenset[str]:
 
 
 def _check_cron(cron: str, timezone: str) -> None:
-    fields = cron.split()
-    if len(fields) not in (5, 6):
-        raise InvalidCronError(f"cron expression {cron!r} must have 5 fields (or 6, with seconds)")
-    # pg-boss's cron-parser puts seconds first in a 6-field expression; croniter puts them last.
-    expression = " ".join([*fields[1:], fields[0]]) if len(fields) == 6 else cron
-    try:
-        croniter(expression, dt.datetime.now(zoneinfo.ZoneInfo(timezone))).get_prev()
-    except (ValueError, KeyError, TypeError) as exc:
-        raise InvalidCronError(f"invalid cron expression {cron!r}: {exc}") from None
+    cron_rules.previous_match(cron, timezone, dt.datetime.now(dt.timezone.utc))
 
 
 def _camel(key: str) -> str:

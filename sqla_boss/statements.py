@@ -49,6 +49,7 @@ from sqlalchemy.types import TypeEngine
 
 from sqla_boss.identifiers import DEFAULT_SCHEMA, quote_identifier, validate_schema_name
 from sqla_boss.models import Archive, Job, JobState, Queue, QueuePolicy, Schedule, metadata
+from sqla_boss.notify import channel_expression
 
 job = metadata.tables[f"{DEFAULT_SCHEMA}.job"]
 queue = metadata.tables[f"{DEFAULT_SCHEMA}.queue"]
@@ -186,13 +187,20 @@ def _insert_jobs() -> CompoundSelect[Any]:
         insert(job)
         .from_select(list(values), select(*values.values()))
         .on_conflict_do_nothing()
-        .returning(job.c.id)
+        .returning(job.c.id, job.c.name)
         .cte("inserted")
     )
+    # One pg_notify per queue that received a job, delivered at commit (sqla_boss.notify). PostgreSQL runs
+    # a plain CTE only as far as the query reads it, so the final SELECT counts its rows.
+    queues = select(inserted.c.name).distinct().subquery("notified_queues")
+    notified = select(
+        func.pg_notify(channel_expression(_typed("notify_schema", Text()), queues.c.name), "").label("sent")
+    ).cte("notified")
     return union_all(
         select(literal("id").label("kind"), cast(inserted.c.id, Text).label("value")),
         select(problems.c.kind, problems.c.value),
         select(literal("now"), cast(extract("epoch", func.now()), Text)),
+        select(literal("notified"), cast(func.count(), Text)).select_from(notified),
     )
 
 
@@ -200,8 +208,9 @@ INSERT_JOBS = _insert_jobs()
 """Insert the jobs in ``:jobs`` (a JSON array of :meth:`JobInput.record`); rows of (kind, value).
 
 ``kind`` is ``id`` for each job inserted, ``queue`` / ``dead_letter`` for each name that does not exist
-(then nothing was inserted), and ``now`` once, with the database clock as epoch seconds. Parameters:
-``jobs`` and the constructor defaults ``default_retry_limit``, ``default_retry_delay``,
+(then nothing was inserted), ``now`` once, with the database clock as epoch seconds, and ``notified`` once.
+Parameters: ``jobs``, ``notify_schema`` (the schema's name, for :mod:`sqla_boss.notify`) and the constructor
+defaults ``default_retry_limit``, ``default_retry_delay``,
 ``default_retry_backoff``, ``default_expire_in_seconds`` and ``default_retention``.
 """
 
@@ -210,6 +219,14 @@ INSERT_JOBS = _insert_jobs()
 # job of a singleton or stately queue are passed over instead of failing the whole fetch, so one busy
 # key no longer blocks the queue (trap 4); the unique indexes still decide, so a fetch racing another
 # one for the same key can still collide, which the repository handles in a savepoint.
+
+
+_ACTIVATION: dict[str, Any] = {
+    "state": JobState.active,
+    "started_on": func.now(),
+    "retry_count": case((job.c.started_on.is_not(None), job.c.retry_count + 1), else_=job.c.retry_count),
+}
+"""What a fetch sets on the jobs it activates: a job that was started before uses up a retry."""
 
 
 def _fetch(by_priority: bool) -> ExecutableReturnsRows:
@@ -249,11 +266,7 @@ def _fetch(by_priority: bool) -> ExecutableReturnsRows:
     activate = (
         update(job)
         .where(job.c.name == bindparam("queue_name", type_=Text), job.c.id == chosen.c.id)
-        .values(
-            state=JobState.active,
-            started_on=func.now(),
-            retry_count=case((job.c.started_on.is_not(None), job.c.retry_count + 1), else_=job.c.retry_count),
-        )
+        .values(**_ACTIVATION)
         .returning(*job.c)
     )
     return select(Job).from_statement(activate)
@@ -263,6 +276,19 @@ FETCH_BY_PRIORITY = _fetch(by_priority=True)
 """Activate up to ``:batch_size`` jobs of queue ``:name``, highest priority first; returns their rows."""
 FETCH_BY_AGE = _fetch(by_priority=False)
 """The same, oldest first, ignoring priority."""
+
+REACTIVATE = (
+    update(job)
+    .where(job.c.name == bindparam("queue_name", type_=Text), _ids(), job.c.state < JobState.active)
+    .values(**_ACTIVATION)
+    .returning(job.c.id)
+)
+"""Activate the given queued jobs again, as a fetch does; for a worker whose fetch was rolled back.
+
+A transactional worker's handler that raises rolls back its own fetch too, so the jobs are queued again as
+if never started; failing them as they are would not use up a retry, and they would run forever. This marks
+them started first (unless another worker has taken them meanwhile), so the following FAIL counts.
+"""
 
 # ------------------------------------------------------------------------------------ state changes (§6)
 
