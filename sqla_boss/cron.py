@@ -71,7 +71,7 @@ def previous_match(cron: str, timezone: str, now: dt.datetime) -> dt.datetime:
         previous = croniter(croniter_expression(cron), now.astimezone(zone)).get_prev(dt.datetime)
     except (ValueError, KeyError, TypeError) as exc:
         raise InvalidCronError(f"invalid cron expression {cron!r}: {exc}") from None
-    return previous  # type: ignore[no-any-return]
+    return previous
 
 
 @dataclass(frozen=True)

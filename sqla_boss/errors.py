@@ -87,3 +87,10 @@ class SchemaMismatchError(SqlaBossError):
     Jobs of two schemas would share the session's identity map (their keys are the queue name and id), and
     lazy loads could not tell which schema to read.
     """
+
+
+class HandlerTimeoutError(SqlaBossError, TimeoutError):
+    """A worker's handler ran past its jobs' ``expire_in`` (at least 1 s); the jobs were failed with this.
+
+    The message is pg-boss's own, ``handler execution exceeded <ms>ms``, so both record the same output.
+    """

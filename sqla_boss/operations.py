@@ -380,6 +380,28 @@ class Operations:
         schedules: list[Schedule] = yield Step(sql.GET_SCHEDULES, {}, "entities")
         return schedules
 
+    def cron_tick(self, interval_seconds: int) -> Operation[CronTick]:
+        """Claim this turn of cron evaluation and, if won, queue a send-it job per due schedule (§9.3)."""
+        claimed = yield Step(sql.CLAIM_CRON, {"interval_seconds": interval_seconds}, "rows")
+        if not claimed:
+            return CronTick(won=False)
+        now: dt.datetime = claimed[0][0]
+        schedules = yield from self.get_schedules()
+        found, unreadable = cron_rules.due(schedules, now)
+        if found:
+            yield from self.insert([cron_rules.send_it_job(schedule) for schedule in found])
+        return CronTick(won=True, due=[schedule.name for schedule in found], unreadable=unreadable)
+
+
+@dataclass(frozen=True)
+class CronTick:
+    """What one cron evaluation did: whether this instance won the turn, which schedules were due (one
+    send-it job each, unless another instance queued it already this minute), and which could not be read."""
+
+    won: bool
+    due: list[str] = field(default_factory=list)
+    unreadable: list[cron_rules.Unreadable] = field(default_factory=list)
+
 
 def _output_text(value: Any) -> str | None:
     stored = opt.output_value(value)

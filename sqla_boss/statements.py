@@ -38,7 +38,6 @@ from sqlalchemy import (
     or_,
     select,
     text,
-    true,
     union_all,
     update,
 )
@@ -324,7 +323,7 @@ DELETE_JOBS = delete(job).where(job.c.name == bindparam("queue_name", type_=Text
 """Delete the jobs among ``:ids``, whatever their state; nothing is archived."""
 
 
-def _fail(which: ColumnElement[bool], output: ColumnElement[Any]) -> Select[tuple[int]]:
+def _fail(which: ColumnElement[bool], output: ColumnElement[Any]) -> Select[Any]:
     # pg-boss's failJobs (§6.2-6.3): delete, re-insert as retry or failed, then copy to the dead letter.
     # Used for fail() (jobs by id) and for expiry (active jobs past their expire_in, §8.1).
     deleted = delete(job).where(which).returning(*job.c).cte("deleted")
@@ -586,12 +585,13 @@ def _claim(clock: str) -> Update:
         update(version)
         .where(since > _typed("interval_seconds", Numeric()))
         .values({clock: func.now()})
-        .returning(true())
+        .returning(func.now())
     )
 
 
 CLAIM_MAINTENANCE = _claim("maintained_on")
-"""Claim this turn of maintenance for the whole cluster (§8.4): a row back means this instance won."""
+"""Claim this turn of maintenance for the whole cluster (§8.4): a row back (the database's clock) means this
+instance won."""
 CLAIM_MONITORING = _claim("monitored_on")
 """Claim this turn of state monitoring (§8.5)."""
 CLAIM_CRON = _claim("cron_on")

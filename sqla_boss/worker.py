@@ -1,98 +1,177 @@
-"""``Worker``: pg-boss's ``work()`` polling loop on threads of its own (PGBOSS10.md §7).
+"""``Worker``: pg-boss's ``work()``, maintenance and cron on threads of its own (PGBOSS10.md §7-9).
 
 Unlike :class:`~sqla_boss.Boss`, the worker owns its transactions. Each loop iteration opens a session
-from the worker's sessionmaker and:
+from the worker's sessionmaker and, in **pg-boss's completion mode** (the default):
 
 1. fetches up to ``batch_size`` jobs and **commits** (the jobs are now ``active`` for everyone);
-2. calls ``handler(jobs)`` with the list, outside any transaction;
+2. calls ``handler(jobs)`` with the list, outside any transaction, for at most the jobs' ``expire_in``
+   (at least 1 s; after that the jobs fail with pg-boss's ``handler execution exceeded <ms>ms`` and the
+   handler is left to finish on its own);
 3. in a **new transaction, committed at once**, completes the jobs (storing the handler's return value
    as output when the batch holds one job, as pg-boss does) or, if the handler raised, fails them with
    the exception (pg-boss's retry and dead-letter rules apply).
 
+In the **transactional mode** (``work(..., transactional=True)``) the handler is called as
+``handler(jobs, session)`` inside the fetch's transaction, and the jobs are completed and committed in that
+same transaction: the handler's writes and the completion commit together or not at all. If the handler
+raises (or outlives the timeout, or the worker stops), that transaction rolls back and the jobs are failed
+in a fresh one, using up a retry as any failure does.
+
 Unlike pg-boss (trap 21), a loop fetches again straight away while the queue hands out jobs, and waits
-the polling interval only after an empty fetch; ``stop()`` cuts that wait short.
+the polling interval only after an empty fetch. A ``send`` from sqla_boss wakes the waiting loops of its
+queue at once (``pg_notify``, see :mod:`sqla_boss.notify`); jobs from Node pg-boss are found by polling.
+
+With ``supervise`` (default), the worker also runs pg-boss's maintenance every interval; with ``schedule``
+(default), it evaluates cron and runs the ``__pgboss__send-it`` queue. Both coordinate with every other
+Python or Node instance through pg-boss's own claims on ``version``, so the cluster does each once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from sqla_boss import cron
 from sqla_boss.boss import Boss
 from sqla_boss.errors import InvalidOptionError, SqlaBossError
+from sqla_boss.handling import (
+    SHUTDOWN_OUTPUT,
+    Registration,
+    Timetable,
+    WorkerSettings,
+    backoff,
+    completion_output,
+    describe,
+    handler_timeout,
+    log_cron_tick,
+    send_it_registration,
+    timeout_error,
+)
 from sqla_boss.identifiers import DEFAULT_SCHEMA
+from sqla_boss.maintenance import Maintenance
 from sqla_boss.models import Job
-from sqla_boss.operations import Operations
-from sqla_boss.options import queue_name
+from sqla_boss.notify import channel
 from sqla_boss.schema import schema_translate_map
 
 logger = logging.getLogger("sqla_boss.worker")
 
-SHUTDOWN_OUTPUT = {"value": "pg-boss shut down while active"}
-"""The output pg-boss stores on jobs a worker still held when it stopped (§7.3)."""
+Handler = Callable[..., Any]
+"""A handler: ``handler(jobs)``, or ``handler(jobs, session)`` in the transactional mode; ``jobs`` is a list
+even when ``batch_size`` is 1."""
 
-MIN_POLLING_INTERVAL = 0.5
-"""pg-boss's smallest ``pollingIntervalSeconds``."""
+LISTEN_POLL_SECONDS = 0.5
+"""How often the listener looks up from its notifications to see whether it must stop or listen to more."""
 
-_BACKOFF_START = 0.25
-_BACKOFF_CAP = 5.0
-
-Handler = Callable[[list[Job]], Any]
-"""A handler: called with the list of fetched jobs (even when ``batch_size`` is 1)."""
+__all__ = ["SHUTDOWN_OUTPUT", "Handler", "Worker"]
 
 
-@dataclass(frozen=True)
-class _Registration:
-    name: str
-    handler: Handler
-    batch_size: int
-    concurrency: int
-    polling_interval_seconds: float
-    include_metadata: bool
-
-
-@dataclass(frozen=True)
+@dataclass
 class _Held:
+    """Jobs a loop has fetched and not yet completed or failed; ``pid`` is the backend of a transactional
+    batch's open transaction, which holds them."""
+
     name: str
     ids: list[uuid.UUID]
+    pid: int | None = None
 
 
-def _whole_number(option: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidOptionError(f"{option} must be a whole number of at least 1, not {value!r}")
-    return value
+@dataclass
+class _Outcome:
+    finished: bool
+    value: Any = None
+    error: BaseException | None = None
 
 
-def _interval(option: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= MIN_POLLING_INTERVAL:
-        raise InvalidOptionError(f"{option} must be a number of at least {MIN_POLLING_INTERVAL}, not {value!r}")
-    return float(value)
+@dataclass
+class _Runner:
+    """A daemon thread running one call at a time for a loop, so the loop can stop waiting for a handler
+    that outlives its timeout. A runner that timed out is abandoned: it ends after its call returns."""
+
+    name: str
+    calls: list[tuple[Callable[[], Any], Future[Any]]] = field(default_factory=list)
+    ready: threading.Condition = field(default_factory=threading.Condition)
+    abandoned: bool = False
+
+    def __post_init__(self) -> None:
+        threading.Thread(target=self._serve, name=self.name, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            with self.ready:
+                while not self.calls and not self.abandoned:
+                    self.ready.wait()
+                if not self.calls:
+                    return
+                call, future = self.calls.pop(0)
+            try:
+                future.set_result(call())
+            except BaseException as error:  # handed to the loop, which records it on the jobs
+                future.set_exception(error)
+
+    def call(self, function: Callable[[], Any], timeout: float) -> _Outcome:
+        future: Future[Any] = Future()
+        with self.ready:
+            self.calls.append((function, future))
+            self.ready.notify()
+        try:
+            return _Outcome(True, value=future.result(timeout))
+        except FutureTimeout:
+            self.close()
+            return _Outcome(False)
+        except Exception as error:
+            return _Outcome(True, error=error)
+
+    def close(self) -> None:
+        with self.ready:
+            self.abandoned = True
+            self.ready.notify()
 
 
-def _describe(name: str, ids: list[uuid.UUID]) -> dict[str, str]:
-    return {"job_id": ", ".join(str(job_id) for job_id in ids), "queue": name}
+def _session_factory(bind: Engine | sessionmaker[Session], schema: str) -> tuple[sessionmaker[Session], Engine]:
+    if isinstance(bind, Engine):
+        engine = bind.execution_options(schema_translate_map=schema_translate_map(schema))
+        return sessionmaker(bind=engine, expire_on_commit=False), engine
+    if isinstance(bind, sessionmaker):
+        bound = bind.kw.get("bind")
+        if not isinstance(bound, Engine):
+            raise InvalidOptionError("the worker's sessionmaker must be bound to an Engine")
+        return bind, bound
+    raise InvalidOptionError(f"a Worker takes an Engine or a sessionmaker, not {type(bind).__name__}")
 
 
 class Worker:
-    """Runs handlers for queued jobs on threads of its own, ``concurrency`` threads per queue.
+    """Runs handlers for queued jobs on threads of its own, ``concurrency`` threads per queue, plus pg-boss's
+    maintenance and cron.
 
     Args:
         bind: an ``Engine`` (the worker builds a sessionmaker on it, pointed at ``schema``) or your own
-            ``sessionmaker`` (it must reach ``schema``; give it ``expire_on_commit=False`` or not, the jobs
-            handed to handlers are detached and fully loaded either way).
+            ``sessionmaker`` bound to an engine (it must reach ``schema``). Jobs handed to pg-boss-mode
+            handlers are detached and fully loaded.
         schema: the pg-boss schema (default ``pgboss``).
         polling_interval_seconds: the default wait after an empty fetch (at least 0.5, default 2).
-        **defaults: :class:`~sqla_boss.Boss`'s constructor defaults for jobs (retry and expiry).
+        supervise: run maintenance (expire, archive, drop) when this instance wins the cluster's turn, every
+            ``maintenance_interval_seconds`` (default 120), as pg-boss's ``supervise``.
+        schedule: evaluate cron every ``cron_monitor_interval_seconds`` (1-45, default 30) when this instance
+            wins the turn, and run the send-it queue every ``cron_worker_interval_seconds`` (1-45, default 5),
+            as pg-boss's ``schedule``. Off, as in pg-boss, when an archive delay is under 60 s.
+        listen: LISTEN for sqla_boss's send notifications (psycopg engines) and fetch as soon as one comes.
+        monitor_state_interval_seconds: log :meth:`Maintenance.count_states` this often, cluster-wide (off).
+        **options: pg-boss's maintenance options (``archive_completed_after_seconds``, ``delete_after_days``,
+            ``maintenance_interval_seconds``, ... see :class:`~sqla_boss.maintenance.MaintenanceSettings`) and
+            :class:`~sqla_boss.Boss`'s job defaults (``retry_limit``, ``expire_in_seconds``, ...).
 
     Raises:
         InvalidOptionError, InvalidSchemaNameError: bad options; nothing is started.
@@ -104,19 +183,33 @@ class Worker:
         schema: str = DEFAULT_SCHEMA,
         *,
         polling_interval_seconds: float = 2.0,
-        **defaults: Any,
+        supervise: bool = True,
+        schedule: bool = True,
+        listen: bool = True,
+        monitor_state_interval_seconds: int | None = None,
+        cron_monitor_interval_seconds: int = 30,
+        cron_worker_interval_seconds: int = 5,
+        **options: Any,
     ) -> None:
-        Operations(schema, defaults)  # validates the schema name and the defaults now
-        self.schema = schema
+        self.settings = WorkerSettings.of(
+            schema,
+            polling_interval_seconds=polling_interval_seconds,
+            supervise=supervise,
+            schedule=schedule,
+            listen=listen,
+            monitor_state_interval_seconds=monitor_state_interval_seconds,
+            cron_monitor_interval_seconds=cron_monitor_interval_seconds,
+            cron_worker_interval_seconds=cron_worker_interval_seconds,
+            options=options,
+        )
+        """The worker's validated options."""
+        self.schema = self.settings.schema
         """The pg-boss schema the worker serves."""
-        self._defaults = defaults
-        self._interval = _interval("polling_interval_seconds", polling_interval_seconds)
-        if isinstance(bind, Engine):
-            engine = bind.execution_options(schema_translate_map=schema_translate_map(schema))
-            self._sessions: sessionmaker[Session] = sessionmaker(bind=engine, expire_on_commit=False)
-        else:
-            self._sessions = bind
-        self._registrations: list[_Registration] = []
+        self._sessions, self._engine = _session_factory(bind, self.schema)
+        self.maintenance = Maintenance(self._engine, self.schema, settings=self.settings.maintenance)
+        """The maintenance commands this worker's supervisor runs."""
+        self._registrations: list[Registration] = []
+        self._wake: dict[str, threading.Event] = {}
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._held: dict[object, _Held] = {}
@@ -138,49 +231,59 @@ class Worker:
         concurrency: int = 1,
         polling_interval_seconds: float | None = None,
         include_metadata: bool = False,
+        transactional: bool = False,
     ) -> Any:
         """Register ``handler`` for queue ``name``; returns the handler, or a decorator without one.
 
-        Options are checked now. Registering on a started worker starts the new threads at once.
-        Touches no database.
+        ``transactional``: call ``handler(jobs, session)`` in the transaction that completes the jobs (see
+        the module documentation). Options are checked now. Registering on a started worker starts its
+        loops at once. Touches no database.
 
         Raises:
             InvalidOptionError, InvalidQueueNameError: bad options; nothing is registered.
             SqlaBossError: the worker has been stopped.
         """
-        if not isinstance(include_metadata, bool):
-            raise InvalidOptionError(f"include_metadata must be a bool, not {include_metadata!r}")
-        queue = queue_name(name)
-        size = _whole_number("batch_size", batch_size)
-        threads = _whole_number("concurrency", concurrency)
         interval = (
-            self._interval
-            if polling_interval_seconds is None
-            else _interval("polling_interval_seconds", polling_interval_seconds)
+            self.settings.polling_interval_seconds if polling_interval_seconds is None else polling_interval_seconds
+        )
+        template = Registration.of(
+            name,
+            batch_size=batch_size,
+            concurrency=concurrency,
+            polling_interval_seconds=interval,
+            include_metadata=include_metadata,
+            transactional=transactional,
         )
 
         def register(function: Handler) -> Handler:
-            if not callable(function):
-                raise InvalidOptionError(f"the handler must be callable, not {function!r}")
-            with self._lock:
-                if self._stopping.is_set():
-                    raise SqlaBossError("workers are disabled: this worker has been stopped")
-                complete = _Registration(queue, function, size, threads, interval, include_metadata)
-                self._registrations.append(complete)
-                if self._started:
-                    self._launch(complete)
+            self._register(template.with_handler(function))
             return function
 
         if handler is None:
             return register
         return register(handler)
 
+    def _register(self, registration: Registration) -> None:
+        with self._lock:
+            if self._stopping.is_set():
+                raise SqlaBossError("workers are disabled: this worker has been stopped")
+            self._registrations.append(registration)
+            self._wake.setdefault(registration.name, threading.Event())
+            if self._started:
+                self._launch(registration)
+
+    @property
+    def queues(self) -> list[str]:
+        """The queues with handlers registered, in registration order (the send-it queue excluded)."""
+        return list(dict.fromkeys(r.name for r in self._registrations if not r.internal))
+
     # ------------------------------------------------------------------------------------ life cycle
 
     def start(self) -> None:
-        """Start one thread per unit of concurrency per registered queue, and return at once.
+        """Start the loops (``concurrency`` threads per registration), the listener and the supervisor; return.
 
-        The threads commit their own transactions (see the module documentation).
+        The threads commit their own transactions (see the module documentation). With ``schedule`` on, the
+        ``__pgboss__send-it`` queue is created first if it is missing (as pg-boss's start does).
 
         Raises:
             SqlaBossError: the worker was started or stopped already.
@@ -191,6 +294,14 @@ class Worker:
             self._started = True
             for registration in self._registrations:
                 self._launch(registration)
+            if self.settings.listen:
+                self._spawn(self._listen, "sqla_boss-listener")
+            if Timetable(self.settings, 0.0).next_at() is not None:
+                self._spawn(self._supervise, "sqla_boss-supervisor")
+        if self.settings.cron_enabled and not self._stopping.is_set():
+            self._create_send_it_queue()
+            with contextlib.suppress(SqlaBossError):  # stopped meanwhile
+                self._register(send_it_registration(self.settings, self._send_it))
 
     def stop(self, *, graceful: bool = True, timeout: float = 30.0) -> None:
         """Stop fetching, wait for handlers in flight, then fail the jobs still held.
@@ -198,8 +309,9 @@ class Worker:
         Graceful: waits up to ``timeout`` seconds (at least 1, as pg-boss) for the handlers in flight to
         finish and their jobs to be completed or failed. Not graceful: waits for nothing. Then every job
         still held is failed with ``{"value": "pg-boss shut down while active"}`` (retry rules apply) in a
-        transaction of its own, committed at once; a handler still running later is ignored. Calling
-        ``stop()`` again, or from several threads, waits for the first call to finish.
+        transaction of its own, committed at once (a transactional batch's open transaction is ended first,
+        by terminating its backend); a handler still running later is ignored. Calling ``stop()`` again, or
+        from several threads, waits for the first call to finish.
         """
         self._stop_requested.set()
         if not self._stop_lock.acquire(blocking=False):
@@ -209,6 +321,8 @@ class Worker:
             if self._stopped.is_set():
                 return
             self._stopping.set()
+            for wake in self._wake.values():
+                wake.set()
             deadline = time.monotonic() + max(1.0, timeout)
             if graceful:
                 for thread in list(self._threads):
@@ -218,7 +332,7 @@ class Worker:
                 held = list(self._held.values())
                 self._held.clear()
             for job in held:
-                self._fail_held(job)
+                self._fail_held(job, SHUTDOWN_OUTPUT)
         finally:
             self._stopped.set()
             self._stop_lock.release()
@@ -248,44 +362,63 @@ class Worker:
 
     # ---------------------------------------------------------------------------------------- threads
 
-    def _launch(self, registration: _Registration) -> None:
+    def _spawn(self, target: Callable[..., None], name: str, *args: Any) -> None:
+        thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _launch(self, registration: Registration) -> None:
         for index in range(registration.concurrency):
-            thread = threading.Thread(
-                target=self._loop,
-                args=(registration,),
-                name=f"sqla_boss-worker-{registration.name}-{index}",
-                daemon=True,
-            )
-            self._threads.append(thread)
-            thread.start()
+            self._spawn(self._loop, f"sqla_boss-{registration.name}-{index}", registration)
 
     def _boss(self, session: Session) -> Boss:
-        return Boss(session, self.schema, **self._defaults)
+        return Boss(session, self.schema, **self.settings.defaults)
 
-    def _loop(self, registration: _Registration) -> None:
+    def _loop(self, registration: Registration) -> None:
         failures = 0
+        runner: _Runner | None = None
+        wake = self._wake[registration.name]
         while not self._stopping.is_set():
+            if runner is None or runner.abandoned:
+                runner = _Runner(f"sqla_boss-handler-{registration.name}")
+            wake.clear()  # a notification from here on wakes the wait below
             try:
-                found = self._iterate(registration)
+                found = self._iterate(registration, runner)
             except Exception:
                 failures += 1
-                delay = min(
-                    _BACKOFF_START * 2 ** (failures - 1), max(registration.polling_interval_seconds, _BACKOFF_CAP)
-                )
+                delay = backoff(failures, registration.polling_interval_seconds)
                 logger.exception(
                     "worker loop of queue %s failed; retrying in %.2f s",
                     registration.name,
                     delay,
-                    extra={"job_id": None, "queue": registration.name},
+                    extra=describe(registration.name),
                 )
                 self._stopping.wait(delay)
                 continue
             failures = 0
-            if not found:
-                self._stopping.wait(registration.polling_interval_seconds)
+            if not found and not self._stopping.is_set():  # stop() sets _stopping before it sets the wakes
+                wake.wait(registration.polling_interval_seconds)
+        if runner is not None:
+            runner.close()
 
-    def _iterate(self, registration: _Registration) -> bool:
+    def _hold(self, held: _Held) -> object | None:
+        """Record fetched jobs as held; ``None`` when stop() has swept already and they must not run."""
+        key = object()
+        with self._lock:
+            if self._swept:
+                return None
+            self._held[key] = held
+        return key
+
+    def _release(self, key: object) -> bool:
+        """Drop the held jobs; ``False`` when stop() failed them already and the outcome must be ignored."""
+        with self._lock:
+            return self._held.pop(key, None) is not None
+
+    def _iterate(self, registration: Registration, runner: _Runner) -> bool:
         """One fetch, handler call and completion; ``False`` when the fetch found nothing."""
+        if registration.transactional:
+            return self._iterate_in_transaction(registration, runner)
         name = registration.name
         with self._sessions() as session:
             jobs = self._boss(session).fetch(
@@ -300,68 +433,240 @@ class Worker:
             session.expunge_all()  # the handler gets detached, loaded jobs: no lazy loads on a closed session
             session.commit()
         ids = [job.id for job in jobs]
-        key = object()
-        with self._lock:
-            swept = self._swept
-            if not swept:
-                self._held[key] = _Held(name, ids)
-        if swept:  # stop() has already failed what it found; fail these too rather than run them
-            self._fail_held(_Held(name, ids))
+        key = self._hold(_Held(name, ids))
+        if key is None:  # stop() has already failed what it found; fail these too rather than run them
+            self._fail_held(_Held(name, ids), SHUTDOWN_OUTPUT)
             return True
-        try:
-            result = registration.handler(jobs)
-        except Exception as error:
-            if self._release(key):
-                logger.info(
-                    "handler of queue %s raised for job(s) %s: %r",
-                    name,
-                    ", ".join(map(str, ids)),
-                    error,
-                    extra=_describe(name, ids),
-                )
-                self._change(name, ids, "fail", error)
+        logger.debug("running job(s) %s of queue %s", ", ".join(map(str, ids)), name, extra=describe(name, ids))
+        seconds = handler_timeout(jobs)
+        outcome = runner.call(lambda: registration.handler(jobs), seconds)
+        if not self._release(key):
             return True
-        if self._release(key):
-            output = result if len(jobs) == 1 else None
+        if not outcome.finished:
+            self._record_failure(name, ids, timeout_error(seconds))
+        elif outcome.error is not None:
+            self._record_failure(name, ids, outcome.error)
+        else:
             try:
-                self._change(name, ids, "complete", output)
+                self._change(name, ids, "complete", completion_output(jobs, outcome.value))
             except SqlaBossError as error:  # e.g. an output that is not JSON: fail the job with the reason
-                logger.warning(
-                    "could not complete job(s) %s of queue %s: %s",
-                    ", ".join(map(str, ids)),
-                    name,
-                    error,
-                    extra=_describe(name, ids),
-                )
-                self._change(name, ids, "fail", error)
+                self._record_failure(name, ids, error)
         return True
 
-    def _release(self, key: object) -> bool:
-        """Drop the held jobs; ``False`` when stop() failed them already and the outcome must be ignored."""
-        with self._lock:
-            return self._held.pop(key, None) is not None
+    def _iterate_in_transaction(self, registration: Registration, runner: _Runner) -> bool:
+        name = registration.name
+        session = self._sessions()
+        try:
+            boss = self._boss(session)
+            jobs = boss.fetch(name, batch_size=registration.batch_size, include_metadata=registration.include_metadata)
+            if not jobs or self._stopping.is_set():
+                session.close()  # rolls back: nothing fetched, or the jobs go back untouched
+                return bool(jobs)
+            pid = _backend_pid(session)
+        except BaseException:
+            session.close()
+            raise
+        ids = [job.id for job in jobs]
+        key = self._hold(_Held(name, ids, pid))
+        if key is None:
+            session.close()
+            return True
+        ended = threading.Lock()
+        state = {"finished": False, "abandoned": False}
 
-    def _change(self, name: str, ids: list[uuid.UUID], action: str, output: Any) -> None:
+        def in_transaction() -> Any:
+            try:
+                result = registration.handler(jobs, session)
+                boss.complete(name, ids, completion_output(jobs, result))
+                session.commit()
+                return result
+            finally:
+                with ended:
+                    state["finished"] = True
+                    abandoned = state["abandoned"]
+                if abandoned:
+                    session.close()
+
+        seconds = handler_timeout(jobs)
+        outcome = runner.call(in_transaction, seconds)
+        if not outcome.finished:
+            with ended:
+                state["abandoned"] = True
+                outcome.finished = state["finished"]
+        held = self._release(key)
+        if not outcome.finished:  # the handler still holds the session: end its transaction from outside
+            if held:
+                self._fail_held(_Held(name, ids, pid), timeout_error(seconds))
+            return True
+        try:
+            session.close()  # after a commit, closes; after an error, rolls the handler's writes back
+        except Exception:  # a dead connection: the server has rolled back already
+            logger.debug("closing the session of a failed batch of queue %s", name, exc_info=True)
+        if held and outcome.error is not None:
+            self._record_failure(name, ids, outcome.error, reactivate=True)
+        return True
+
+    def _record_failure(self, name: str, ids: list[uuid.UUID], error: Any, *, reactivate: bool = False) -> None:
+        logger.info(
+            "job(s) %s of queue %s failed: %r", ", ".join(map(str, ids)), name, error, extra=describe(name, ids)
+        )
+        self._change(name, ids, "fail", error, reactivate=reactivate)
+
+    def _change(self, name: str, ids: list[uuid.UUID], action: str, output: Any, *, reactivate: bool = False) -> None:
         """Complete or fail the jobs in a transaction of their own, committed at once."""
         with self._sessions() as session, session.begin():
             boss = self._boss(session)
             if action == "complete":
                 boss.complete(name, ids, output)
             else:
-                boss.fail(name, ids, output)
+                boss._run(boss._operations.fail(name, ids, output, reactivate=reactivate))
 
-    def _fail_held(self, held: _Held) -> None:
-        extra = _describe(held.name, held.ids)
+    def _fail_held(self, held: _Held, output: Any) -> None:
+        extra = describe(held.name, held.ids)
         try:
-            self._change(held.name, held.ids, "fail", SHUTDOWN_OUTPUT)
+            if held.pid is not None:
+                self._terminate(held.pid)
+            self._change(held.name, held.ids, "fail", output, reactivate=held.pid is not None)
         except Exception:
-            logger.exception(
-                "could not fail job(s) %s of queue %s at shut down", extra["job_id"], held.name, extra=extra
-            )
+            logger.exception("could not fail job(s) %s of queue %s", extra["job_id"], held.name, extra=extra)
         else:
+            logger.warning("failed job(s) %s of queue %s: %r", extra["job_id"], held.name, output, extra=extra)
+
+    def _terminate(self, pid: int) -> None:
+        """End a transactional batch's open transaction (and so free its rows) by terminating its backend."""
+        with self._engine.connect() as connection:
+            connection.execute(select(func.pg_terminate_backend(pid)))
+
+    # ------------------------------------------------------------------------------- supervisor, cron
+
+    def _create_send_it_queue(self) -> None:
+        try:
+            with self._sessions.begin() as session:
+                boss = self._boss(session)
+                if boss.get_queue(cron.SEND_IT_QUEUE) is None:
+                    boss.create_queue(cron.SEND_IT_QUEUE)
+        except Exception:
             logger.warning(
-                "failed job(s) %s of queue %s: the worker shut down while they were active",
-                extra["job_id"],
-                held.name,
-                extra=extra,
+                "could not create queue %s", cron.SEND_IT_QUEUE, exc_info=True, extra=describe(cron.SEND_IT_QUEUE)
             )
+
+    def _send_it(self, jobs: list[Job]) -> None:
+        """The send-it worker's handler: insert each due schedule's job into its queue, as pg-boss's insert."""
+        with self._sessions.begin() as session:
+            self._boss(session).insert([cron.target_job(job.data) for job in jobs])
+
+    def _supervise(self) -> None:
+        timetable = Timetable(self.settings, time.monotonic())
+        while not self._stopping.is_set():
+            for tick in timetable.due(time.monotonic()):
+                try:
+                    self._tick(tick)
+                except Exception:
+                    logger.exception("the %s tick failed", tick, extra=describe(""))
+            next_at = timetable.next_at()
+            if next_at is None:
+                return
+            self._stopping.wait(max(0.0, next_at - time.monotonic()))
+
+    def _tick(self, tick: str) -> None:
+        if tick == "maintenance":
+            self._maintain()
+        elif tick == "monitor":
+            self._monitor()
+        else:
+            self._evaluate_cron()
+
+    def _maintain(self) -> None:
+        result = self.maintenance.maintain_if_due()
+        if result is not None:
+            logger.info(
+                "maintenance: %d expired, %d archived, %d dropped in %d ms",
+                result.expired,
+                result.archived,
+                result.dropped,
+                result.ms,
+                extra=describe(""),
+            )
+
+    def _monitor(self) -> None:
+        interval = self.settings.monitor_state_interval_seconds
+        if interval is not None and self.maintenance.claim_monitoring(interval):
+            states = self.maintenance.count_states()
+            logger.info("monitor-states: %s", states, extra={**describe(""), "states": states})
+
+    def _evaluate_cron(self) -> None:
+        with self._sessions.begin() as session:
+            boss = self._boss(session)
+            tick = boss._run(boss._operations.cron_tick(self.settings.cron_monitor_interval_seconds))
+        log_cron_tick(tick)
+
+    # --------------------------------------------------------------------------------------- listener
+
+    def _listen(self) -> None:
+        """Wake a queue's loops when a notification for it arrives; reconnect with backoff when cut."""
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                raw = self._engine.raw_connection()
+            except Exception:
+                failures += 1
+                delay = backoff(failures, self.settings.polling_interval_seconds)
+                logger.warning("listener cannot connect; retrying in %.2f s", delay, exc_info=True, extra=describe(""))
+                self._stopping.wait(delay)
+                continue
+            try:
+                raw.detach()  # a connection of its own, out of the pool, for as long as it lives
+                connection: Any = raw.driver_connection
+                if not _is_psycopg(connection):
+                    logger.info("not a psycopg connection: waking by polling only", extra=describe(""))
+                    return
+                connection.rollback()
+                connection.autocommit = True
+                failures = self._serve_notifications(connection, failures)
+            except Exception:
+                failures += 1
+                delay = backoff(failures, self.settings.polling_interval_seconds)
+                logger.warning(
+                    "listener connection lost; reconnecting in %.2f s", delay, exc_info=True, extra=describe("")
+                )
+                for wake in self._wake.values():
+                    wake.set()  # notifications may have been missed meanwhile: fetch now
+                self._stopping.wait(delay)
+            finally:
+                raw.close()
+
+    def _serve_notifications(self, connection: Any, failures: int) -> int:
+        from psycopg import sql as pgsql
+
+        listening: dict[str, str] = {}
+        while not self._stopping.is_set():
+            for name in list(self._wake):
+                wanted = channel(self.schema, name)
+                if wanted not in listening:
+                    connection.execute(pgsql.SQL("LISTEN {}").format(pgsql.Identifier(wanted)))
+                    listening[wanted] = name
+                    if failures:
+                        logger.info("listener reconnected", extra=describe(name))
+                        failures = 0
+            for notification in connection.notifies(timeout=LISTEN_POLL_SECONDS):
+                queue = listening.get(notification.channel)
+                if queue is not None:
+                    self._wake[queue].set()
+        return failures
+
+
+def _is_psycopg(connection: Any) -> bool:
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        return False
+    return isinstance(connection, (psycopg.Connection, psycopg.AsyncConnection))
+
+
+def _backend_pid(session: Session) -> int:
+    connection = session.connection().connection.driver_connection
+    info = getattr(connection, "info", None)
+    pid = getattr(info, "backend_pid", None)
+    if isinstance(pid, int):
+        return pid
+    return int(session.execute(select(func.pg_backend_pid())).scalar_one())

@@ -274,12 +274,13 @@ def test_stop_fails_a_stuck_job_with_the_shutdown_output(
 def test_bad_work_options_raise_before_any_thread_starts(
     sessions: sessionmaker[Session], installed_schema: str, workers: list[Worker], options: dict[str, Any], error: type
 ) -> None:
-    worker = make_worker(workers, sessions, installed_schema)
+    worker = make_worker(workers, sessions, installed_schema, supervise=False, schedule=False, listen=False)
     arguments: dict[str, Any] = {"name": QUEUE, "handler": lambda jobs: None, **options}
     before = threading.active_count()
     with pytest.raises(error):
         worker.work(**arguments)
     worker.start()
+    assert worker.queues == []
     assert threading.active_count() == before
     assert worker._threads == []
 
