@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from sqla_boss.async_boss import AsyncBoss
+from sqla_boss.async_worker import AsyncWorker
 from sqla_boss.boss import Boss
 from sqla_boss.errors import (
     EmbeddedPostgresUnavailableError,
+    HandlerTimeoutError,
     InvalidDatabaseUrlError,
     InvalidSchemaNameError,
     SchemaConflictError,
@@ -13,6 +15,7 @@ from sqla_boss.errors import (
     SqlaBossError,
 )
 from sqla_boss.identifiers import DEFAULT_SCHEMA, validate_schema_name
+from sqla_boss.maintenance import AsyncMaintenance, Maintenance
 from sqla_boss.models import (
     Archive,
     Base,
@@ -35,13 +38,17 @@ __all__ = [
     "SCHEMA_VERSION",
     "Archive",
     "AsyncBoss",
+    "AsyncMaintenance",
+    "AsyncWorker",
     "Base",
     "Boss",
     "EmbeddedPostgresUnavailableError",
+    "HandlerTimeoutError",
     "InvalidDatabaseUrlError",
     "InvalidSchemaNameError",
     "Job",
     "JobState",
+    "Maintenance",
     "Queue",
     "QueuePolicy",
     "Schedule",

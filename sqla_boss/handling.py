@@ -174,6 +174,16 @@ class WorkerSettings:
         ) >= (CRON_MINIMUM_ARCHIVE_SECONDS)
 
 
+@dataclass
+class Held:
+    """Jobs a worker loop has fetched and not yet completed or failed; ``pid`` is the backend of a
+    transactional batch's open transaction, which holds them."""
+
+    name: str
+    ids: list[uuid.UUID]
+    pid: int | None = None
+
+
 def handler_timeout(jobs: Sequence[Job]) -> float:
     """How long a handler may run on ``jobs``: the longest ``expire_in`` among them, at least 1 s (§7.2)."""
     longest = max((job.expire_in.total_seconds() for job in jobs if job.expire_in is not None), default=0.0)
@@ -254,6 +264,7 @@ class Timetable:
 
 __all__ = [
     "SHUTDOWN_OUTPUT",
+    "Held",
     "Registration",
     "Timetable",
     "WorkerSettings",

@@ -49,6 +49,7 @@ from sqla_boss.boss import Boss
 from sqla_boss.errors import InvalidOptionError, SqlaBossError
 from sqla_boss.handling import (
     SHUTDOWN_OUTPUT,
+    Held,
     Registration,
     Timetable,
     WorkerSettings,
@@ -76,16 +77,6 @@ LISTEN_POLL_SECONDS = 0.5
 """How often the listener looks up from its notifications to see whether it must stop or listen to more."""
 
 __all__ = ["SHUTDOWN_OUTPUT", "Handler", "Worker"]
-
-
-@dataclass
-class _Held:
-    """Jobs a loop has fetched and not yet completed or failed; ``pid`` is the backend of a transactional
-    batch's open transaction, which holds them."""
-
-    name: str
-    ids: list[uuid.UUID]
-    pid: int | None = None
 
 
 @dataclass
@@ -212,7 +203,7 @@ class Worker:
         self._wake: dict[str, threading.Event] = {}
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
-        self._held: dict[object, _Held] = {}
+        self._held: dict[object, Held] = {}
         self._swept = False
         self._started = False
         self._stopping = threading.Event()
@@ -401,7 +392,7 @@ class Worker:
         if runner is not None:
             runner.close()
 
-    def _hold(self, held: _Held) -> object | None:
+    def _hold(self, held: Held) -> object | None:
         """Record fetched jobs as held; ``None`` when stop() has swept already and they must not run."""
         key = object()
         with self._lock:
@@ -433,9 +424,9 @@ class Worker:
             session.expunge_all()  # the handler gets detached, loaded jobs: no lazy loads on a closed session
             session.commit()
         ids = [job.id for job in jobs]
-        key = self._hold(_Held(name, ids))
+        key = self._hold(Held(name, ids))
         if key is None:  # stop() has already failed what it found; fail these too rather than run them
-            self._fail_held(_Held(name, ids), SHUTDOWN_OUTPUT)
+            self._fail_held(Held(name, ids), SHUTDOWN_OUTPUT)
             return True
         logger.debug("running job(s) %s of queue %s", ", ".join(map(str, ids)), name, extra=describe(name, ids))
         seconds = handler_timeout(jobs)
@@ -467,7 +458,7 @@ class Worker:
             session.close()
             raise
         ids = [job.id for job in jobs]
-        key = self._hold(_Held(name, ids, pid))
+        key = self._hold(Held(name, ids, pid))
         if key is None:
             session.close()
             return True
@@ -496,7 +487,7 @@ class Worker:
         held = self._release(key)
         if not outcome.finished:  # the handler still holds the session: end its transaction from outside
             if held:
-                self._fail_held(_Held(name, ids, pid), timeout_error(seconds))
+                self._fail_held(Held(name, ids, pid), timeout_error(seconds))
             return True
         try:
             session.close()  # after a commit, closes; after an error, rolls the handler's writes back
@@ -521,7 +512,7 @@ class Worker:
             else:
                 boss._run(boss._operations.fail(name, ids, output, reactivate=reactivate))
 
-    def _fail_held(self, held: _Held, output: Any) -> None:
+    def _fail_held(self, held: Held, output: Any) -> None:
         extra = describe(held.name, held.ids)
         try:
             if held.pid is not None:
@@ -615,8 +606,8 @@ class Worker:
                 self._stopping.wait(delay)
                 continue
             try:
-                raw.detach()  # a connection of its own, out of the pool, for as long as it lives
                 connection: Any = raw.driver_connection
+                raw.detach()  # a connection of its own, out of the pool, for as long as it lives
                 if not _is_psycopg(connection):
                     logger.info("not a psycopg connection: waking by polling only", extra=describe(""))
                     return

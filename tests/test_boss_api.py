@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from sqla_boss import AsyncBoss, Boss
+from sqla_boss import AsyncBoss, AsyncWorker, Boss, Worker
 
 PGBOSS_METHODS = {
     "create_queue",
@@ -40,7 +40,14 @@ PGBOSS_METHODS = {
 }
 
 # How the async API may spell what the sync one says: read AsyncSession as Session, and so on.
-_ASYNC_SPELLINGS = (("AsyncSession", "Session"), ("AsyncConnection", "Connection"), ("AsyncBoss", "Boss"))
+_ASYNC_SPELLINGS = (
+    ("async_sessionmaker", "sessionmaker"),
+    ("AsyncEngine", "Engine"),
+    ("AsyncSession", "Session"),
+    ("AsyncConnection", "Connection"),
+    ("AsyncBoss", "Boss"),
+    ("AsyncHandler", "Handler"),
+)
 
 
 def public_methods(cls: type) -> dict[str, Any]:
@@ -67,9 +74,12 @@ def _shape(function: Any) -> list[tuple[str, ...]]:
     return [*shape, ("return", _as_sync(signature.return_annotation))]
 
 
-def api_differences(sync_class: type, async_class: type) -> list[str]:
+def api_differences(
+    sync_class: type, async_class: type, *, docstrings: bool = True, coroutines: set[str] | None = None
+) -> list[str]:
     """Every way ``async_class`` differs from ``sync_class``: methods, parameters, defaults, annotations,
-    docstrings, and coroutine-ness; empty when they are twins."""
+    docstrings, and coroutine-ness (of every method but ``__init__``, or of ``coroutines`` only); empty when
+    they are twins."""
     sync_methods, async_methods = public_methods(sync_class), public_methods(async_class)
     differences = [f"only on {sync_class.__name__}: {name}" for name in sorted(set(sync_methods) - set(async_methods))]
     differences += [
@@ -79,10 +89,11 @@ def api_differences(sync_class: type, async_class: type) -> list[str]:
         sync_method, async_method = sync_methods[name], async_methods[name]
         if _shape(sync_method) != _shape(async_method):
             differences.append(f"{name}: {_shape(sync_method)} != {_shape(async_method)}")
-        if _as_sync(inspect.getdoc(sync_method)) != _as_sync(inspect.getdoc(async_method)):
+        if docstrings and _as_sync(inspect.getdoc(sync_method)) != _as_sync(inspect.getdoc(async_method)):
             differences.append(f"{name}: the docstrings differ")
-        if name != "__init__" and not inspect.iscoroutinefunction(async_method):
-            differences.append(f"{name}: not a coroutine function on {async_class.__name__}")
+        should_await = name != "__init__" if coroutines is None else name in coroutines
+        if should_await != inspect.iscoroutinefunction(async_method):
+            differences.append(f"{name}: coroutine function on {async_class.__name__}: {not should_await}")
         if inspect.iscoroutinefunction(sync_method):
             differences.append(f"{name}: a coroutine function on {sync_class.__name__}")
     return differences
@@ -94,6 +105,14 @@ def test_boss_has_every_pg_boss_method_and_no_other() -> None:
 
 def test_async_boss_is_the_twin_of_boss() -> None:
     assert api_differences(Boss, AsyncBoss) == []
+
+
+def test_async_worker_is_the_twin_of_worker() -> None:
+    """The same constructor, options and defaults; ``start``, ``stop`` and ``run`` are awaited."""
+    assert api_differences(Worker, AsyncWorker, docstrings=False, coroutines={"start", "stop", "run"}) == []
+    sync_properties = {name for name, _ in inspect.getmembers(Worker, lambda m: isinstance(m, property))}
+    async_properties = {name for name, _ in inspect.getmembers(AsyncWorker, lambda m: isinstance(m, property))}
+    assert sync_properties == async_properties == {"queues"}
 
 
 def test_the_parity_check_sees_a_drift() -> None:
@@ -121,7 +140,7 @@ def test_the_parity_check_sees_a_drift() -> None:
     differences = api_differences(Sync, Async)
     assert any(line.startswith("fetch:") and "'1'" in line and "'2'" in line for line in differences)
     assert any(line.startswith("send:") and "queue" in line for line in differences)
-    assert "send: not a coroutine function on Async" in differences
+    assert "send: coroutine function on Async: False" in differences
     assert "only on Async: extra" in differences
 
 

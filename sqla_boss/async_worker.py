@@ -1,0 +1,579 @@
+"""``AsyncWorker``: :class:`~sqla_boss.Worker` on asyncio tasks, built on :class:`~sqla_boss.AsyncBoss`.
+
+The same loop, completion modes, wake-ups, maintenance and cron as the threaded worker (see
+:mod:`sqla_boss.worker`); the options and rules come from :mod:`sqla_boss.handling`, so both behave alike.
+Handlers may be coroutine functions (awaited on the event loop) or plain functions (run in a thread by
+``asyncio.to_thread``, so they cannot block the loop). A coroutine handler that outlives its timeout is
+cancelled; a plain one is left to finish, as pg-boss leaves its handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import signal
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from sqla_boss import cron
+from sqla_boss.async_boss import AsyncBoss
+from sqla_boss.errors import InvalidOptionError, SqlaBossError
+from sqla_boss.handling import (
+    SHUTDOWN_OUTPUT,
+    Held,
+    Registration,
+    Timetable,
+    WorkerSettings,
+    backoff,
+    completion_output,
+    describe,
+    handler_timeout,
+    log_cron_tick,
+    send_it_registration,
+    timeout_error,
+)
+from sqla_boss.identifiers import DEFAULT_SCHEMA
+from sqla_boss.maintenance import AsyncMaintenance
+from sqla_boss.models import Job
+from sqla_boss.notify import channel
+from sqla_boss.schema import schema_translate_map
+
+logger = logging.getLogger("sqla_boss.worker")
+
+AsyncHandler = Callable[..., Any]
+"""A handler: ``handler(jobs)``, or ``handler(jobs, session)`` with an ``AsyncSession`` in the transactional
+mode; a coroutine function or a plain one."""
+
+LISTEN_POLL_SECONDS = 0.5
+
+__all__ = ["AsyncHandler", "AsyncWorker"]
+
+
+def _session_factory(
+    bind: AsyncEngine | async_sessionmaker[AsyncSession], schema: str
+) -> tuple[async_sessionmaker[AsyncSession], AsyncEngine]:
+    if isinstance(bind, AsyncEngine):
+        engine = bind.execution_options(schema_translate_map=schema_translate_map(schema))
+        return async_sessionmaker(bind=engine, expire_on_commit=False), engine
+    if isinstance(bind, async_sessionmaker):
+        bound = bind.kw.get("bind")
+        if not isinstance(bound, AsyncEngine):
+            raise InvalidOptionError("the worker's async_sessionmaker must be bound to an AsyncEngine")
+        return bind, bound
+    raise InvalidOptionError(f"an AsyncWorker takes an AsyncEngine or an async_sessionmaker, not {type(bind).__name__}")
+
+
+async def _call(handler: Callable[..., Any], *args: Any) -> Any:
+    if inspect.iscoroutinefunction(handler):
+        return await handler(*args)
+    result = await asyncio.to_thread(handler, *args)
+    if inspect.isawaitable(result):
+        return await result
+    return result
+
+
+class AsyncWorker:
+    """Runs handlers for queued jobs on asyncio tasks, ``concurrency`` tasks per queue, plus pg-boss's
+    maintenance and cron: :class:`~sqla_boss.Worker` for asyncio.
+
+    Args:
+        bind: an ``AsyncEngine`` (the worker builds an ``async_sessionmaker`` on it, pointed at ``schema``) or
+            your own ``async_sessionmaker`` bound to an engine (it must reach ``schema``).
+        schema: the pg-boss schema (default ``pgboss``).
+        polling_interval_seconds: the default wait after an empty fetch (at least 0.5, default 2).
+        supervise: run maintenance when this instance wins the cluster's turn, as pg-boss's ``supervise``.
+        schedule: evaluate cron and run the send-it queue, as pg-boss's ``schedule``.
+        listen: LISTEN for sqla_boss's send notifications (psycopg engines) and fetch as soon as one comes.
+        monitor_state_interval_seconds: log the counts of jobs by state this often, cluster-wide (off).
+        **options: pg-boss's maintenance options and :class:`~sqla_boss.AsyncBoss`'s job defaults.
+
+    Raises:
+        InvalidOptionError, InvalidSchemaNameError: bad options; nothing is started.
+    """
+
+    def __init__(
+        self,
+        bind: AsyncEngine | async_sessionmaker[AsyncSession],
+        schema: str = DEFAULT_SCHEMA,
+        *,
+        polling_interval_seconds: float = 2.0,
+        supervise: bool = True,
+        schedule: bool = True,
+        listen: bool = True,
+        monitor_state_interval_seconds: int | None = None,
+        cron_monitor_interval_seconds: int = 30,
+        cron_worker_interval_seconds: int = 5,
+        **options: Any,
+    ) -> None:
+        self.settings = WorkerSettings.of(
+            schema,
+            polling_interval_seconds=polling_interval_seconds,
+            supervise=supervise,
+            schedule=schedule,
+            listen=listen,
+            monitor_state_interval_seconds=monitor_state_interval_seconds,
+            cron_monitor_interval_seconds=cron_monitor_interval_seconds,
+            cron_worker_interval_seconds=cron_worker_interval_seconds,
+            options=options,
+        )
+        """The worker's validated options."""
+        self.schema = self.settings.schema
+        """The pg-boss schema the worker serves."""
+        self._sessions, self._engine = _session_factory(bind, self.schema)
+        self.maintenance = AsyncMaintenance(self._engine, self.schema, settings=self.settings.maintenance)
+        """The maintenance commands this worker's supervisor runs."""
+        self._registrations: list[Registration] = []
+        self._wake: dict[str, asyncio.Event] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._held: dict[object, Held] = {}
+        self._swept = False
+        self._started = False
+        self._stopping = asyncio.Event()
+        self._stop_requested = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._stop_lock = asyncio.Lock()
+
+    # ----------------------------------------------------------------------------------- registering
+
+    def work(
+        self,
+        name: str,
+        handler: AsyncHandler | None = None,
+        *,
+        batch_size: int = 1,
+        concurrency: int = 1,
+        polling_interval_seconds: float | None = None,
+        include_metadata: bool = False,
+        transactional: bool = False,
+    ) -> Any:
+        """Register ``handler`` for queue ``name``; returns the handler, or a decorator without one.
+
+        ``transactional``: call ``handler(jobs, session)`` in the transaction that completes the jobs (see
+        :mod:`sqla_boss.worker`). Options are checked now. Registering on a started worker starts its loops
+        at once (call it from the worker's event loop then). Touches no database.
+
+        Raises:
+            InvalidOptionError, InvalidQueueNameError: bad options; nothing is registered.
+            SqlaBossError: the worker has been stopped.
+        """
+        interval = (
+            self.settings.polling_interval_seconds if polling_interval_seconds is None else polling_interval_seconds
+        )
+        template = Registration.of(
+            name,
+            batch_size=batch_size,
+            concurrency=concurrency,
+            polling_interval_seconds=interval,
+            include_metadata=include_metadata,
+            transactional=transactional,
+        )
+
+        def register(function: AsyncHandler) -> AsyncHandler:
+            self._register(template.with_handler(function))
+            return function
+
+        if handler is None:
+            return register
+        return register(handler)
+
+    def _register(self, registration: Registration) -> None:
+        if self._stopping.is_set():
+            raise SqlaBossError("workers are disabled: this worker has been stopped")
+        self._registrations.append(registration)
+        self._wake.setdefault(registration.name, asyncio.Event())
+        if self._started:
+            self._launch(registration)
+
+    @property
+    def queues(self) -> list[str]:
+        """The queues with handlers registered, in registration order (the send-it queue excluded)."""
+        return list(dict.fromkeys(r.name for r in self._registrations if not r.internal))
+
+    # ------------------------------------------------------------------------------------ life cycle
+
+    async def start(self) -> None:
+        """Start the loops (``concurrency`` tasks per registration), the listener and the supervisor; return.
+
+        The tasks commit their own transactions. With ``schedule`` on, the ``__pgboss__send-it`` queue is
+        created first if it is missing (as pg-boss's start does).
+
+        Raises:
+            SqlaBossError: the worker was started or stopped already.
+        """
+        if self._started or self._stopping.is_set():
+            raise SqlaBossError("a worker can be started only once")
+        self._started = True
+        for registration in self._registrations:
+            self._launch(registration)
+        if self.settings.listen:
+            self._spawn(self._listen())
+        if Timetable(self.settings, 0.0).next_at() is not None:
+            self._spawn(self._supervise())
+        if self.settings.cron_enabled and not self._stopping.is_set():
+            await self._create_send_it_queue()
+            with contextlib.suppress(SqlaBossError):  # stopped meanwhile
+                self._register(send_it_registration(self.settings, self._send_it))
+
+    async def stop(self, *, graceful: bool = True, timeout: float = 30.0) -> None:
+        """Stop fetching, wait for handlers in flight, then fail the jobs still held.
+
+        Graceful: waits up to ``timeout`` seconds (at least 1, as pg-boss) for the handlers in flight to
+        finish and their jobs to be completed or failed. Not graceful: waits for nothing. Then every job
+        still held is failed with ``{"value": "pg-boss shut down while active"}`` (retry rules apply) in a
+        transaction of its own, committed at once (a transactional batch's open transaction is ended first,
+        by terminating its backend), and the remaining tasks are cancelled. Calling ``stop()`` again waits
+        for the first call to finish.
+        """
+        self._stop_requested.set()
+        if self._stop_lock.locked():
+            await self._stopped.wait()
+            return
+        async with self._stop_lock:
+            if self._stopped.is_set():
+                return
+            try:
+                self._stopping.set()
+                for wake in self._wake.values():
+                    wake.set()
+                if graceful and self._tasks:
+                    await asyncio.wait(self._tasks, timeout=max(1.0, timeout))
+                self._swept = True
+                held = list(self._held.values())
+                self._held.clear()
+                for job in held:
+                    await self._fail_held(job, SHUTDOWN_OUTPUT)
+                for task in self._tasks:
+                    task.cancel()
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+            finally:
+                self._stopped.set()
+
+    async def run(self) -> None:
+        """:meth:`start`, wait until :meth:`stop` is called or SIGTERM / SIGINT arrive, then stop gracefully.
+
+        Signal handlers are installed on the running loop when it is the main thread's, and removed before
+        stopping.
+        """
+        loop = asyncio.get_running_loop()
+        installed: list[int] = []
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(signum, self._stop_requested.set)
+            except (RuntimeError, NotImplementedError, ValueError):  # not the main thread, or no signals here
+                continue
+            installed.append(signum)
+        try:
+            await self.start()
+            await self._stop_requested.wait()
+        finally:
+            for number in installed:
+                loop.remove_signal_handler(number)
+        await self.stop(graceful=True)
+
+    # ------------------------------------------------------------------------------------------ tasks
+
+    def _spawn(self, coroutine: Any) -> None:
+        self._tasks.append(asyncio.get_running_loop().create_task(coroutine))
+
+    def _launch(self, registration: Registration) -> None:
+        for _ in range(registration.concurrency):
+            self._spawn(self._loop(registration))
+
+    def _boss(self, session: AsyncSession) -> AsyncBoss:
+        return AsyncBoss(session, self.schema, **self.settings.defaults)
+
+    async def _loop(self, registration: Registration) -> None:
+        failures = 0
+        wake = self._wake[registration.name]
+        while not self._stopping.is_set():
+            wake.clear()  # a notification from here on wakes the wait below
+            try:
+                found = await self._iterate(registration)
+            except Exception:
+                failures += 1
+                delay = backoff(failures, registration.polling_interval_seconds)
+                logger.exception(
+                    "worker loop of queue %s failed; retrying in %.2f s",
+                    registration.name,
+                    delay,
+                    extra=describe(registration.name),
+                )
+                await self._sleep(self._stopping, delay)
+                continue
+            failures = 0
+            if not found and not self._stopping.is_set():
+                await self._sleep(wake, registration.polling_interval_seconds)
+
+    @staticmethod
+    async def _sleep(event: asyncio.Event, seconds: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(event.wait(), seconds)
+
+    def _hold(self, held: Held) -> object | None:
+        if self._swept:
+            return None
+        key = object()
+        self._held[key] = held
+        return key
+
+    def _release(self, key: object) -> bool:
+        return self._held.pop(key, None) is not None
+
+    async def _iterate(self, registration: Registration) -> bool:
+        """One fetch, handler call and completion; ``False`` when the fetch found nothing."""
+        if registration.transactional:
+            return await self._iterate_in_transaction(registration)
+        name = registration.name
+        async with self._sessions() as session:
+            jobs = await self._boss(session).fetch(
+                name, batch_size=registration.batch_size, include_metadata=registration.include_metadata
+            )
+            if not jobs:
+                await session.rollback()
+                return False
+            if self._stopping.is_set():
+                await session.rollback()  # the jobs go back to the queue untouched
+                return True
+            session.expunge_all()
+            await session.commit()
+        ids = [job.id for job in jobs]
+        key = self._hold(Held(name, ids))
+        if key is None:
+            await self._fail_held(Held(name, ids), SHUTDOWN_OUTPUT)
+            return True
+        logger.debug("running job(s) %s of queue %s", ", ".join(map(str, ids)), name, extra=describe(name, ids))
+        seconds = handler_timeout(jobs)
+        try:
+            result = await asyncio.wait_for(_call(registration.handler, jobs), seconds)
+        except asyncio.TimeoutError:
+            if self._release(key):
+                await self._record_failure(name, ids, timeout_error(seconds))
+            return True
+        except Exception as error:
+            if self._release(key):
+                await self._record_failure(name, ids, error)
+            return True
+        if self._release(key):
+            try:
+                await self._change(name, ids, "complete", completion_output(jobs, result))
+            except SqlaBossError as error:
+                await self._record_failure(name, ids, error)
+        return True
+
+    async def _iterate_in_transaction(self, registration: Registration) -> bool:
+        name = registration.name
+        session = self._sessions()
+        try:
+            boss = self._boss(session)
+            jobs = await boss.fetch(
+                name, batch_size=registration.batch_size, include_metadata=registration.include_metadata
+            )
+            if not jobs or self._stopping.is_set():
+                await session.close()
+                return bool(jobs)
+            pid = await _backend_pid(session)
+        except BaseException:
+            await session.close()
+            raise
+        ids = [job.id for job in jobs]
+        key = self._hold(Held(name, ids, pid))
+        if key is None:
+            await session.close()
+            return True
+
+        async def in_transaction() -> Any:
+            result = await _call(registration.handler, jobs, session)
+            await boss.complete(name, ids, completion_output(jobs, result))
+            await session.commit()
+            return result
+
+        seconds = handler_timeout(jobs)
+        failure: Any = None
+        try:
+            await asyncio.wait_for(in_transaction(), seconds)
+        except asyncio.TimeoutError:
+            failure = timeout_error(seconds)
+            await self._terminate(pid)  # the cancelled handler may have left the connection mid-statement
+        except Exception as error:
+            failure = error
+        try:
+            await session.close()  # after a commit, closes; after an error, rolls the handler's writes back
+        except Exception:  # a dead connection: the server has rolled back already
+            logger.debug("closing the session of a failed batch of queue %s", name, exc_info=True)
+        if self._release(key) and failure is not None:
+            await self._record_failure(name, ids, failure, reactivate=True)
+        return True
+
+    async def _record_failure(self, name: str, ids: list[uuid.UUID], error: Any, *, reactivate: bool = False) -> None:
+        logger.info(
+            "job(s) %s of queue %s failed: %r", ", ".join(map(str, ids)), name, error, extra=describe(name, ids)
+        )
+        await self._change(name, ids, "fail", error, reactivate=reactivate)
+
+    async def _change(
+        self, name: str, ids: list[uuid.UUID], action: str, output: Any, *, reactivate: bool = False
+    ) -> None:
+        """Complete or fail the jobs in a transaction of their own, committed at once."""
+        async with self._sessions() as session, session.begin():
+            boss = self._boss(session)
+            if action == "complete":
+                await boss.complete(name, ids, output)
+            else:
+                await boss._run(boss._operations.fail(name, ids, output, reactivate=reactivate))
+
+    async def _fail_held(self, held: Held, output: Any) -> None:
+        extra = describe(held.name, held.ids)
+        try:
+            if held.pid is not None:
+                await self._terminate(held.pid)
+            await self._change(held.name, held.ids, "fail", output, reactivate=held.pid is not None)
+        except Exception:
+            logger.exception("could not fail job(s) %s of queue %s", extra["job_id"], held.name, extra=extra)
+        else:
+            logger.warning("failed job(s) %s of queue %s: %r", extra["job_id"], held.name, output, extra=extra)
+
+    async def _terminate(self, pid: int) -> None:
+        async with self._engine.connect() as connection:
+            await connection.execute(select(func.pg_terminate_backend(pid)))
+
+    # ------------------------------------------------------------------------------- supervisor, cron
+
+    async def _create_send_it_queue(self) -> None:
+        try:
+            async with self._sessions.begin() as session:
+                boss = self._boss(session)
+                if await boss.get_queue(cron.SEND_IT_QUEUE) is None:
+                    await boss.create_queue(cron.SEND_IT_QUEUE)
+        except Exception:
+            logger.warning(
+                "could not create queue %s", cron.SEND_IT_QUEUE, exc_info=True, extra=describe(cron.SEND_IT_QUEUE)
+            )
+
+    async def _send_it(self, jobs: list[Job]) -> None:
+        async with self._sessions.begin() as session:
+            await self._boss(session).insert([cron.target_job(job.data) for job in jobs])
+
+    async def _supervise(self) -> None:
+        timetable = Timetable(self.settings, time.monotonic())
+        while not self._stopping.is_set():
+            for tick in timetable.due(time.monotonic()):
+                try:
+                    await self._tick(tick)
+                except Exception:
+                    logger.exception("the %s tick failed", tick, extra=describe(""))
+            next_at = timetable.next_at()
+            if next_at is None:
+                return
+            await self._sleep(self._stopping, max(0.0, next_at - time.monotonic()))
+
+    async def _tick(self, tick: str) -> None:
+        if tick == "maintenance":
+            await self._maintain()
+        elif tick == "monitor":
+            await self._monitor()
+        else:
+            await self._evaluate_cron()
+
+    async def _maintain(self) -> None:
+        result = await self.maintenance.maintain_if_due()
+        if result is not None:
+            logger.info(
+                "maintenance: %d expired, %d archived, %d dropped in %d ms",
+                result.expired,
+                result.archived,
+                result.dropped,
+                result.ms,
+                extra=describe(""),
+            )
+
+    async def _monitor(self) -> None:
+        interval = self.settings.monitor_state_interval_seconds
+        if interval is not None and await self.maintenance.claim_monitoring(interval):
+            states = await self.maintenance.count_states()
+            logger.info("monitor-states: %s", states, extra={**describe(""), "states": states})
+
+    async def _evaluate_cron(self) -> None:
+        async with self._sessions.begin() as session:
+            boss = self._boss(session)
+            tick = await boss._run(boss._operations.cron_tick(self.settings.cron_monitor_interval_seconds))
+        log_cron_tick(tick)
+
+    # --------------------------------------------------------------------------------------- listener
+
+    async def _listen(self) -> None:
+        """Wake a queue's loops when a notification for it arrives; reconnect with backoff when cut."""
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                connection = await self._engine.connect()
+                raw = await connection.get_raw_connection()
+            except Exception:
+                failures += 1
+                delay = backoff(failures, self.settings.polling_interval_seconds)
+                logger.warning("listener cannot connect; retrying in %.2f s", delay, exc_info=True, extra=describe(""))
+                await self._sleep(self._stopping, delay)
+                continue
+            try:
+                driver: Any = raw.driver_connection
+                raw.detach()  # a connection of its own, out of the pool, for as long as it lives
+                if not _is_async_psycopg(driver):
+                    logger.info("not a psycopg connection: waking by polling only", extra=describe(""))
+                    return
+                await driver.rollback()
+                await driver.set_autocommit(True)
+                failures = await self._serve_notifications(driver, failures)
+            except Exception:
+                failures += 1
+                delay = backoff(failures, self.settings.polling_interval_seconds)
+                logger.warning(
+                    "listener connection lost; reconnecting in %.2f s", delay, exc_info=True, extra=describe("")
+                )
+                for wake in self._wake.values():
+                    wake.set()
+                await self._sleep(self._stopping, delay)
+            finally:
+                with contextlib.suppress(Exception):
+                    await connection.close()
+
+    async def _serve_notifications(self, driver: Any, failures: int) -> int:
+        from psycopg import sql as pgsql
+
+        listening: dict[str, str] = {}
+        while not self._stopping.is_set():
+            for name in list(self._wake):
+                wanted = channel(self.schema, name)
+                if wanted not in listening:
+                    await driver.execute(pgsql.SQL("LISTEN {}").format(pgsql.Identifier(wanted)))
+                    listening[wanted] = name
+                    if failures:
+                        logger.info("listener reconnected", extra=describe(name))
+                        failures = 0
+            async for notification in driver.notifies(timeout=LISTEN_POLL_SECONDS):
+                queue = listening.get(notification.channel)
+                if queue is not None:
+                    self._wake[queue].set()
+        return failures
+
+
+def _is_async_psycopg(connection: Any) -> bool:
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        return False
+    return isinstance(connection, psycopg.AsyncConnection)
+
+
+async def _backend_pid(session: AsyncSession) -> int:
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    pid = getattr(getattr(raw.driver_connection, "info", None), "backend_pid", None)
+    if isinstance(pid, int):
+        return pid
+    return int((await session.execute(select(func.pg_backend_pid()))).scalar_one())
