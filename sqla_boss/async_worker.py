@@ -17,7 +17,7 @@ import signal
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, overload
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -27,6 +27,7 @@ from sqla_boss.async_boss import AsyncBoss
 from sqla_boss.errors import InvalidOptionError, SqlaBossError
 from sqla_boss.handling import (
     SHUTDOWN_OUTPUT,
+    HandlerT,
     Held,
     Registration,
     Timetable,
@@ -36,6 +37,7 @@ from sqla_boss.handling import (
     describe,
     handler_timeout,
     log_cron_tick,
+    log_failure,
     send_it_registration,
     timeout_error,
 )
@@ -141,6 +143,32 @@ class AsyncWorker:
         self._stop_lock = asyncio.Lock()
 
     # ----------------------------------------------------------------------------------- registering
+
+    @overload
+    def work(
+        self,
+        name: str,
+        handler: None = None,
+        *,
+        batch_size: int = 1,
+        concurrency: int = 1,
+        polling_interval_seconds: float | None = None,
+        include_metadata: bool = False,
+        transactional: bool = False,
+    ) -> Callable[[HandlerT], HandlerT]: ...
+
+    @overload
+    def work(
+        self,
+        name: str,
+        handler: HandlerT,
+        *,
+        batch_size: int = 1,
+        concurrency: int = 1,
+        polling_interval_seconds: float | None = None,
+        include_metadata: bool = False,
+        transactional: bool = False,
+    ) -> HandlerT: ...
 
     def work(
         self,
@@ -388,16 +416,24 @@ class AsyncWorker:
             await session.close()
             return True
 
-        async def in_transaction() -> Any:
-            result = await _call(registration.handler, jobs, session)
-            await boss.complete(name, ids, completion_output(jobs, result))
+        async def in_transaction() -> BaseException | None:
+            """Run the handler in a savepoint; complete, or roll the handler back and fail; commit."""
+            try:
+                async with session.begin_nested():
+                    result = await _call(registration.handler, jobs, session)
+                await boss.complete(name, ids, completion_output(jobs, result))
+            except Exception as error:  # the savepoint is rolled back: the handler's writes are gone
+                await boss.fail(name, ids, error)
+                await session.commit()
+                return error
             await session.commit()
-            return result
+            return None
 
         seconds = handler_timeout(jobs)
         failure: Any = None
+        handled: BaseException | None = None
         try:
-            await asyncio.wait_for(in_transaction(), seconds)
+            handled = await asyncio.wait_for(in_transaction(), seconds)
         except asyncio.TimeoutError:
             failure = timeout_error(seconds)
             await self._terminate(pid)  # the cancelled handler may have left the connection mid-statement
@@ -407,14 +443,16 @@ class AsyncWorker:
             await session.close()  # after a commit, closes; after an error, rolls the handler's writes back
         except Exception:  # a dead connection: the server has rolled back already
             logger.debug("closing the session of a failed batch of queue %s", name, exc_info=True)
-        if self._release(key) and failure is not None:
+        if not self._release(key):
+            return True
+        if failure is not None:  # timed out, or the transaction itself failed: the fetch rolled back with it
             await self._record_failure(name, ids, failure, reactivate=True)
+        elif handled is not None:
+            log_failure(name, ids, handled)
         return True
 
     async def _record_failure(self, name: str, ids: list[uuid.UUID], error: Any, *, reactivate: bool = False) -> None:
-        logger.info(
-            "job(s) %s of queue %s failed: %r", ", ".join(map(str, ids)), name, error, extra=describe(name, ids)
-        )
+        log_failure(name, ids, error)
         await self._change(name, ids, "fail", error, reactivate=reactivate)
 
     async def _change(

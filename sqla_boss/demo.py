@@ -1,4 +1,4 @@
-"""``sqla-boss demo``: orders and their jobs committed together, then worked off by a fetch/complete loop.
+"""``sqla-boss demo``: orders and their jobs committed together, then worked off by a ``Worker``.
 
 It shows the transactional outbox: each order and its confirmation job are written in one transaction,
 so a rolled-back order leaves no job behind. With ``DATABASE_URL`` unset it runs on an embedded
@@ -18,23 +18,26 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from sqlalchemy import URL, DateTime, Engine, MetaData, String, create_engine, delete, func, select, text
-from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.pool import NullPool
 
 from sqla_boss import embedded, migrations
 from sqla_boss.async_boss import AsyncBoss
+from sqla_boss.async_worker import AsyncWorker
 from sqla_boss.boss import Boss
 from sqla_boss.database import DATABASE_URL_ENV, normalize_url
 from sqla_boss.identifiers import quote_identifier
 from sqla_boss.models import Job, JobState
 from sqla_boss.schema import schema_translate_map
+from sqla_boss.worker import Worker
 
 BOSS_SCHEMA = "sqla_boss_demo"
 """The pg-boss schema the demo installs (never your ``pgboss``)."""
 APP_SCHEMA = "sqla_boss_demo_app"
 """The schema of the demo's own ``orders`` table."""
 QUEUE = "order-confirmation"
+WORK_OFF_SECONDS = 60
 
 ORDERS = [
     ("ada", 42_00, "ok"),
@@ -167,20 +170,23 @@ def _place_and_work(jobs_engine: Engine, summary: Summary, say: Callable[[str], 
         except PaymentDeclined as exc:
             _declined(customer, cents, exc, summary, say)
 
-    say("\nWorking off the queue with fetch / complete:")
-    while True:
-        with Session(jobs_engine) as session, session.begin():
-            boss = Boss(session, schema=BOSS_SCHEMA)
-            jobs = boss.fetch(QUEUE, batch_size=2)
-            if not jobs:
-                break
-            for job in jobs:
-                failure = _outcome(job, summary, say)
-                if failure is not None:
-                    boss.fail(QUEUE, job.id, failure)
-                    continue
-                session.get_one(Order, job.data["order_id"]).confirmed_on = dt.datetime.now(dt.timezone.utc)
-                boss.complete(QUEUE, job.id, {"emailed": job.data["customer"]})
+    say("\nWorking off the queue with a Worker (transactional: each confirmation commits with its job):")
+    worker = Worker(jobs_engine, BOSS_SCHEMA, supervise=False, schedule=False, polling_interval_seconds=0.5)
+
+    @worker.work(QUEUE, concurrency=2, transactional=True)
+    def confirm(jobs: list[Job], session: Session) -> dict[str, str]:
+        (job,) = jobs
+        failure = _outcome(job, summary, say)
+        if failure is not None:
+            raise failure
+        session.get_one(Order, job.data["order_id"]).confirmed_on = dt.datetime.now(dt.timezone.utc)
+        return {"emailed": job.data["customer"]}
+
+    worker.start()
+    try:
+        _wait_until_worked_off(lambda: _pending(jobs_engine))
+    finally:
+        worker.stop()
 
 
 async def _place_and_work_async(url: URL, summary: Summary, say: Callable[[str], None]) -> None:
@@ -199,23 +205,48 @@ async def _place_and_work_async(url: URL, summary: Summary, say: Callable[[str],
             except PaymentDeclined as exc:
                 _declined(customer, cents, exc, summary, say)
 
-        say("\nWorking off the queue with fetch / complete (AsyncBoss):")
-        while True:
-            async with AsyncSession(jobs_engine) as session, session.begin():
-                boss = AsyncBoss(session, schema=BOSS_SCHEMA)
-                jobs = await boss.fetch(QUEUE, batch_size=2)
-                if not jobs:
-                    break
-                for job in jobs:
-                    failure = _outcome(job, summary, say)
-                    if failure is not None:
-                        await boss.fail(QUEUE, job.id, failure)
-                        continue
-                    order = await session.get_one(Order, job.data["order_id"])
-                    order.confirmed_on = dt.datetime.now(dt.timezone.utc)
-                    await boss.complete(QUEUE, job.id, {"emailed": job.data["customer"]})
+        say("\nWorking off the queue with an AsyncWorker (transactional: each confirmation commits with its job):")
+        worker = AsyncWorker(jobs_engine, BOSS_SCHEMA, supervise=False, schedule=False, polling_interval_seconds=0.5)
+
+        @worker.work(QUEUE, concurrency=2, transactional=True)
+        async def confirm(jobs: list[Job], session: AsyncSession) -> dict[str, str]:
+            (job,) = jobs
+            failure = _outcome(job, summary, say)
+            if failure is not None:
+                raise failure
+            (await session.get_one(Order, job.data["order_id"])).confirmed_on = dt.datetime.now(dt.timezone.utc)
+            return {"emailed": job.data["customer"]}
+
+        await worker.start()
+        try:
+            deadline = time.monotonic() + WORK_OFF_SECONDS
+            while await _pending_async(jobs_engine):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the demo's jobs were not worked off in {WORK_OFF_SECONDS} s")
+                await asyncio.sleep(0.05)
+        finally:
+            await worker.stop()
     finally:
         await engine.dispose()
+
+
+def _pending(jobs_engine: Engine) -> int:
+    with Session(jobs_engine) as session:
+        return session.scalar(select(func.count()).where(Job.name == QUEUE, Job.state < JobState.completed)) or 0
+
+
+async def _pending_async(jobs_engine: AsyncEngine) -> int:
+    async with AsyncSession(jobs_engine) as session:
+        found = await session.scalar(select(func.count()).where(Job.name == QUEUE, Job.state < JobState.completed))
+        return found or 0
+
+
+def _wait_until_worked_off(pending: Callable[[], int]) -> None:
+    deadline = time.monotonic() + WORK_OFF_SECONDS
+    while pending():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the demo's jobs were not worked off in {WORK_OFF_SECONDS} s")
+        time.sleep(0.05)
 
 
 def _payload(order: Order, behaviour: str) -> dict[str, object]:

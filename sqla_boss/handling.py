@@ -11,7 +11,7 @@ import math
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from sqla_boss import cron
 from sqla_boss.errors import HandlerTimeoutError, InvalidOptionError
@@ -21,6 +21,9 @@ from sqla_boss.operations import CronTick, Operations
 from sqla_boss.options import queue_name
 
 logger = logging.getLogger("sqla_boss.worker")
+
+HandlerT = TypeVar("HandlerT", bound=Callable[..., Any])
+"""A handler's own type, kept by ``work()``'s decorator form."""
 
 SHUTDOWN_OUTPUT = {"value": "pg-boss shut down while active"}
 """The output pg-boss stores on jobs a worker still held when it stopped (§7.3)."""
@@ -200,6 +203,11 @@ def completion_output(jobs: Sequence[Job], result: Any) -> Any:
     return result if len(jobs) == 1 else None
 
 
+def log_failure(name: str, ids: Sequence[uuid.UUID], error: Any) -> None:
+    """Log jobs failed by their handler (or its timeout), with the queue and the job ids."""
+    logger.info("job(s) %s of queue %s failed: %r", ", ".join(map(str, ids)), name, error, extra=describe(name, ids))
+
+
 def log_cron_tick(tick: CronTick) -> None:
     """Log what a cron evaluation did; a schedule that cannot be evaluated is a warning, not a stop (trap 14)."""
     for unreadable in tick.unreadable:
@@ -273,6 +281,7 @@ __all__ = [
     "describe",
     "handler_timeout",
     "log_cron_tick",
+    "log_failure",
     "send_it_registration",
     "timeout_error",
 ]

@@ -39,7 +39,7 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any
+from typing import Any, overload
 
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -49,6 +49,7 @@ from sqla_boss.boss import Boss
 from sqla_boss.errors import InvalidOptionError, SqlaBossError
 from sqla_boss.handling import (
     SHUTDOWN_OUTPUT,
+    HandlerT,
     Held,
     Registration,
     Timetable,
@@ -58,6 +59,7 @@ from sqla_boss.handling import (
     describe,
     handler_timeout,
     log_cron_tick,
+    log_failure,
     send_it_registration,
     timeout_error,
 )
@@ -212,6 +214,32 @@ class Worker:
         self._stop_lock = threading.Lock()
 
     # ----------------------------------------------------------------------------------- registering
+
+    @overload
+    def work(
+        self,
+        name: str,
+        handler: None = None,
+        *,
+        batch_size: int = 1,
+        concurrency: int = 1,
+        polling_interval_seconds: float | None = None,
+        include_metadata: bool = False,
+        transactional: bool = False,
+    ) -> Callable[[HandlerT], HandlerT]: ...
+
+    @overload
+    def work(
+        self,
+        name: str,
+        handler: HandlerT,
+        *,
+        batch_size: int = 1,
+        concurrency: int = 1,
+        polling_interval_seconds: float | None = None,
+        include_metadata: bool = False,
+        transactional: bool = False,
+    ) -> HandlerT: ...
 
     def work(
         self,
@@ -465,12 +493,19 @@ class Worker:
         ended = threading.Lock()
         state = {"finished": False, "abandoned": False}
 
-        def in_transaction() -> Any:
+        def in_transaction() -> BaseException | None:
+            """Run the handler in a savepoint; complete, or roll the handler back and fail; commit."""
             try:
-                result = registration.handler(jobs, session)
-                boss.complete(name, ids, completion_output(jobs, result))
+                try:
+                    with session.begin_nested():
+                        result = registration.handler(jobs, session)
+                    boss.complete(name, ids, completion_output(jobs, result))
+                except Exception as error:  # the savepoint is rolled back: the handler's writes are gone
+                    boss.fail(name, ids, error)
+                    session.commit()
+                    return error
                 session.commit()
-                return result
+                return None
             finally:
                 with ended:
                     state["finished"] = True
@@ -493,14 +528,16 @@ class Worker:
             session.close()  # after a commit, closes; after an error, rolls the handler's writes back
         except Exception:  # a dead connection: the server has rolled back already
             logger.debug("closing the session of a failed batch of queue %s", name, exc_info=True)
-        if held and outcome.error is not None:
+        if not held:
+            return True
+        if outcome.error is not None:  # the transaction itself failed: the fetch rolled back with it
             self._record_failure(name, ids, outcome.error, reactivate=True)
+        elif outcome.value is not None:
+            log_failure(name, ids, outcome.value)
         return True
 
     def _record_failure(self, name: str, ids: list[uuid.UUID], error: Any, *, reactivate: bool = False) -> None:
-        logger.info(
-            "job(s) %s of queue %s failed: %r", ", ".join(map(str, ids)), name, error, extra=describe(name, ids)
-        )
+        log_failure(name, ids, error)
         self._change(name, ids, "fail", error, reactivate=reactivate)
 
     def _change(self, name: str, ids: list[uuid.UUID], action: str, output: Any, *, reactivate: bool = False) -> None:
