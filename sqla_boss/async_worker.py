@@ -16,7 +16,7 @@ import logging
 import signal
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, overload
 
 from sqlalchemy import func, select
@@ -32,6 +32,7 @@ from sqla_boss.handling import (
     Registration,
     Timetable,
     WorkerSettings,
+    adjust,
     backoff,
     completion_output,
     describe,
@@ -218,6 +219,26 @@ class AsyncWorker:
         self._wake.setdefault(registration.name, asyncio.Event())
         if self._started:
             self._launch(registration)
+
+    def adjust(
+        self,
+        *,
+        queues: Sequence[str] | None = None,
+        concurrency: int | None = None,
+        transactional: bool | None = None,
+    ) -> None:
+        """Before :meth:`start`: keep only the handlers of ``queues``, and give them all ``concurrency`` or the
+        ``transactional`` completion mode; ``None`` keeps what was registered. ``sqla-boss work`` uses this.
+
+        Raises:
+            InvalidOptionError: a queue without a handler, or a bad value; nothing changed.
+            SqlaBossError: the worker has been started already.
+        """
+        if self._started:
+            raise SqlaBossError("adjust() must come before start()")
+        self._registrations = adjust(
+            self._registrations, queues=queues, concurrency=concurrency, transactional=transactional
+        )
 
     @property
     def queues(self) -> list[str]:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime as dt
+import importlib
 import json
+import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -15,6 +19,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
 from sqla_boss import migrations
+from sqla_boss.async_worker import AsyncWorker
 from sqla_boss.boss import Boss
 from sqla_boss.database import DATABASE_URL_ENV, normalize_url, url_from_env
 from sqla_boss.errors import InvalidOptionError, SqlaBossError
@@ -22,6 +27,7 @@ from sqla_boss.identifiers import DEFAULT_SCHEMA
 from sqla_boss.maintenance import Maintenance
 from sqla_boss.models import Job, JobState
 from sqla_boss.schema import SCHEMA_VERSION, inspect_schema, schema_translate_map
+from sqla_boss.worker import Worker
 
 Command = Callable[[argparse.Namespace, URL], int]
 
@@ -85,6 +91,22 @@ def _parser() -> argparse.ArgumentParser:
     unschedule = command("unschedule", "delete the cron schedule of a queue")
     unschedule.add_argument("queue")
     command("schedules", "every cron schedule", json_output=True)
+
+    work = command("work", "run the workers a module registers, until SIGTERM or SIGINT (then stop gracefully)")
+    work.add_argument(
+        "target",
+        metavar="MODULE:ATTR",
+        help="a Worker or AsyncWorker, or a function (url, schema) returning one",
+    )
+    work.add_argument("--queues", help="only these queues, comma-separated (default: every registered queue)")
+    work.add_argument("--concurrency", type=int, help="loops per queue, replacing what was registered")
+    work.add_argument(
+        "--transactional",
+        action="store_true",
+        default=None,
+        help="complete each job in its handler's transaction; handlers take (jobs, session)",
+    )
+    work.add_argument("--log-level", default="INFO", help="logging level (default: %(default)s)")
 
     demo = commands.add_parser(
         "demo",
@@ -245,6 +267,70 @@ def _unschedule(args: argparse.Namespace, url: URL) -> int:
     return 0
 
 
+def _work(args: argparse.Namespace, url: URL) -> int:
+    worker = load_worker(args.target, url, args.schema)
+    worker.adjust(
+        queues=None if args.queues is None else [name.strip() for name in args.queues.split(",") if name.strip()],
+        concurrency=args.concurrency,
+        transactional=args.transactional,
+    )
+    if not worker.queues:
+        raise SqlaBossError(f"{args.target} registers no handler")
+    _log_to_stderr(args.log_level)
+    kind = type(worker).__name__
+    print(f"sqla-boss: {kind} on schema {worker.schema!r}, queues {', '.join(worker.queues)}", file=sys.stderr)
+    if isinstance(worker, AsyncWorker):
+        asyncio.run(worker.run())
+    else:
+        worker.run()
+    print("sqla-boss: stopped", file=sys.stderr)
+    return 0
+
+
+def load_worker(target: str, url: URL, schema: str) -> Worker | AsyncWorker:
+    """Import ``module:attr``: a :class:`Worker` or :class:`AsyncWorker`, or a function ``(url, schema)`` that
+    returns one (it gets ``--url`` / ``$DATABASE_URL`` and ``--schema``)."""
+    module_name, _, attribute = target.partition(":")
+    if not module_name or not attribute:
+        raise InvalidOptionError(f"expected MODULE:ATTR, not {target!r}")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as `python -m` does, so a module beside you is found
+    try:
+        found: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise InvalidOptionError(f"cannot import {module_name!r}: {exc}") from exc
+    for part in attribute.split("."):
+        if not hasattr(found, part):
+            raise InvalidOptionError(f"{module_name!r} has no attribute {attribute!r}")
+        found = getattr(found, part)
+    if not isinstance(found, (Worker, AsyncWorker)) and callable(found):
+        found = found(url, schema)
+    if not isinstance(found, (Worker, AsyncWorker)):
+        raise InvalidOptionError(f"{target} is not a Worker, an AsyncWorker or a function returning one")
+    return found
+
+
+class _JobContext(logging.Filter):
+    """Give every record the ``queue`` and ``job_id`` the format shows, ``-`` when it has none."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for name in ("queue", "job_id"):
+            if not getattr(record, name, None):
+                setattr(record, name, "-")
+        return True
+
+
+def _log_to_stderr(level: str) -> None:
+    handler = logging.StreamHandler()
+    handler.addFilter(_JobContext())
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)-7s %(name)s queue=%(queue)s job=%(job_id)s %(message)s")
+    )
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+
+
 def _schedules(args: argparse.Namespace, url: URL) -> int:
     with _session(url, args.schema) as session:
         schedules = Boss(session, schema=args.schema).get_schedules()
@@ -262,6 +348,7 @@ def _schedules(args: argparse.Namespace, url: URL) -> int:
 
 _COMMANDS: dict[str, Command] = {
     "migrate": _migrate,
+    "work": _work,
     "downgrade": _migrate,
     "current": _current,
     "queues": _queues,

@@ -99,6 +99,29 @@ class Registration:
         return dataclasses.replace(self, handler=handler)
 
 
+def adjust(
+    registrations: Sequence[Registration],
+    *,
+    queues: Sequence[str] | None,
+    concurrency: int | None,
+    transactional: bool | None,
+) -> list[Registration]:
+    """The registrations of ``queues`` only (all when ``None``), with their concurrency and completion mode
+    replaced where given; what ``sqla-boss work --queues --concurrency --transactional`` asks for."""
+    if queues is not None:
+        names = [queue_name(name) for name in queues]
+        unknown = sorted(set(names) - {r.name for r in registrations if not r.internal})
+        if unknown:
+            raise InvalidOptionError(f"no handler is registered for queue(s) {', '.join(unknown)}")
+        registrations = [r for r in registrations if r.name in names]
+    changes: dict[str, Any] = {}
+    if concurrency is not None:
+        changes["concurrency"] = whole_number("concurrency", concurrency)
+    if transactional is not None:
+        changes["transactional"] = flag("transactional", transactional)
+    return [dataclasses.replace(r, **changes) for r in registrations]
+
+
 def _no_handler(*args: Any) -> None:
     raise AssertionError("a registration without its handler ran")  # pragma: no cover
 
@@ -276,6 +299,7 @@ __all__ = [
     "Registration",
     "Timetable",
     "WorkerSettings",
+    "adjust",
     "backoff",
     "completion_output",
     "describe",

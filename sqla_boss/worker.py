@@ -34,7 +34,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -54,6 +54,7 @@ from sqla_boss.handling import (
     Registration,
     Timetable,
     WorkerSettings,
+    adjust,
     backoff,
     completion_output,
     describe,
@@ -290,6 +291,27 @@ class Worker:
             self._wake.setdefault(registration.name, threading.Event())
             if self._started:
                 self._launch(registration)
+
+    def adjust(
+        self,
+        *,
+        queues: Sequence[str] | None = None,
+        concurrency: int | None = None,
+        transactional: bool | None = None,
+    ) -> None:
+        """Before :meth:`start`: keep only the handlers of ``queues``, and give them all ``concurrency`` or the
+        ``transactional`` completion mode; ``None`` keeps what was registered. ``sqla-boss work`` uses this.
+
+        Raises:
+            InvalidOptionError: a queue without a handler, or a bad value; nothing changed.
+            SqlaBossError: the worker has been started already.
+        """
+        with self._lock:
+            if self._started:
+                raise SqlaBossError("adjust() must come before start()")
+            self._registrations = adjust(
+                self._registrations, queues=queues, concurrency=concurrency, transactional=transactional
+            )
 
     @property
     def queues(self) -> list[str]:

@@ -1,0 +1,207 @@
+"""``sqla-boss work`` as a real process: SIGTERM stops it gracefully, SIGKILL loses no job.
+
+The worker module is written to a temporary directory and run by the command line, as a user would run it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import URL, Engine, text
+from sqlalchemy.orm import Session
+
+from sqla_boss import Boss
+
+QUEUE = "jobs"
+
+WORKER_MODULE = """
+    from __future__ import annotations
+
+    import time
+
+    from sqlalchemy import create_engine, text
+
+    from sqla_boss import Worker
+
+
+    def make(url, schema):
+        engine = create_engine(url)
+        worker = Worker(engine, schema, polling_interval_seconds=0.5, maintenance_interval_seconds=1, schedule=False)
+
+        def record(table, job):
+            with engine.begin() as connection:
+                connection.execute(
+                    text(f"INSERT INTO {schema}.{table} (job_id, attempt) VALUES (:id, :attempt)"),
+                    {"id": job.id, "attempt": job.retry_count},
+                )
+
+        @worker.work("jobs")
+        def handle(jobs):
+            (job,) = jobs
+            record("started", job)
+            if job.data.get("hang_first") and job.retry_count == 0:
+                time.sleep(3600)
+            time.sleep(job.data.get("seconds", 0))
+            record("finished", job)
+            return {"attempt": job.retry_count}
+
+        @worker.work("bookings", transactional=True)
+        def book(jobs, session):
+            insert = text(f"INSERT INTO {schema}.finished (job_id, attempt) VALUES (:id, 0)")
+            session.execute(insert, {"id": jobs[0].id})
+
+        return worker
+"""
+
+
+@pytest.fixture
+def schema(engine: Engine, installed_schema: str) -> str:
+    with Session(engine) as session, session.begin():
+        boss = Boss(session, installed_schema)
+        boss.create_queue(QUEUE)
+        boss.create_queue("bookings")
+        for table in ("started", "finished"):
+            session.execute(text(f"CREATE TABLE {installed_schema}.{table} (job_id uuid, attempt int)"))
+    return installed_schema
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path, database_url: URL, schema: str) -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    module = tmp_path / "worker_app.py"
+    module.write_text(textwrap.dedent(WORKER_MODULE))
+    started: list[subprocess.Popen[str]] = []
+
+    def start(*options: str) -> subprocess.Popen[str]:
+        environment = {**os.environ, "DATABASE_URL": database_url.render_as_string(hide_password=False)}
+        command = [sys.executable, "-c", "from sqla_boss.cli import main; raise SystemExit(main())"]
+        process = subprocess.Popen(
+            [*command, "work", "worker_app:make", "--schema", schema, *options],
+            cwd=tmp_path,
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+        process.communicate(timeout=10)
+
+
+def send(engine: Engine, schema: str, data: dict[str, Any], *, queue: str = QUEUE, **options: Any) -> uuid.UUID:
+    with Session(engine) as session, session.begin():
+        job_id = Boss(session, schema).send(queue, data, **options)
+    assert job_id is not None
+    return job_id
+
+
+def rows(engine: Engine, schema: str, sql: str, **params: Any) -> list[Any]:
+    with engine.connect() as connection:
+        return list(connection.execute(text(sql.format(schema=schema)), params))
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.05)
+
+
+def test_sigterm_lets_the_job_in_flight_finish_and_starts_no_new_one(
+    engine: Engine, schema: str, start_worker: Callable[..., subprocess.Popen[str]]
+) -> None:
+    first = send(engine, schema, {"seconds": 1.5})
+    process = start_worker("--queues", QUEUE)
+    wait_until(lambda: rows(engine, schema, "SELECT 1 FROM {schema}.started"))
+    second = send(engine, schema, {"seconds": 0})
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+
+    assert process.returncode == 0, stderr
+    assert "stopped" in stderr
+    states = dict(rows(engine, schema, "SELECT id, state::text FROM {schema}.job WHERE name = :q", q=QUEUE))
+    assert states == {first: "completed", second: "created"}
+    assert [row[0] for row in rows(engine, schema, "SELECT job_id FROM {schema}.finished")] == [first]
+
+
+def test_a_job_of_a_killed_worker_is_expired_by_maintenance_and_completed_by_another(
+    engine: Engine, schema: str, start_worker: Callable[..., subprocess.Popen[str]]
+) -> None:
+    job_id = send(engine, schema, {"hang_first": True}, expire_in_seconds=2, retry_limit=1)
+    doomed = start_worker("--queues", QUEUE)
+    wait_until(lambda: rows(engine, schema, "SELECT 1 FROM {schema}.started"))
+    doomed.send_signal(signal.SIGKILL)
+    doomed.communicate(timeout=10)
+    assert rows(engine, schema, "SELECT state::text FROM {schema}.job WHERE id = :id", id=job_id) == [("active",)]
+
+    survivor = start_worker("--queues", QUEUE)  # its maintenance expires the job, its loop runs it again
+    wait_until(
+        lambda: rows(engine, schema, "SELECT 1 FROM {schema}.job WHERE id = :id AND state = 'completed'", id=job_id)
+    )
+    survivor.send_signal(signal.SIGTERM)
+    survivor.communicate(timeout=30)
+
+    ((state, retry_count, output),) = rows(
+        engine, schema, "SELECT state::text, retry_count, output FROM {schema}.job WHERE id = :id", id=job_id
+    )
+    assert (state, retry_count, output) == ("completed", 1, {"attempt": 1})
+    assert sorted(rows(engine, schema, "SELECT job_id, attempt FROM {schema}.started")) == [(job_id, 0), (job_id, 1)]
+    assert rows(engine, schema, "SELECT job_id, attempt FROM {schema}.finished") == [(job_id, 1)]
+
+
+def test_work_runs_only_the_queues_asked_for_with_the_mode_asked_for(
+    engine: Engine, schema: str, start_worker: Callable[..., subprocess.Popen[str]]
+) -> None:
+    booking = send(engine, schema, {}, queue="bookings")
+    job = send(engine, schema, {})
+    process = start_worker("--queues", "bookings", "--concurrency", "2")
+    wait_until(lambda: rows(engine, schema, "SELECT 1 FROM {schema}.job WHERE state = 'completed'"))
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+
+    assert process.returncode == 0, stderr
+    assert "queues bookings" in stderr
+    states = dict(rows(engine, schema, "SELECT id, state::text FROM {schema}.job"))
+    assert states == {booking: "completed", job: "created"}
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["worker_app:make", "--queues", "nowhere"], "no handler is registered for queue(s) nowhere"),
+        (["worker_app:missing"], "has no attribute 'missing'"),
+        (["no_such_module:make"], "cannot import 'no_such_module'"),
+        (["worker_app"], "expected MODULE:ATTR"),
+        (["worker_app:make", "--concurrency", "0"], "concurrency must be a whole number of at least 1"),
+    ],
+)
+def test_work_refuses_what_it_cannot_run(
+    tmp_path: Path, database_url: URL, schema: str, arguments: list[str], message: str
+) -> None:
+    (tmp_path / "worker_app.py").write_text(textwrap.dedent(WORKER_MODULE))
+    environment = {**os.environ, "DATABASE_URL": database_url.render_as_string(hide_password=False)}
+    command = [sys.executable, "-c", "from sqla_boss.cli import main; raise SystemExit(main())"]
+    result = subprocess.run(
+        [*command, "work", *arguments, "--schema", schema],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert message in result.stderr
