@@ -261,14 +261,17 @@ class AsyncWorker:
         self._started = True
         for registration in self._registrations:
             self._launch(registration)
-        if self.settings.listen:
-            self._spawn(self._listen())
         if self.settings.cron_enabled and not self._stopping.is_set():
-            # Before the supervisor, whose first cron tick comes at once and inserts into this queue (§9.2).
+            # Before the supervisor, whose first cron tick comes at once and inserts into this queue (§9.2),
+            # and before the listener, so that its first LISTEN covers the queue.
             await self._create_send_it_queue()
             with contextlib.suppress(SqlaBossError):  # stopped meanwhile
                 self._register(send_it_registration(self.settings, self._send_it))
-        if not self._stopping.is_set() and Timetable(self.settings, 0.0).next_at() is not None:
+        if self._stopping.is_set():
+            return
+        if self.settings.listen:
+            self._spawn(self._listen())
+        if Timetable(self.settings, 0.0).next_at() is not None:
             self._spawn(self._supervise())
 
     async def stop(self, *, graceful: bool = True, timeout: float = 30.0) -> None:

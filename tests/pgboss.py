@@ -15,6 +15,9 @@ Tests use the ``pgboss`` fixture, imported explicitly by the test module::
 
     def test_something(pgboss: PgBoss, schema_name: str) -> None:
         results = pgboss.run(schema_name, [start(schedule=False), call("createQueue", "q")])
+
+``pgboss.spawn(schema, actions)`` runs a list in the background instead, for a pg-boss working alongside the
+test (the driver's ``workSql`` and ``waitSql`` actions): see :meth:`PgBoss.spawn`.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,40 +220,127 @@ class PgBoss:
         self, schema: str, actions: Sequence[dict[str, Any]], *, timeout: float = DEFAULT_TIMEOUT
     ) -> dict[str, Any]:
         """Like :meth:`run`, but return the driver's whole output (``results`` and ``events``)."""
-        command = {"connectionString": self.connection_string, "schema": schema, "actions": list(actions)}
         try:
             completed = subprocess.run(
                 [self.node, str(self.driver)],
-                input=json.dumps(command),
+                input=self._command(schema, actions),
                 capture_output=True,
                 text=True,
                 timeout=timeout,
                 cwd=self.driver.parent,
             )
         except subprocess.TimeoutExpired as exc:
-            raise PgBossDriverError(
-                f"pg-boss driver did not finish within {timeout} s; actions: {json.dumps(actions)}\n"
-                f"stdout: {exc.stdout!r}\nstderr: {exc.stderr!r}",
-                output=None,
-                stderr=str(exc.stderr or ""),
-            ) from None
-        try:
-            output: dict[str, Any] | None = json.loads(completed.stdout.strip().splitlines()[-1])
-        except (IndexError, ValueError):
-            output = None
-        if completed.returncode != 0 or output is None or not output.get("ok"):
-            if output is not None and output.get("failed") is not None:
-                step = output["failed"]
-                what = f"action {step} ({output.get('action')}) failed: {output.get('error', {}).get('message')}"
-            else:
-                what = f"exited with code {completed.returncode}"
-            raise PgBossDriverError(
-                f"pg-boss driver {what}\nactions: {json.dumps(actions)}\n"
-                f"stdout: {completed.stdout}\nstderr: {completed.stderr}",
-                output=output,
-                stderr=completed.stderr,
+            raise _timed_out(actions, timeout, exc) from None
+        return _output(actions, completed.returncode, completed.stdout, completed.stderr)
+
+    def spawn(self, schema: str, actions: Sequence[dict[str, Any]]) -> SpawnedPgBoss:
+        """Start running ``actions`` in a pg-boss process on ``schema`` in the background; return at once.
+
+        For a pg-boss that works alongside the test: end the list with an action that waits for something the
+        test does (``waitSql``), then ``stop``. Use the handle as a context manager, so the process is killed
+        whatever happens::
+
+            with pgboss.spawn(schema, [start(...), call("workSql", ...), call("waitSql", ...), STOP]) as node:
+                ...
+                output = node.result(timeout=30)
+        """
+        with tempfile.TemporaryFile("w+") as command:  # the driver reads its command from stdin
+            command.write(self._command(schema, actions))
+            command.seek(0)
+            process = subprocess.Popen(
+                [self.node, str(self.driver)],
+                stdin=command,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                cwd=self.driver.parent,
             )
-        return output
+        return SpawnedPgBoss(process, list(actions))
+
+    def _command(self, schema: str, actions: Sequence[dict[str, Any]]) -> str:
+        return json.dumps({"connectionString": self.connection_string, "schema": schema, "actions": list(actions)})
+
+
+class SpawnedPgBoss:
+    """A driver process :meth:`PgBoss.spawn` started: wait for its output with :meth:`result`, end it with
+    :meth:`kill`. As a context manager, it is killed on leaving the block unless it has finished."""
+
+    def __init__(self, process: subprocess.Popen[str], actions: list[dict[str, Any]]) -> None:
+        self.process = process
+        self.actions = actions
+        self._finished: tuple[str, str] | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def done(self) -> bool:
+        """Whether the process has exited (its output may still be unread)."""
+        return self.process.poll() is not None
+
+    def result(self, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
+        """Wait up to ``timeout`` seconds for the process to finish; return its whole output, as ``run_raw``.
+
+        Raises:
+            PgBossDriverError: an action threw, the process failed, or it did not finish in time (it is
+                killed then).
+        """
+        stdout, stderr = self._communicate(timeout)
+        return _output(self.actions, self.process.returncode, stdout, stderr)
+
+    def kill(self) -> None:
+        """Kill the process if it still runs, and reap it. Safe to call at any time, more than once."""
+        if self._finished is None:
+            if self.process.poll() is None:
+                self.process.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._communicate(30)
+
+    def _communicate(self, timeout: float) -> tuple[str, str]:
+        if self._finished is None:
+            try:
+                stdout, stderr = self.process.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired as exc:
+                self.process.kill()
+                self._finished = self.process.communicate()
+                raise _timed_out(self.actions, timeout, exc) from None
+            self._finished = (stdout, stderr)
+        return self._finished
+
+    def __enter__(self) -> SpawnedPgBoss:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.kill()
+
+
+def _timed_out(actions: Sequence[dict[str, Any]], timeout: float, exc: subprocess.TimeoutExpired) -> PgBossDriverError:
+    return PgBossDriverError(
+        f"pg-boss driver did not finish within {timeout} s; actions: {json.dumps(actions)}\n"
+        f"stdout: {exc.stdout!r}\nstderr: {exc.stderr!r}",
+        output=None,
+        stderr=str(exc.stderr or ""),
+    )
+
+
+def _output(actions: Sequence[dict[str, Any]], returncode: int, stdout: str, stderr: str) -> dict[str, Any]:
+    """The driver's output (its last line on stdout); raises :class:`PgBossDriverError` unless it is ok."""
+    try:
+        output: dict[str, Any] | None = json.loads(stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        output = None
+    if returncode != 0 or output is None or not output.get("ok"):
+        if output is not None and output.get("failed") is not None:
+            step = output["failed"]
+            what = f"action {step} ({output.get('action')}) failed: {output.get('error', {}).get('message')}"
+        else:
+            what = f"exited with code {returncode}"
+        raise PgBossDriverError(
+            f"pg-boss driver {what}\nactions: {json.dumps(actions)}\nstdout: {stdout}\nstderr: {stderr}",
+            output=output,
+            stderr=stderr,
+        )
+    return output
 
 
 # --- fixtures -----------------------------------------------------------------------------------------

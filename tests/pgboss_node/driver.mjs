@@ -30,6 +30,16 @@
 // Node clock's ISO time, and "result", pg-boss's {ms}). The action {"action": "sleep", "args": [ms]}
 // just waits, so timers (a supervise: true instance's maintenance ticks) get to run between calls.
 // A started instance that no action stopped is stopped (not gracefully) before the output is written.
+//
+// Two more actions let a long-running driver (tests/pgboss.py: PgBoss.spawn) work alongside the tests:
+//
+//   {"action": "workSql", "args": [queue, workOptions, sql]} registers boss.work(queue, workOptions, handler)
+//     whose handler runs sql through pg-boss's own pool once per job of the batch, in order, with the job's id
+//     as $1 (a plain INSERT into a table keyed by job id makes a second run of a job fail). Result: the id
+//     work() returned.
+//   {"action": "waitSql", "args": [sql, timeoutMs, intervalMs = 100]} runs sql every intervalMs until the first
+//     column of its first row is truthy, and returns that value; after timeoutMs it throws, so a driver whose
+//     test never lets it finish still ends.
 
 import { readFileSync } from 'node:fs'
 import PgBoss from 'pg-boss'
@@ -88,6 +98,17 @@ function resolveRefs (value, results) {
   return Object.fromEntries(keys.map(key => [key, resolveRefs(value[key], results)]))
 }
 
+async function waitSql (db, sql, timeoutMs, intervalMs = 100) {
+  const deadline = Date.now() + Number(timeoutMs)
+  while (true) {
+    const { rows } = await db.executeSql(sql)
+    const value = rows.length > 0 ? Object.values(rows[0])[0] : undefined
+    if (value) return value
+    if (Date.now() > deadline) throw new Error(`waitSql: not true after ${timeoutMs} ms: ${sql}`)
+    await new Promise(resolve => setTimeout(resolve, Number(intervalMs)))
+  }
+}
+
 async function main () {
   const command = readCommand()
   const results = []
@@ -115,6 +136,18 @@ async function main () {
         continue
       }
       if (boss === null) throw new Error(`${step.action}: call start first`)
+      if (step.action === 'workSql') {
+        const [queue, options, sql] = args
+        const db = boss.getDb()
+        results.push(await boss.work(queue, options ?? {}, async jobs => {
+          for (const job of jobs) await db.executeSql(sql, [job.id])
+        }))
+        continue
+      }
+      if (step.action === 'waitSql') {
+        results.push(await waitSql(boss.getDb(), ...args))
+        continue
+      }
       if (typeof boss[step.action] !== 'function') throw new Error(`${step.action}: not a PgBoss method`)
       const result = await boss[step.action](...args)
       if (step.action === 'stop') stopped = true
