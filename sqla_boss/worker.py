@@ -87,6 +87,17 @@ class _Outcome:
     finished: bool
     value: Any = None
     error: BaseException | None = None
+    future: Future[Any] | None = None
+
+    @classmethod
+    def of(cls, future: Future[Any], timeout: float | None) -> _Outcome:
+        """The call's result, or ``finished=False`` if it has not come within ``timeout`` seconds."""
+        try:
+            return cls(True, value=future.result(timeout))
+        except FutureTimeout:
+            return cls(False, future=future)
+        except BaseException as error:  # even SystemExit from a handler: the loop records it on its jobs
+            return cls(True, error=error)
 
 
 @dataclass
@@ -120,13 +131,10 @@ class _Runner:
         with self.ready:
             self.calls.append((function, future))
             self.ready.notify()
-        try:
-            return _Outcome(True, value=future.result(timeout))
-        except FutureTimeout:
+        outcome = _Outcome.of(future, timeout)
+        if not outcome.finished:
             self.close()
-            return _Outcome(False)
-        except Exception as error:
-            return _Outcome(True, error=error)
+        return outcome
 
     def close(self) -> None:
         with self.ready:
@@ -545,7 +553,9 @@ class Worker:
         if not outcome.finished:
             with ended:
                 state["abandoned"] = True
-                outcome.finished = state["finished"]
+                finished = state["finished"]
+            if finished and outcome.future is not None:  # it ended just now: its result is being set
+                outcome = _Outcome.of(outcome.future, None)
         held = self._release(key)
         if not outcome.finished:  # the handler still holds the session: end its transaction from outside
             if held:

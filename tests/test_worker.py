@@ -133,6 +133,27 @@ def test_raising_handler_fails_the_job_by_its_retry_rules(
     assert "boom" in output["stack"]
 
 
+def test_a_handler_raising_system_exit_fails_its_job_and_the_loop_goes_on(
+    sessions: sessionmaker[Session], installed_schema: str, workers: list[Worker]
+) -> None:
+    first, second = send(sessions, installed_schema, 2, retry_limit=0)
+
+    def handler(jobs: list[Job]) -> str:
+        if jobs[0].id == first:
+            raise SystemExit(3)
+        return "fine"
+
+    worker = make_worker(workers, sessions, installed_schema)
+    worker.work(QUEUE, handler)
+    worker.start()
+    wait_until(lambda: {state for state, _ in states(sessions, installed_schema).values()} == {"failed", "completed"})
+    worker.stop()
+    result = states(sessions, installed_schema)
+    assert result[first][0] == "failed"
+    assert result[first][1]["name"] == "SystemExit"
+    assert result[second] == ("completed", {"value": "fine"})
+
+
 def test_concurrency_runs_each_job_exactly_once(
     sessions: sessionmaker[Session], installed_schema: str, workers: list[Worker], engine: Engine
 ) -> None:
