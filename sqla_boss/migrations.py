@@ -32,6 +32,8 @@ from sqla_boss.models import metadata as models_metadata
 SCRIPT_LOCATION = str(Path(__file__).parent / "alembic")
 """The folder holding ``env.py`` and ``versions/``; in an ``alembic.ini`` also ``sqla_boss:alembic``."""
 
+FETCH_INDEX_LOCATION = str(Path(__file__).parent / "alembic" / "fetch_index")
+"""The opt-in revision of the fetch index (:data:`sqla_boss.schema.FETCH_INDEX`), kept out of ``versions/``."""
 DEFAULT_VERSION_TABLE_SCHEMA = "public"
 """Where the version table of our revisions lives unless told otherwise."""
 
@@ -41,6 +43,11 @@ _PARTITION_NAME = re.compile(r"j[0-9a-f]{56}")
 def version_table_name(schema: str) -> str:
     """The name of the Alembic version table that tracks the pg-boss schema ``schema``."""
     return f"alembic_{validate_schema_name(schema)}"
+
+
+def fetch_index_version_table_name(schema: str) -> str:
+    """The version table of the opt-in fetch index revision of ``schema`` (its own, so plain upgrades ignore it)."""
+    return f"alembic_idx_{validate_schema_name(schema)}"
 
 
 def current_revision(
@@ -65,13 +72,18 @@ def make_config(
     url: str | URL | None = None,
     connection: Connection | None = None,
     version_table_schema: str = DEFAULT_VERSION_TABLE_SCHEMA,
+    fetch_index: bool = False,
 ) -> Config:
     """An Alembic ``Config`` for our revisions, with no ``alembic.ini`` needed.
 
-    Give it a ``connection`` to run in that connection's transaction, or a ``url`` to connect.
+    Give it a ``connection`` to run in that connection's transaction, or a ``url`` to connect. With
+    ``fetch_index``, the config sees only the opt-in fetch index revision, tracked in its own version table.
     """
     config = Config()
     config.set_main_option("script_location", SCRIPT_LOCATION)
+    if fetch_index:
+        config.set_main_option("version_locations", FETCH_INDEX_LOCATION)
+        config.attributes["version_table"] = fetch_index_version_table_name(schema)
     if url is not None:
         config.set_main_option("sqlalchemy.url", str(url).replace("%", "%%"))
     config.attributes["schema"] = validate_schema_name(schema)
@@ -87,14 +99,18 @@ def upgrade(
     schema: str = DEFAULT_SCHEMA,
     revision: str = "head",
     version_table_schema: str = DEFAULT_VERSION_TABLE_SCHEMA,
+    fetch_index: bool = False,
 ) -> None:
     """Upgrade (install or adopt) the pg-boss schema ``schema`` to ``revision``.
+
+    ``fetch_index=True`` runs the opt-in fetch index revision instead (``head`` creates the index on a
+    schema already at pg-boss version 24; see :data:`sqla_boss.schema.FETCH_INDEX`).
 
     On a ``Connection`` it runs in that connection's transaction and does not commit; given an engine or
     a URL it opens its own connection and commits. Holds pg-boss's advisory lock on the schema while it
     runs. Raises :class:`~sqla_boss.errors.SchemaVersionError` for a schema at another pg-boss version.
     """
-    _run(command.upgrade, bind, schema, revision, version_table_schema)
+    _run(command.upgrade, bind, schema, revision, version_table_schema, fetch_index)
 
 
 def downgrade(
@@ -103,12 +119,15 @@ def downgrade(
     schema: str = DEFAULT_SCHEMA,
     revision: str = "base",
     version_table_schema: str = DEFAULT_VERSION_TABLE_SCHEMA,
+    fetch_index: bool = False,
 ) -> None:
     """Downgrade ``schema`` to ``revision``; ``"base"`` drops every pg-boss object, jobs included.
 
+    ``fetch_index=True`` downgrades the opt-in fetch index revision instead: ``base`` drops only the index.
+
     Commits as :func:`upgrade` does.
     """
-    _run(command.downgrade, bind, schema, revision, version_table_schema)
+    _run(command.downgrade, bind, schema, revision, version_table_schema, fetch_index)
 
 
 def _run(
@@ -117,11 +136,14 @@ def _run(
     schema: str,
     revision: str,
     version_table_schema: str,
+    fetch_index: bool = False,
 ) -> None:
     validate_schema_name(schema)  # before connecting: a bad name never reaches the server
     validate_schema_name(version_table_schema)
     with _connection(bind) as connection, _keep_callers_alembic_proxies():
-        config = make_config(schema=schema, connection=connection, version_table_schema=version_table_schema)
+        config = make_config(
+            schema=schema, connection=connection, version_table_schema=version_table_schema, fetch_index=fetch_index
+        )
         alembic_command(config, revision)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Connection,
+    MetaData,
     Text,
     bindparam,
     cast,
@@ -25,7 +26,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import BIT, BYTEA, CreateEnumType
-from sqlalchemy.schema import CreateIndex, CreateSchema, CreateTable, DropTable
+from sqlalchemy.schema import CreateIndex, CreateSchema, CreateTable, DropTable, Index
 from sqlalchemy.sql.elements import ColumnElement, TextClause
 
 from sqla_boss.errors import SchemaConflictError, SchemaVersionError
@@ -172,6 +173,45 @@ def uninstall(connection: Connection, schema: str = DEFAULT_SCHEMA) -> None:
     connection.execute(text(f"DROP TYPE IF EXISTS {quoted}.{quote_identifier(str(JobStateType.name))}"))
     if not _schema_has_objects(connection, schema):
         connection.execute(text(f"DROP SCHEMA IF EXISTS {quoted}"))
+
+
+FETCH_INDEX_NAME = "sqla_boss_job_fetch"
+"""The opt-in index that serves fetch's order; not part of pg-boss's schema (see :func:`create_fetch_index`)."""
+
+# A copy of the job table in a MetaData of its own, so the models' tables (and so install()) never carry it.
+_optional = metadata.tables[f"{DEFAULT_SCHEMA}.job"].to_metadata(MetaData())
+FETCH_INDEX = Index(
+    FETCH_INDEX_NAME,
+    _optional.c.name,
+    _optional.c.priority.desc(),
+    _optional.c.created_on,
+    _optional.c.id,
+    postgresql_where=text("state < 'active'"),
+)
+"""``(name, priority DESC, created_on, id) WHERE state < 'active'``: fetch's filter and order, queued jobs only.
+
+Built on the partitioned ``job`` table, so PostgreSQL gives every partition its own copy, and every partition
+``create_queue`` attaches later gets one too: pg-boss 10 and sqla_boss then fetch from the index instead of
+sorting the queue's whole backlog on every call.
+"""
+
+
+def create_fetch_index(connection: Connection, schema: str = DEFAULT_SCHEMA) -> None:
+    """Create :data:`FETCH_INDEX` in ``schema`` (if missing) under pg-boss's schema lock.
+
+    Runs in the caller's transaction and does not commit. Building it on a partitioned table cannot be
+    ``CONCURRENTLY``: it holds a SHARE lock on every partition (sends wait, fetches go on) while it builds.
+    """
+    validate_schema_name(schema)
+    lock_schema(connection, schema)
+    connection.execute(CreateIndex(FETCH_INDEX, if_not_exists=True), execution_options=_translate(schema))
+
+
+def drop_fetch_index(connection: Connection, schema: str = DEFAULT_SCHEMA) -> None:
+    """Drop :data:`FETCH_INDEX` from ``schema`` if it is there. Does not commit; holds the schema lock."""
+    validate_schema_name(schema)
+    lock_schema(connection, schema)
+    connection.execute(text(f"DROP INDEX IF EXISTS {quote_identifier(schema)}.{FETCH_INDEX_NAME}"))
 
 
 def function_ddl(schema: str) -> TextClause:

@@ -34,6 +34,7 @@ from sqlalchemy import (
     false,
     func,
     literal,
+    literal_column,
     null,
     or_,
     select,
@@ -237,7 +238,9 @@ def _fetch(by_priority: bool) -> ExecutableReturnsRows:
         select(job.c.id, job.c.priority, job.c.created_on, gated.label("gated"), key.label("key"))
         .where(
             job.c.name == bindparam("queue_name", type_=Text),
-            job.c.state < JobState.active,
+            # A constant, not a parameter: so the planner can match the opt-in partial fetch index
+            # (schema.FETCH_INDEX, WHERE state < 'active') even in a prepared statement's generic plan.
+            job.c.state < literal_column("'active'", job.c.state.type),
             # statement_timestamp(), not now(): in the caller's long transaction now() stands still, and
             # a job sent earlier in the same transaction would never become due.
             or_(_typed("ignore_start_after", Boolean()), job.c.start_after < func.statement_timestamp()),

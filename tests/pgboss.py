@@ -153,8 +153,10 @@ def _locked(path: Path) -> Iterator[None]:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def install(npm: str, cache: Path | None = None) -> Path:
+def install(npm: str, cache: Path | None = None, *, script: Path = DRIVER) -> Path:
     """Install pg-boss into ``cache`` unless that is done already; return the driver script to run.
+
+    ``script`` is our driver by default; the benchmark (``bench/``) installs its own script the same way.
 
     Safe to call from several processes at once. The driver is copied beside ``node_modules`` (an ES
     module finds its imports relative to its own file) under a name made from its content, so checkouts
@@ -182,11 +184,11 @@ def install(npm: str, cache: Path | None = None) -> Path:
                     f"{completed.stdout}\n{completed.stderr}"
                 )
             stamp_file.write_text(stamp + "\n")
-        script = DRIVER.read_bytes()
-        driver = cache / f"driver-{hashlib.sha256(script).hexdigest()[:16]}.mjs"
+        content = script.read_bytes()
+        driver = cache / f"{script.stem}-{hashlib.sha256(content).hexdigest()[:16]}.mjs"
         if not driver.exists():
             temporary = driver.with_suffix(f".{os.getpid()}.tmp")
-            temporary.write_bytes(script)
+            temporary.write_bytes(content)
             temporary.replace(driver)
     return driver
 

@@ -40,7 +40,7 @@ version_table_schema = (
 def run_on(connection: Connection) -> None:
     context.configure(
         connection=connection,
-        version_table=version_table_name(schema),
+        version_table=config.attributes.get("version_table") or version_table_name(schema),
         version_table_schema=version_table_schema,
         sqla_boss_schema=schema,
     )

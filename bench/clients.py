@@ -1,0 +1,389 @@
+"""The workloads, written once per client: sqla_boss sync, sqla_boss async, raw psycopg, and pg-boss (Node).
+
+Each function runs one workload on a prepared queue and returns ``(seconds, jobs)``; the harness truncates
+before and verifies the database after. Consumers complete what they fetch: ours in one transaction per
+fetch (fetch and complete together, the natural use of a repository inside the caller's transaction),
+pg-boss in its two autocommitted calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from sqlalchemy import URL, Engine, create_engine, event
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from sqla_boss import AsyncBoss, AsyncWorker, Boss, Job, Worker
+from sqla_boss.schema import schema_translate_map
+
+ROOT = Path(__file__).resolve().parent.parent
+NODE_SCRIPT = Path(__file__).resolve().parent / "pgboss_bench.mjs"
+
+
+@dataclass(frozen=True)
+class Target:
+    url: URL
+    schema: str
+    queue: str
+
+
+@dataclass
+class Timing:
+    seconds: float
+    jobs: int
+    latencies_ms: list[float] | None = None
+
+
+# ------------------------------------------------------------------------------------ sqla_boss, sync
+
+
+class SyncClient:
+    name = "sqla_boss sync"
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.engine: Engine = create_engine(target.url, pool_size=8)
+        translated = self.engine.execution_options(schema_translate_map=schema_translate_map(target.schema))
+        self.sessions = sessionmaker(bind=translated, expire_on_commit=False)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def send(self, count: int) -> Timing:
+        schema, queue = self.target.schema, self.target.queue
+        started = time.perf_counter()
+        for n in range(count):
+            with self.sessions.begin() as session:
+                Boss(session, schema).send(queue, {"n": n})
+        return Timing(time.perf_counter() - started, count)
+
+    def insert(self, count: int, batch: int) -> Timing:
+        schema, queue = self.target.schema, self.target.queue
+        started = time.perf_counter()
+        for first in range(0, count, batch):
+            with self.sessions.begin() as session:
+                Boss(session, schema).insert([{"name": queue, "data": {"n": n}} for n in range(first, first + batch)])
+        return Timing(time.perf_counter() - started, count)
+
+    def drain(self, count: int, batch: int, consumers: int) -> Timing:
+        schema, queue = self.target.schema, self.target.queue
+        done = 0
+        lock = threading.Lock()
+
+        def consume() -> None:
+            nonlocal done
+            while True:
+                with lock:
+                    if done >= count:
+                        return
+                with self.sessions.begin() as session:
+                    boss = Boss(session, schema)
+                    jobs = boss.fetch(queue, batch_size=batch)
+                    if not jobs:
+                        return
+                    boss.complete(queue, [job.id for job in jobs])
+                with lock:
+                    done += len(jobs)
+
+        started = time.perf_counter()
+        threads = [threading.Thread(target=consume) for _ in range(consumers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return Timing(time.perf_counter() - started, done)
+
+    def work(self, count: int, batch: int, concurrency: int, seconds: float) -> Timing:
+        worker = Worker(self.engine, self.target.schema, supervise=False, schedule=False)
+        done = 0
+        lock = threading.Lock()
+        finished = threading.Event()
+
+        def handle(jobs: list[Job]) -> None:
+            nonlocal done
+            with lock:
+                done += len(jobs)
+                if done >= count:
+                    finished.set()
+
+        worker.work(self.target.queue, handle, batch_size=batch, concurrency=concurrency)
+        started = time.perf_counter()
+        worker.start()
+        finished.wait(seconds)
+        elapsed = time.perf_counter() - started
+        worker.stop()
+        return Timing(elapsed, done)
+
+    def latency(self, count: int, gap: float) -> Timing:
+        worker = Worker(self.engine, self.target.schema, supervise=False, schedule=False)
+        started: dict[int, float] = {}
+        worker.work(self.target.queue, lambda jobs: started.setdefault(jobs[0].data["n"], time.perf_counter()))
+        worker.start()
+        try:
+            time.sleep(0.5)  # the listener is listening and the loop waits its 2 s polling interval
+            latencies = _send_and_wait(self.sessions, self.target, count, gap, started)
+        finally:
+            worker.stop()
+        return Timing(0.0, len(latencies), latencies)
+
+
+def _send_and_wait(
+    sessions: sessionmaker[Session], target: Target, count: int, gap: float, started: dict[int, float]
+) -> list[float]:
+    latencies = []
+    for n in range(count):
+        time.sleep(gap)
+        with sessions.begin() as session:
+            Boss(session, target.schema).send(target.queue, {"n": n})
+        committed = time.perf_counter()
+        deadline = committed + 10
+        while n not in started and time.perf_counter() < deadline:
+            time.sleep(0.0005)
+        if n in started:
+            latencies.append((started[n] - committed) * 1000)
+    return latencies
+
+
+# ----------------------------------------------------------------------------------- sqla_boss, async
+
+
+class AsyncClient:
+    name = "sqla_boss async"
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.loop = asyncio.new_event_loop()
+        self.engine: AsyncEngine = create_async_engine(target.url, pool_size=8)
+        translated = self.engine.execution_options(schema_translate_map=schema_translate_map(target.schema))
+        self.sessions = async_sessionmaker(bind=translated, expire_on_commit=False)
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.engine.dispose())
+        self.loop.close()
+
+    def _run(self, coroutine: Any) -> Any:
+        return self.loop.run_until_complete(coroutine)
+
+    def send(self, count: int) -> Timing:
+        async def run() -> Timing:
+            schema, queue = self.target.schema, self.target.queue
+            started = time.perf_counter()
+            for n in range(count):
+                async with self.sessions.begin() as session:
+                    await AsyncBoss(session, schema).send(queue, {"n": n})
+            return Timing(time.perf_counter() - started, count)
+
+        return self._run(run())  # type: ignore[no-any-return]
+
+    def insert(self, count: int, batch: int) -> Timing:
+        async def run() -> Timing:
+            schema, queue = self.target.schema, self.target.queue
+            started = time.perf_counter()
+            for first in range(0, count, batch):
+                async with self.sessions.begin() as session:
+                    jobs = [{"name": queue, "data": {"n": n}} for n in range(first, first + batch)]
+                    await AsyncBoss(session, schema).insert(jobs)
+            return Timing(time.perf_counter() - started, count)
+
+        return self._run(run())  # type: ignore[no-any-return]
+
+    def drain(self, count: int, batch: int, consumers: int) -> Timing:
+        async def run() -> Timing:
+            schema, queue = self.target.schema, self.target.queue
+            done = 0
+
+            async def consume() -> None:
+                nonlocal done
+                while done < count:
+                    async with self.sessions.begin() as session:
+                        boss = AsyncBoss(session, schema)
+                        jobs = await boss.fetch(queue, batch_size=batch)
+                        if not jobs:
+                            return
+                        await boss.complete(queue, [job.id for job in jobs])
+                    done += len(jobs)
+
+            started = time.perf_counter()
+            await asyncio.gather(*(consume() for _ in range(consumers)))
+            return Timing(time.perf_counter() - started, done)
+
+        return self._run(run())  # type: ignore[no-any-return]
+
+    def work(self, count: int, batch: int, concurrency: int, seconds: float) -> Timing:
+        async def run() -> Timing:
+            worker = AsyncWorker(self.engine, self.target.schema, supervise=False, schedule=False)
+            done = 0
+            finished = asyncio.Event()
+
+            async def handle(jobs: list[Job]) -> None:
+                nonlocal done
+                done += len(jobs)
+                if done >= count:
+                    finished.set()
+
+            worker.work(self.target.queue, handle, batch_size=batch, concurrency=concurrency)
+            started = time.perf_counter()
+            await worker.start()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(finished.wait(), seconds)
+            elapsed = time.perf_counter() - started
+            await worker.stop()
+            return Timing(elapsed, done)
+
+        return self._run(run())  # type: ignore[no-any-return]
+
+    def latency(self, count: int, gap: float) -> Timing:
+        started: dict[int, float] = {}
+        ready = threading.Event()
+        done = threading.Event()
+
+        async def run_worker() -> None:
+            worker = AsyncWorker(self.engine, self.target.schema, supervise=False, schedule=False)
+
+            async def handle(jobs: list[Job]) -> None:
+                started.setdefault(jobs[0].data["n"], time.perf_counter())
+
+            worker.work(self.target.queue, handle)
+            await worker.start()
+            ready.set()
+            while not done.is_set():
+                await asyncio.sleep(0.02)
+            await worker.stop()
+
+        thread = threading.Thread(target=self.loop.run_until_complete, args=(run_worker(),))
+        thread.start()
+        ready.wait(30)
+        time.sleep(0.5)
+        sync_engine = create_engine(self.target.url)
+        try:
+            translated = sync_engine.execution_options(schema_translate_map=schema_translate_map(self.target.schema))
+            latencies = _send_and_wait(sessionmaker(bind=translated), self.target, count, gap, started)
+        finally:
+            done.set()
+            thread.join(30)
+            sync_engine.dispose()
+        return Timing(0.0, len(latencies), latencies)
+
+
+# ------------------------------------------------------------------------------------------ raw psycopg
+
+
+class RawClient:
+    """The statement sqla_boss's ``send`` runs, captured once and replayed by psycopg with a prepared statement:
+    the ceiling of what our layers could reach on this connection."""
+
+    name = "raw psycopg"
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.statement, self.parameters = _captured_send(target)
+
+    def close(self) -> None:
+        pass
+
+    def send(self, count: int, *, autocommit: bool = False) -> Timing:
+        url = self.target.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        with psycopg.connect(url, autocommit=autocommit) as connection:
+            started = time.perf_counter()
+            for n in range(count):
+                parameters = {**self.parameters, "jobs": json.dumps([{"name": self.target.queue, "data": {"n": n}}])}
+                connection.execute(self.statement, parameters, prepare=True).fetchall()
+                if not autocommit:
+                    connection.commit()
+            return Timing(time.perf_counter() - started, count)
+
+
+def _captured_send(target: Target) -> tuple[str, dict[str, Any]]:
+    engine = create_engine(target.url)
+    captured: list[tuple[str, dict[str, Any]]] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        if "json_to_recordset" in statement:
+            captured.append((statement, dict(parameters)))
+
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        with Session(engine) as session, session.begin():
+            Boss(session, target.schema).send(target.queue, {"n": -1})
+            session.rollback()
+    finally:
+        engine.dispose()
+    return captured[0]
+
+
+# ------------------------------------------------------------------------------------------- pg-boss
+
+
+class PgBossClient:
+    name = "pg-boss 10.4.2"
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        sys.path.insert(0, str(ROOT / "tests"))
+        import pgboss  # tests/pgboss.py: installs pg-boss from the lock file, as the interop tests do
+
+        self.node, npm = pgboss.find_node()
+        self.script = pgboss.install(npm, script=NODE_SCRIPT)
+        self.connection_string = pgboss.node_connection_string(target.url)
+
+    def close(self) -> None:
+        pass
+
+    def _run(self, workload: str, **params: Any) -> Timing:
+        command = {
+            "connectionString": self.connection_string,
+            "schema": self.target.schema,
+            "queue": self.target.queue,
+            "workload": workload,
+            "params": params,
+        }
+        completed = subprocess.run(
+            [self.node, str(self.script)],
+            input=json.dumps(command),
+            capture_output=True,
+            text=True,
+            cwd=self.script.parent,
+            timeout=3600,
+        )
+        if completed.returncode != 0:
+            raise RuntimeError(f"pg-boss {workload} failed:\n{completed.stderr}")
+        result = json.loads(completed.stdout.strip().splitlines()[-1])
+        return Timing(float(result.get("seconds", 0.0)), int(result["jobs"]), result.get("latencies_ms"))
+
+    def send(self, count: int) -> Timing:
+        return self._run("send", count=count)
+
+    def insert(self, count: int, batch: int) -> Timing:
+        return self._run("insert", count=count, batch=batch)
+
+    def drain(self, count: int, batch: int, consumers: int) -> Timing:
+        return self._run("drain", count=count, batch=batch, consumers=consumers)
+
+    def work(self, count: int, batch: int, concurrency: int, seconds: float) -> Timing:
+        return self._run("work", count=count, seconds=seconds)
+
+    def latency(self, count: int, gap: float) -> Timing:
+        return self._run("latency", count=count, gapMs=round(gap * 1000))
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+Client = SyncClient | AsyncClient | RawClient | PgBossClient
+ClientFactory = Callable[[Target], Client]
+__all__ = ["AsyncClient", "PgBossClient", "RawClient", "SyncClient", "Target", "Timing", "percentile", "statistics"]

@@ -1,0 +1,97 @@
+// The pg-boss 10.4.2 side of `python -m bench`: runs one workload and prints its timing as JSON.
+//
+// Command (stdin): {"connectionString", "schema", "queue", "workload", "params"}. pg-boss starts on the schema
+// sqla_boss installed (it adopts it unchanged), with supervise and schedule off, so only the workload runs.
+// Workloads: send (W1), insert (W2), drain (W3/W4: consumers x fetch/complete), work (W5: work() with its
+// defaults, for a while), latency (W6: send, then the time until work()'s handler starts).
+
+import { readFileSync } from 'node:fs'
+import PgBoss from 'pg-boss'
+
+const command = JSON.parse(readFileSync(0, 'utf8'))
+const { queue, params } = command
+const boss = new PgBoss({
+  connectionString: command.connectionString,
+  schema: command.schema,
+  supervise: false,
+  schedule: false,
+  max: 10
+})
+boss.on('error', error => process.stderr.write(`pg-boss error: ${error.message}\n`))
+await boss.start()
+
+const now = () => performance.now()
+
+async function send () {
+  const started = now()
+  for (let n = 0; n < params.count; n++) {
+    await boss.send(queue, { n })
+  }
+  return { seconds: (now() - started) / 1000, jobs: params.count }
+}
+
+async function insert () {
+  const started = now()
+  for (let first = 0; first < params.count; first += params.batch) {
+    const jobs = []
+    for (let n = first; n < Math.min(params.count, first + params.batch); n++) {
+      jobs.push({ name: queue, data: { n } })
+    }
+    await boss.insert(jobs)
+  }
+  return { seconds: (now() - started) / 1000, jobs: params.count }
+}
+
+async function drain () {
+  let done = 0
+  const consume = async () => {
+    while (done < params.count) {
+      const jobs = await boss.fetch(queue, { batchSize: params.batch })
+      if (!jobs || jobs.length === 0) return
+      done += jobs.length
+      await boss.complete(queue, jobs.map(job => job.id))
+    }
+  }
+  const started = now()
+  await Promise.all(Array.from({ length: params.consumers }, consume))
+  return { seconds: (now() - started) / 1000, jobs: done }
+}
+
+async function work () {
+  let done = 0
+  const started = now()
+  await boss.work(queue, async jobs => { done += jobs.length })
+  while (done < params.count && now() - started < params.seconds * 1000) {
+    await new Promise(resolve => setTimeout(resolve, 20))
+  }
+  const seconds = (now() - started) / 1000
+  const jobs = done
+  await boss.offWork(queue)
+  return { seconds, jobs }
+}
+
+async function latency () {
+  const sent = new Map()
+  const latencies = []
+  await boss.work(queue, async jobs => {
+    const at = Date.now()
+    for (const job of jobs) latencies.push(at - sent.get(job.data.n))
+  })
+  await new Promise(resolve => setTimeout(resolve, 500))
+  for (let n = 0; n < params.count; n++) {
+    await new Promise(resolve => setTimeout(resolve, params.gapMs))
+    await boss.send(queue, { n })
+    sent.set(n, Date.now())
+    const deadline = Date.now() + 10000
+    while (latencies.length <= n && Date.now() < deadline) {
+      await new Promise(resolve => setTimeout(resolve, 1))
+    }
+  }
+  await boss.offWork(queue)
+  return { latencies_ms: latencies, jobs: latencies.length }
+}
+
+const workloads = { send, insert, drain, work, latency }
+const result = await workloads[command.workload]()
+await boss.stop({ graceful: false, wait: true })
+process.stdout.write(JSON.stringify(result) + '\n')
