@@ -125,7 +125,7 @@ def expect(condition: bool, message: str) -> None:
         raise AssertionError(f"verification failed: {message}")
 
 
-def run_workloads(bench: Bench, only: set[str] | None) -> None:
+def run_workloads(bench: Bench, only: set[str] | None, indexes: tuple[bool, ...] = (False, True)) -> None:
     def wanted(name: str) -> bool:
         return only is None or name in only
 
@@ -152,7 +152,7 @@ def run_workloads(bench: Bench, only: set[str] | None) -> None:
         for name in every:
             bench.measure("W2 batch insert (1,000 per batch)", name, lambda c: c.insert(count, 1000), inserted)
 
-    for index in (False, True):
+    for index in indexes:
         bench.set_index(index)
         label = " +index" if index else ""
         for consumers, workload in ((1, "W3"), (4, "W4")):
@@ -289,6 +289,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help="comma-separated workloads, e.g. W1,W3 (default: all)")
     parser.add_argument("--json", default="bench-results.json", help="where to write the results")
     parser.add_argument("--no-pgboss", action="store_true", help="skip pg-boss (no Node needed)")
+    parser.add_argument(
+        "--index",
+        choices=["both", "off", "on"],
+        default="both",
+        help="run W3-W5 without and/or with the opt-in fetch index (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     only = None if args.only is None else {name.strip().upper() for name in args.only.split(",")}
 
@@ -318,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"PostgreSQL {server} at {url.render_as_string(hide_password=True)}; {args.repeat} runs each")
         started = time.perf_counter()
         try:
-            run_workloads(bench, only)
+            indexes = {"both": (False, True), "off": (False,), "on": (True,)}[args.index]
+            run_workloads(bench, only, indexes)
         finally:
             for client in clients.values():
                 client.close()

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from sqla_boss.binding import bind_session, expire_stale, read_result
 from sqla_boss.identifiers import DEFAULT_SCHEMA
 from sqla_boss.models import Archive, Job, JobState, Queue, QueuePolicy, Schedule
-from sqla_boss.operations import Expire, Operation, Operations, Step
+from sqla_boss.operations import Expire, Operation, Step, operations_for
 from sqla_boss.options import queue_settings
 
 T = TypeVar("T")
@@ -40,7 +40,7 @@ class Boss:
     """
 
     def __init__(self, session: Session | Connection, schema: str = DEFAULT_SCHEMA, **defaults: Any) -> None:
-        self._operations = Operations(schema, defaults)
+        self._operations = operations_for(schema, defaults)
         self.session = session if isinstance(session, Session) else Session(bind=session)
         """The session the statements run on."""
         bind_session(self.session, self._operations.schema)

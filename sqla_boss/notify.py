@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 
-from sqlalchemy import ColumnElement, Text, case, func, literal
+from sqlalchemy import ColumnElement, Text, case, func, literal_column
 
 PREFIX = "sqla_boss."
 MAX_CHANNEL_BYTES = 63
@@ -31,11 +31,12 @@ def channel(schema: str, queue: str) -> str:
 
 def channel_expression(schema: ColumnElement[str], queue: ColumnElement[str]) -> ColumnElement[str]:
     """:func:`channel` as a SQL expression."""
-    qualified = schema.concat(".").concat(queue)
-    full = literal(PREFIX, Text).concat(qualified)
+    prefix = literal_column(f"'{PREFIX}'", Text)
+    qualified = schema.concat(literal_column("'.'", Text)).concat(queue)
+    full = prefix.concat(qualified)
     return case(
-        (func.octet_length(full) <= MAX_CHANNEL_BYTES, full),
-        else_=literal(PREFIX, Text).concat(func.md5(qualified)),
+        (func.octet_length(full) <= literal_column(str(MAX_CHANNEL_BYTES)), full),
+        else_=prefix.concat(func.md5(qualified)),
     )
 
 

@@ -81,6 +81,23 @@ FETCH_ATTEMPTS = 3
 """How often a fetch that collided with a concurrent activation of the same singleton key is retried."""
 
 
+def operations_for(schema: str, defaults: Mapping[str, Any]) -> Operations:
+    """The :class:`Operations` of ``schema`` and ``defaults``, shared: they hold no state, and building them
+    (validating the schema and the defaults) on every ``Boss(...)`` showed in the profile of single sends."""
+    try:  # types in the key: True == 1 == 1.0 for a dict, not for the validation
+        key = (schema, tuple(sorted((name, type(value), value) for name, value in defaults.items())))
+        hash(key)
+    except TypeError:  # an unhashable default: it will be refused or used once, no need to share
+        return Operations(schema, defaults)
+    return _shared_operations(key)
+
+
+@functools.lru_cache(maxsize=256)
+def _shared_operations(key: tuple[str, tuple[tuple[str, type, Any], ...]]) -> Operations:
+    schema, defaults = key
+    return Operations(schema, {name: value for name, _, value in defaults})
+
+
 class Operations:
     """The operations for one schema and one set of constructor defaults."""
 
@@ -198,14 +215,17 @@ class Operations:
     def insert(self, jobs: Iterable[Mapping[str, Any]]) -> Operation[list[uuid.UUID]]:
         if isinstance(jobs, (str, bytes, Mapping)) or not isinstance(jobs, Iterable):
             raise InvalidOptionError(f"insert() takes a list of jobs (mappings), not {type(jobs).__name__}")
-        inputs = [opt.insert_input(job) for job in jobs]
-        if not inputs:
+        records = [opt.insert_record(job) for job in jobs]
+        if not records:
             return []
-        ids, _ = yield from self._insert(inputs)
+        ids, _ = yield from self._insert_records(records)
         return ids
 
     def _insert(self, jobs: list[opt.JobInput]) -> Generator[Step, Any, tuple[list[uuid.UUID], float]]:
-        payload = opt.json_text([job.record() for job in jobs], what="job data")
+        return (yield from self._insert_records([job.record() for job in jobs]))
+
+    def _insert_records(self, records: list[dict[str, Any]]) -> Generator[Step, Any, tuple[list[uuid.UUID], float]]:
+        payload = opt.json_text(records, what="job data")
         rows = yield Step(sql.INSERT_JOBS, {"jobs": payload, **self._default_params}, "rows")
         ids: list[uuid.UUID] = []
         missing: dict[str, list[str]] = {"queue": [], "dead_letter": []}

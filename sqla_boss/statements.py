@@ -99,93 +99,85 @@ _RECORD_COLUMNS = (
 )
 
 
+def _const(sql: str, type_: TypeEngine[Any] | None = None) -> ColumnElement[Any]:
+    """A constant written into the SQL: no parameter, and a shorter statement (psycopg caches the conversion
+    of statements up to 4 KB only, and the planner sees constants)."""
+    return literal_column(sql, type_)
+
+
 def _insert_jobs() -> CompoundSelect[Any]:
     records = (
         func.json_to_recordset(cast(bindparam("jobs", type_=Text), JSON))
         .table_valued(*_RECORD_COLUMNS)
-        .render_derived(name="record", with_types=True)
+        .render_derived(name="r", with_types=True)
     )
-    incoming = select(records).cte("incoming")
-    dead_letter_queue = queue.alias("dead_letter_queue")
+    start_at = case(
+        (
+            func.right(records.c.start_after, _const("1")) == _const("'Z'"),
+            cast(records.c.start_after, TIMESTAMP(timezone=True)),
+        ),
+        else_=func.now() + cast(func.coalesce(records.c.start_after, _const("'0'")), INTERVAL),
+    )
+    i = select(records, start_at.label("start_at")).cte("i").c  # the incoming jobs
+    q = queue.alias("q")
+    dead_letter_queue = queue.alias("d")
 
     problems = (
-        select(literal("queue").label("kind"), incoming.c.name.label("value"))
-        .where(~exists().where(queue.c.name == incoming.c.name))
+        select(_const("'queue'").label("kind"), i.name.label("value"))
+        .where(~exists().where(q.c.name == i.name))
         .union_all(
-            select(literal("dead_letter"), incoming.c.dead_letter).where(
-                incoming.c.dead_letter.is_not(None),
-                ~exists().where(dead_letter_queue.c.name == incoming.c.dead_letter),
+            select(_const("'dead_letter'"), i.dead_letter).where(
+                i.dead_letter.is_not(None), ~exists().where(dead_letter_queue.c.name == i.dead_letter)
             )
         )
         .cte("problems")
     )
 
-    start_after = case(
-        (func.right(incoming.c.start_after, 1) == "Z", cast(incoming.c.start_after, TIMESTAMP(timezone=True))),
-        else_=func.now() + cast(func.coalesce(incoming.c.start_after, "0"), INTERVAL),
-    )
-    prepared = (
-        select(
-            incoming,
-            start_after.label("start_at"),
-            queue.c.policy.label("queue_policy"),
-            queue.c.retry_limit.label("queue_retry_limit"),
-            queue.c.retry_delay.label("queue_retry_delay"),
-            queue.c.retry_backoff.label("queue_retry_backoff"),
-            queue.c.expire_seconds.label("queue_expire_seconds"),
-            queue.c.retention_minutes.label("queue_retention_minutes"),
-            queue.c.dead_letter.label("queue_dead_letter"),
-        )
-        .join_from(incoming, queue, queue.c.name == incoming.c.name)
-        .where(~exists(select(problems.c.kind)))
-        .cte("prepared")
-    )
-    p = prepared.c
+    second = _const("interval '1 second'", INTERVAL())
     default_retry_delay = _typed("default_retry_delay", Integer())
-    backoff = func.coalesce(p.retry_backoff, p.queue_retry_backoff, _typed("default_retry_backoff", Boolean()), false())
-    delay = func.coalesce(p.retry_delay, p.queue_retry_delay, default_retry_delay)
+    backoff = func.coalesce(i.retry_backoff, q.c.retry_backoff, _typed("default_retry_backoff", Boolean()), false())
+    delay = func.coalesce(i.retry_delay, q.c.retry_delay, default_retry_delay)
     default_expire = _typed("default_expire_in_seconds", Numeric())
-    slot = p.singleton_seconds
+    slot = i.singleton_seconds
     values = {
-        "id": func.coalesce(p.id, func.gen_random_uuid()),
-        "name": p.name,
-        "priority": func.coalesce(p.priority, 0),
-        "data": p.data,
-        "start_after": p.start_at,
-        "singleton_key": p.singleton_key,
-        "singleton_on": case(
-            (
-                slot.is_not(None),
-                cast(literal("epoch"), TIMESTAMP(timezone=False))
-                + slot * func.floor((extract("epoch", func.now()) + p.singleton_offset) / slot) * ONE_SECOND,
-            ),
-            else_=null(),
+        "id": func.coalesce(i.id, func.gen_random_uuid()),
+        "name": i.name,
+        "priority": func.coalesce(i.priority, _const("0")),
+        "data": i.data,
+        "start_after": i.start_at,
+        "singleton_key": i.singleton_key,
+        # NULL without a slot: every term is NULL then.
+        "singleton_on": _const("'epoch'::timestamp")
+        + slot * func.floor((extract("epoch", func.now()) + i.singleton_offset) / slot) * second,
+        # The job's, else the queue's, else the constructor's seconds, else 15 minutes.
+        "expire_in": func.coalesce(
+            func.coalesce(i.expire_in_seconds, q.c.expire_seconds, default_expire) * second,
+            _const("interval '15 minutes'", INTERVAL()),
         ),
-        "expire_in": case(
-            (p.expire_in_seconds.is_not(None), p.expire_in_seconds * ONE_SECOND),
-            (p.queue_expire_seconds.is_not(None), p.queue_expire_seconds * ONE_SECOND),
-            (default_expire.is_not(None), default_expire * ONE_SECOND),
-            else_=cast(literal("15 minutes"), INTERVAL),
-        ),
-        "keep_until": case(
-            (p.keep_until.is_not(None), p.keep_until),
-            else_=p.start_at
+        "keep_until": func.coalesce(
+            i.keep_until,
+            i.start_at
             + func.coalesce(
-                cast(p.retention, INTERVAL),
-                p.queue_retention_minutes * cast(literal("1 minute"), INTERVAL),
+                cast(i.retention, INTERVAL),
+                q.c.retention_minutes * _const("interval '1 minute'", INTERVAL()),
                 cast(_typed("default_retention", Text()), INTERVAL),
-                cast(literal("14 days"), INTERVAL),
+                _const("interval '14 days'", INTERVAL()),
             ),
         ),
-        "retry_limit": func.coalesce(p.retry_limit, p.queue_retry_limit, _typed("default_retry_limit", Integer()), 2),
-        "retry_delay": case((backoff, func.greatest(delay, 1)), else_=func.coalesce(delay, 0)),
+        "retry_limit": func.coalesce(
+            i.retry_limit, q.c.retry_limit, _typed("default_retry_limit", Integer()), _const("2")
+        ),
+        "retry_delay": case((backoff, func.greatest(delay, _const("1"))), else_=func.coalesce(delay, _const("0"))),
         "retry_backoff": backoff,
-        "dead_letter": func.coalesce(p.dead_letter, p.queue_dead_letter),
-        "policy": p.queue_policy,
+        "dead_letter": func.coalesce(i.dead_letter, q.c.dead_letter),
+        "policy": q.c.policy,
     }
+    rows = (
+        select(*values.values()).join_from(i.name.table, q, q.c.name == i.name).where(~exists(select(problems.c.kind)))
+    )
     inserted = (
         insert(job)
-        .from_select(list(values), select(*values.values()))
+        .from_select(list(values), rows)
         .on_conflict_do_nothing()
         .returning(job.c.id, job.c.name)
         .cte("inserted")
@@ -194,13 +186,13 @@ def _insert_jobs() -> CompoundSelect[Any]:
     # a plain CTE only as far as the query reads it, so the final SELECT counts its rows.
     queues = select(inserted.c.name).distinct().subquery("notified_queues")
     notified = select(
-        func.pg_notify(channel_expression(_typed("notify_schema", Text()), queues.c.name), "").label("sent")
+        func.pg_notify(channel_expression(_typed("notify_schema", Text()), queues.c.name), _const("''")).label("sent")
     ).cte("notified")
     return union_all(
-        select(literal("id").label("kind"), cast(inserted.c.id, Text).label("value")),
+        select(_const("'id'").label("kind"), cast(inserted.c.id, Text).label("value")),
         select(problems.c.kind, problems.c.value),
-        select(literal("now"), cast(extract("epoch", func.now()), Text)),
-        select(literal("notified"), cast(func.count(), Text)).select_from(notified),
+        select(_const("'now'"), cast(extract("epoch", func.now()), Text)),
+        select(_const("'notified'"), cast(func.count(), Text)).select_from(notified),
     )
 
 
@@ -235,7 +227,9 @@ def _fetch(by_priority: bool) -> ExecutableReturnsRows:
     key = func.coalesce(job.c.singleton_key, "")
     order = [job.c.priority.desc(), job.c.created_on, job.c.id] if by_priority else [job.c.created_on, job.c.id]
     candidates = (
-        select(job.c.id, job.c.priority, job.c.created_on, gated.label("gated"), key.label("key"))
+        # Only what the ranking below needs: the whole eligible backlog is sorted when no index serves the
+        # order, so every extra or computed column here costs on each of its rows.
+        select(job.c.id, job.c.priority, job.c.created_on, job.c.policy, job.c.singleton_key)
         .where(
             job.c.name == bindparam("queue_name", type_=Text),
             # A constant, not a parameter: so the planner can match the opt-in partial fetch index
@@ -262,8 +256,10 @@ def _fetch(by_priority: bool) -> ExecutableReturnsRows:
     )
     c = candidates.c
     candidate_order = [c.priority.desc(), c.created_on, c.id] if by_priority else [c.created_on, c.id]
-    rank = func.row_number().over(partition_by=[c.gated, c.key], order_by=candidate_order)
-    ranked = select(c.id, c.gated, rank.label("rank")).cte("ranked")
+    candidate_gated = c.policy.in_(_GATED_POLICIES)
+    candidate_key = func.coalesce(c.singleton_key, "")
+    rank = func.row_number().over(partition_by=[candidate_gated, candidate_key], order_by=candidate_order)
+    ranked = select(c.id, candidate_gated.label("gated"), rank.label("rank")).cte("ranked")
     chosen = select(ranked.c.id).where(or_(ranked.c.gated.is_not(True), ranked.c.rank == 1)).cte("chosen")
     activate = (
         update(job)
