@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, overload
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from sqla_boss import cron
@@ -27,6 +28,7 @@ from sqla_boss.async_boss import AsyncBoss
 from sqla_boss.errors import InvalidOptionError, SqlaBossError
 from sqla_boss.handling import (
     SHUTDOWN_OUTPUT,
+    Completion,
     HandlerT,
     Held,
     Registration,
@@ -343,12 +345,34 @@ class AsyncWorker:
         return AsyncBoss(session, self.schema, **self.settings.defaults)
 
     async def _loop(self, registration: Registration) -> None:
-        failures = 0
         wake = self._wake[registration.name]
+        completions: list[Completion] = []
+        try:
+            await self._run_loop(registration, wake, completions)
+        finally:
+            if completions:
+                await self._complete_at_exit(registration.name, completions)
+
+    async def _complete_at_exit(self, name: str, completions: list[Completion]) -> None:
+        try:
+            async with self._sessions.begin() as session:
+                await self._complete(session, name, completions)
+        except Exception:
+            logger.exception("could not complete jobs at stop", extra=describe(name))
+
+    async def _complete(self, session: AsyncSession, name: str, completions: list[Completion]) -> None:
+        """Complete what earlier handlers returned, in ``session``'s transaction; the caller clears the list
+        once that transaction has committed."""
+        boss = self._boss(session)
+        for completion in completions:
+            await boss.complete(name, completion.ids, completion.output)
+
+    async def _run_loop(self, registration: Registration, wake: asyncio.Event, completions: list[Completion]) -> None:
+        failures = 0
         while not self._stopping.is_set():
             wake.clear()  # a notification from here on wakes the wait below
             try:
-                found = await self._iterate(registration)
+                found = await self._iterate(registration, completions)
             except Exception:
                 failures += 1
                 delay = backoff(failures, registration.polling_interval_seconds)
@@ -379,23 +403,47 @@ class AsyncWorker:
     def _release(self, key: object) -> bool:
         return self._held.pop(key, None) is not None
 
-    async def _iterate(self, registration: Registration) -> bool:
-        """One fetch, handler call and completion; ``False`` when the fetch found nothing."""
+    async def _fetch(self, session: AsyncSession, registration: Registration) -> list[Job] | None:
+        """Fetch without a savepoint (the worker owns the transaction); ``None`` after a collision with a
+        concurrent activation of the same singleton key, rolled back, to be fetched again at once."""
+        boss = self._boss(session)
+        operation = boss._operations.fetch(
+            registration.name, registration.batch_size, True, registration.include_metadata, False, savepoint=False
+        )
+        try:
+            return await boss._run(operation)
+        except IntegrityError:
+            await session.rollback()
+            return None
+
+    async def _iterate(self, registration: Registration, completions: list[Completion]) -> bool:
+        """One fetch, handler call and completion; ``False`` when the fetch found nothing.
+
+        The completions of the previous handler calls commit in the transaction of this fetch (see
+        :meth:`Worker._iterate <sqla_boss.Worker>`).
+        """
         if registration.transactional:
             return await self._iterate_in_transaction(registration)
         name = registration.name
         async with self._sessions() as session:
-            jobs = await self._boss(session).fetch(
-                name, batch_size=registration.batch_size, include_metadata=registration.include_metadata
-            )
+            await self._complete(session, name, completions)
+            if self._stopping.is_set():
+                await session.commit()
+                completions.clear()
+                return True
+            jobs = await self._fetch(session, registration)
+            if jobs is None:  # rolled back, completions included: they go with the next fetch
+                return True
             if not jobs:
-                await session.rollback()
+                await session.commit()  # not a rollback: psycopg forgets its prepared statements on every ROLLBACK
+                completions.clear()
                 return False
             if self._stopping.is_set():
-                await session.rollback()  # the jobs go back to the queue untouched
+                await session.rollback()  # the jobs go back to the queue untouched; completions commit at exit
                 return True
             session.expunge_all()
             await session.commit()
+            completions.clear()
         ids = [job.id for job in jobs]
         key = self._hold(Held(name, ids))
         if key is None:
@@ -415,8 +463,8 @@ class AsyncWorker:
             return True
         if self._release(key):
             try:
-                await self._change(name, ids, "complete", completion_output(jobs, result))
-            except SqlaBossError as error:
+                completions.append(Completion.of(ids, completion_output(jobs, result)))
+            except SqlaBossError as error:  # e.g. an output that is not JSON: fail the job with the reason
                 await self._record_failure(name, ids, error)
         return True
 
@@ -425,12 +473,17 @@ class AsyncWorker:
         session = self._sessions()
         try:
             boss = self._boss(session)
-            jobs = await boss.fetch(
-                name, batch_size=registration.batch_size, include_metadata=registration.include_metadata
-            )
-            if not jobs or self._stopping.is_set():
+            jobs = await self._fetch(session, registration)
+            if jobs is None:
                 await session.close()
-                return bool(jobs)
+                return True
+            if not jobs:
+                await session.commit()  # not a rollback: psycopg forgets its prepared statements on every ROLLBACK
+                await session.close()
+                return False
+            if self._stopping.is_set():
+                await session.close()  # rolls back: the jobs go back untouched
+                return True
             pid = await _backend_pid(session)
         except BaseException:
             await session.close()

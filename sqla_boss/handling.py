@@ -18,7 +18,7 @@ from sqla_boss.errors import HandlerTimeoutError, InvalidOptionError
 from sqla_boss.maintenance import MAINTENANCE_OPTIONS, MaintenanceSettings
 from sqla_boss.models import Job
 from sqla_boss.operations import CronTick, Operations
-from sqla_boss.options import queue_name
+from sqla_boss.options import json_text, output_value, queue_name
 
 logger = logging.getLogger("sqla_boss.worker")
 
@@ -210,6 +210,22 @@ class Held:
     pid: int | None = None
 
 
+@dataclass(frozen=True)
+class Completion:
+    """Jobs a handler finished, and the output to store, waiting for the loop's next transaction."""
+
+    ids: list[uuid.UUID]
+    output: Any
+
+    @classmethod
+    def of(cls, ids: list[uuid.UUID], output: Any) -> Completion:
+        """Check the output now (a value that is no JSON raises here, not in the later transaction)."""
+        stored = output_value(output)
+        if stored is not None:
+            json_text(stored, what="output")
+        return cls(ids, output)
+
+
 def handler_timeout(jobs: Sequence[Job]) -> float:
     """How long a handler may run on ``jobs``: the longest ``expire_in`` among them, at least 1 s (§7.2)."""
     longest = max((job.expire_in.total_seconds() for job in jobs if job.expire_in is not None), default=0.0)
@@ -295,6 +311,7 @@ class Timetable:
 
 __all__ = [
     "SHUTDOWN_OUTPUT",
+    "Completion",
     "Held",
     "Registration",
     "Timetable",

@@ -42,6 +42,7 @@ from types import FrameType
 from typing import Any, overload
 
 from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from sqla_boss import cron
@@ -49,6 +50,7 @@ from sqla_boss.boss import Boss
 from sqla_boss.errors import InvalidOptionError, SqlaBossError
 from sqla_boss.handling import (
     SHUTDOWN_OUTPUT,
+    Completion,
     HandlerT,
     Held,
     Registration,
@@ -432,12 +434,13 @@ class Worker:
         failures = 0
         runner: _Runner | None = None
         wake = self._wake[registration.name]
+        completions: list[Completion] = []
         while not self._stopping.is_set():
             if runner is None or runner.abandoned:
                 runner = _Runner(f"sqla_boss-handler-{registration.name}")
             wake.clear()  # a notification from here on wakes the wait below
             try:
-                found = self._iterate(registration, runner)
+                found = self._iterate(registration, runner, completions)
             except Exception:
                 failures += 1
                 delay = backoff(failures, registration.polling_interval_seconds)
@@ -454,6 +457,19 @@ class Worker:
                 wake.wait(registration.polling_interval_seconds)
         if runner is not None:
             runner.close()
+        if completions:
+            try:
+                with self._sessions.begin() as session:
+                    self._complete(session, registration.name, completions)
+            except Exception:
+                logger.exception("could not complete jobs at stop", extra=describe(registration.name))
+
+    def _complete(self, session: Session, name: str, completions: list[Completion]) -> None:
+        """Complete what earlier handlers returned, in ``session``'s transaction; the caller clears the list
+        once that transaction has committed."""
+        boss = self._boss(session)
+        for completion in completions:
+            boss.complete(name, completion.ids, completion.output)
 
     def _hold(self, held: Held) -> object | None:
         """Record fetched jobs as held; ``None`` when stop() has swept already and they must not run."""
@@ -469,23 +485,47 @@ class Worker:
         with self._lock:
             return self._held.pop(key, None) is not None
 
-    def _iterate(self, registration: Registration, runner: _Runner) -> bool:
-        """One fetch, handler call and completion; ``False`` when the fetch found nothing."""
+    def _fetch(self, session: Session, registration: Registration) -> list[Job] | None:
+        """Fetch without a savepoint (the worker owns the transaction); ``None`` after a collision with a
+        concurrent activation of the same singleton key, rolled back, to be fetched again at once."""
+        boss = self._boss(session)
+        operation = boss._operations.fetch(
+            registration.name, registration.batch_size, True, registration.include_metadata, False, savepoint=False
+        )
+        try:
+            return boss._run(operation)
+        except IntegrityError:
+            session.rollback()
+            return None
+
+    def _iterate(self, registration: Registration, runner: _Runner, completions: list[Completion]) -> bool:
+        """One fetch, handler call and completion; ``False`` when the fetch found nothing.
+
+        The completions of the previous handler calls commit in the transaction of this fetch: one
+        transaction per job instead of two, and still committed before this iteration's handler runs.
+        """
         if registration.transactional:
             return self._iterate_in_transaction(registration, runner)
         name = registration.name
         with self._sessions() as session:
-            jobs = self._boss(session).fetch(
-                name, batch_size=registration.batch_size, include_metadata=registration.include_metadata
-            )
+            self._complete(session, name, completions)
+            if self._stopping.is_set():
+                session.commit()
+                completions.clear()
+                return True
+            jobs = self._fetch(session, registration)
+            if jobs is None:  # rolled back, completions included: they go with the next fetch
+                return True
             if not jobs:
-                session.rollback()
+                session.commit()  # not a rollback: psycopg forgets its prepared statements on every ROLLBACK
+                completions.clear()
                 return False
             if self._stopping.is_set():
-                session.rollback()  # the jobs go back to the queue untouched
+                session.rollback()  # the jobs go back to the queue untouched; the completions commit at exit
                 return True
             session.expunge_all()  # the handler gets detached, loaded jobs: no lazy loads on a closed session
             session.commit()
+            completions.clear()
         ids = [job.id for job in jobs]
         key = self._hold(Held(name, ids))
         if key is None:  # stop() has already failed what it found; fail these too rather than run them
@@ -502,7 +542,7 @@ class Worker:
             self._record_failure(name, ids, outcome.error)
         else:
             try:
-                self._change(name, ids, "complete", completion_output(jobs, outcome.value))
+                completions.append(Completion.of(ids, completion_output(jobs, outcome.value)))
             except SqlaBossError as error:  # e.g. an output that is not JSON: fail the job with the reason
                 self._record_failure(name, ids, error)
         return True
@@ -512,10 +552,17 @@ class Worker:
         session = self._sessions()
         try:
             boss = self._boss(session)
-            jobs = boss.fetch(name, batch_size=registration.batch_size, include_metadata=registration.include_metadata)
-            if not jobs or self._stopping.is_set():
-                session.close()  # rolls back: nothing fetched, or the jobs go back untouched
-                return bool(jobs)
+            jobs = self._fetch(session, registration)
+            if jobs is None:
+                session.close()
+                return True
+            if not jobs:
+                session.commit()  # not a rollback: psycopg forgets its prepared statements on every ROLLBACK
+                session.close()
+                return False
+            if self._stopping.is_set():
+                session.close()  # rolls back: the jobs go back untouched
+                return True
             pid = _backend_pid(session)
         except BaseException:
             session.close()

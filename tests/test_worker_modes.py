@@ -173,9 +173,9 @@ def record_fetches(worker: Worker) -> Fetches:
     fetches = Fetches()
     iterate = worker._iterate
 
-    def recording(registration: Any, runner: Any) -> bool:
+    def recording(registration: Any, *rest: Any) -> bool:
         fetches.started.append(registration.name)
-        found = iterate(registration, runner)
+        found = iterate(registration, *rest)
         fetches.ended.append((registration.name, found))
         return found
 
