@@ -54,9 +54,12 @@ def _parser() -> argparse.ArgumentParser:
     migrate = command("migrate", f"install the pg-boss schema (version {SCHEMA_VERSION}), or adopt pg-boss's")
     version_table(migrate)
     migrate.add_argument("--revision", default="head", help="target revision (default: %(default)s)")
+    fetch_index_help = "the opt-in fetch index revision instead (its own branch and version table)"
+    migrate.add_argument("--fetch-index", action="store_true", help=fetch_index_help)
     downgrade = command("downgrade", "downgrade; 'base' drops the pg-boss schema and its jobs")
     version_table(downgrade)
     downgrade.add_argument("revision", help="target revision, for example 'base'")
+    downgrade.add_argument("--fetch-index", action="store_true", help=fetch_index_help + "; 'base' drops the index")
     current = command("current", "the pg-boss schema version installed, and our Alembic revision", json_output=True)
     version_table(current)
 
@@ -140,9 +143,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _migrate(args: argparse.Namespace, url: URL) -> int:
     action = migrations.upgrade if args.command == "migrate" else migrations.downgrade
-    action(url, schema=args.schema, revision=args.revision, version_table_schema=args.version_table_schema)
+    action(
+        url,
+        schema=args.schema,
+        revision=args.revision,
+        version_table_schema=args.version_table_schema,
+        fetch_index=args.fetch_index,
+    )
     verb = "migrated" if args.command == "migrate" else "downgraded"
-    print(f"sqla-boss: {verb} schema {args.schema!r} to {args.revision!r}")
+    what = "the fetch index of schema" if args.fetch_index else "schema"
+    print(f"sqla-boss: {verb} {what} {args.schema!r} to {args.revision!r}")
     return 0
 
 
