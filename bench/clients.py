@@ -70,6 +70,16 @@ class SyncClient:
                 Boss(session, schema).send(queue, {"n": n})
         return Timing(time.perf_counter() - started, count)
 
+    def send_autocommit(self, count: int) -> Timing:
+        """Each send its own statement and transaction, as pg-boss sends: an autocommit connection."""
+        schema, queue = self.target.schema, self.target.queue
+        engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        started = time.perf_counter()
+        for n in range(count):
+            with engine.connect() as connection:
+                Boss(connection, schema).send(queue, {"n": n})
+        return Timing(time.perf_counter() - started, count)
+
     def insert(self, count: int, batch: int) -> Timing:
         schema, queue = self.target.schema, self.target.queue
         started = time.perf_counter()
@@ -184,6 +194,18 @@ class AsyncClient:
             for n in range(count):
                 async with self.sessions.begin() as session:
                     await AsyncBoss(session, schema).send(queue, {"n": n})
+            return Timing(time.perf_counter() - started, count)
+
+        return self._run(run())  # type: ignore[no-any-return]
+
+    def send_autocommit(self, count: int) -> Timing:
+        async def run() -> Timing:
+            schema, queue = self.target.schema, self.target.queue
+            engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+            started = time.perf_counter()
+            for n in range(count):
+                async with engine.connect() as connection:
+                    await AsyncBoss(connection, schema).send(queue, {"n": n})
             return Timing(time.perf_counter() - started, count)
 
         return self._run(run())  # type: ignore[no-any-return]

@@ -140,6 +140,8 @@ def run_workloads(bench: Bench, only: set[str] | None, indexes: tuple[bool, ...]
 
         for name in every:
             bench.measure("W1 single sends, own transaction", name, lambda c: c.send(count), sent)
+        for name in python:
+            bench.measure("W1 single sends, autocommit", name, lambda c: c.send_autocommit(count), sent)
         bench.measure("W1 raw prepared, own transaction", "raw psycopg", lambda c: c.send(count), sent)
         bench.measure("W1 raw prepared, autocommit", "raw psycopg", lambda c: c.send(count, autocommit=True), sent)
 
@@ -261,6 +263,15 @@ def table(rows: list[Row]) -> str:
 
 def _reference(rows: list[Row], workload: str) -> Row | None:
     """Our worker rows compare with pg-boss's work() row of the same index setting."""
+    if workload.startswith("W1 single sends, autocommit"):
+        return next(
+            (
+                row
+                for row in rows
+                if row.workload == "W1 single sends, own transaction" and row.client == "pg-boss 10.4.2"
+            ),
+            None,
+        )
     if workload.startswith("W5 worker"):
         label = " +index" if workload.endswith("+index") else ""
         for row in rows:

@@ -44,7 +44,8 @@ class AsyncBoss:
         self._operations = operations_for(schema, defaults)
         self.session = session if isinstance(session, AsyncSession) else AsyncSession(bind=session)
         """The session the statements run on."""
-        bind_session(self.session.sync_session, self._operations.schema)
+        self._connection = session if isinstance(session, AsyncConnection) else None
+        bind_session(self.session.sync_session, self._operations.schema, orm=False)
 
     @property
     def schema(self) -> str:
@@ -82,9 +83,16 @@ class AsyncBoss:
     async def _execute(self, step: Step) -> Any:
         options = self._operations.execution_options
         if step.result == "entities":
+            bind_session(self.session.sync_session, self._operations.schema)  # ORM objects refresh in this schema
             options = {**options, "populate_existing": True}
             return (await self.session.scalars(step.statement, step.params, execution_options=options)).all()
-        result = await self.session.execute(step.statement, step.params, execution_options=options)
+        # As Boss: past the ORM's execution layer, after flushing what is pending.
+        connection = self._connection
+        if connection is None:
+            if self.session.autoflush:
+                await self.session.flush()
+            connection = await self.session.connection()
+        result = await connection.execute(step.statement, step.params, execution_options=options)
         return read_result(result, step)
 
     # ------------------------------------------------------------------------------------------ queues

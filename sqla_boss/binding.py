@@ -15,35 +15,39 @@ from sqla_boss.operations import Expire, Step
 from sqla_boss.schema import schema_translate_map
 
 _SESSION_KEY = "sqla_boss_schema"
+_HOOK_KEY = "sqla_boss_orm_hook"
 
 
-def bind_session(session: Session, schema: str) -> None:
+def bind_session(session: Session, schema: str, *, orm: bool = True) -> None:
     """Make every ORM execution of sqla_boss's models on ``session`` read and write ``schema``.
 
     Statements the repository runs carry the ``schema_translate_map`` themselves; this covers what the
     ORM runs on its own later: refreshing an expired job, lazy-loading ``job.queue``, a flush. It is a
     ``do_orm_execute`` hook on this session only, and only for statements on sqla_boss's models that
-    carry no translation for ``pgboss`` already.
+    carry no translation for ``pgboss`` already. With ``orm=False`` it only ties the session to the schema;
+    the hook is added by the first call with ``orm=True`` (the repository makes it when it first returns
+    ORM objects: a single send never pays for it).
 
     Raises:
         SchemaMismatchError: the session, or the engine or connection it is bound to, already serves
             another pg-boss schema.
     """
     bound = session.info.get(_SESSION_KEY)
-    if bound is not None:
-        if bound != schema:
-            raise SchemaMismatchError(
-                f"this session already works on pg-boss schema {bound!r}; use another session for {schema!r}"
-            )
-        return
-    translated = _bind_translation(session.bind)
-    if translated is not None and translated != schema:
+    if bound is not None and bound != schema:
         raise SchemaMismatchError(
-            f"the session's bind translates the pg-boss models to schema {translated!r}, not {schema!r}"
+            f"this session already works on pg-boss schema {bound!r}; use another session for {schema!r}"
         )
-    session.info[_SESSION_KEY] = schema
-    if schema == DEFAULT_SCHEMA or translated == schema:
+    if bound is None:
+        translated = _bind_translation(session.bind)
+        if translated is not None and translated != schema:
+            raise SchemaMismatchError(
+                f"the session's bind translates the pg-boss models to schema {translated!r}, not {schema!r}"
+            )
+        session.info[_SESSION_KEY] = schema
+        session.info[_HOOK_KEY] = schema == DEFAULT_SCHEMA or translated == schema  # nothing to translate
+    if not orm or session.info[_HOOK_KEY]:
         return
+    session.info[_HOOK_KEY] = True
     translate = schema_translate_map(schema)
 
     def add_translation(state: ORMExecuteState) -> None:

@@ -43,7 +43,8 @@ class Boss:
         self._operations = operations_for(schema, defaults)
         self.session = session if isinstance(session, Session) else Session(bind=session)
         """The session the statements run on."""
-        bind_session(self.session, self._operations.schema)
+        self._connection = session if isinstance(session, Connection) else None
+        bind_session(self.session, self._operations.schema, orm=False)
 
     @property
     def schema(self) -> str:
@@ -81,9 +82,18 @@ class Boss:
     def _execute(self, step: Step) -> Any:
         options = self._operations.execution_options
         if step.result == "entities":
+            bind_session(self.session, self._operations.schema)  # the ORM objects refresh in this schema
             options = {**options, "populate_existing": True}
             return self.session.scalars(step.statement, step.params, execution_options=options).all()
-        return read_result(self.session.execute(step.statement, step.params, execution_options=options), step)
+        # Core statements go to the session's connection, in its transaction, past the ORM's execution layer
+        # (a measurable part of a single send); the session's pending changes are flushed first, as
+        # Session.execute would, so they reach the database in the order they were made.
+        connection = self._connection
+        if connection is None:
+            if self.session.autoflush:
+                self.session.flush()
+            connection = self.session.connection()
+        return read_result(connection.execute(step.statement, step.params, execution_options=options), step)
 
     # ------------------------------------------------------------------------------------------ queues
 
