@@ -85,7 +85,8 @@ class SyncClient:
         started = time.perf_counter()
         for first in range(0, count, batch):
             with self.sessions.begin() as session:
-                Boss(session, schema).insert([{"name": queue, "data": {"n": n}} for n in range(first, first + batch)])
+                jobs = [{"name": queue, "data": {"n": n}} for n in range(first, min(count, first + batch))]
+                Boss(session, schema).insert(jobs)
         return Timing(time.perf_counter() - started, count)
 
     def drain(self, count: int, batch: int, consumers: int) -> Timing:
@@ -216,7 +217,7 @@ class AsyncClient:
             started = time.perf_counter()
             for first in range(0, count, batch):
                 async with self.sessions.begin() as session:
-                    jobs = [{"name": queue, "data": {"n": n}} for n in range(first, first + batch)]
+                    jobs = [{"name": queue, "data": {"n": n}} for n in range(first, min(count, first + batch))]
                     await AsyncBoss(session, schema).insert(jobs)
             return Timing(time.perf_counter() - started, count)
 

@@ -160,11 +160,21 @@ def _current(args: argparse.Namespace, url: URL) -> int:
     with _engine(url) as engine, engine.connect() as connection:
         state, version = inspect_schema(connection, args.schema)
         revision = migrations.current_revision(connection, args.schema, args.version_table_schema)
-    info = {"schema": args.schema, "state": state.value, "pgboss_version": version, "revision": revision}
+        index = migrations.current_revision(connection, args.schema, args.version_table_schema, fetch_index=True)
+    info = {
+        "schema": args.schema,
+        "state": state.value,
+        "pgboss_version": version,
+        "revision": revision,
+        "fetch_index_revision": index,
+    }
     if args.json:
         print(json.dumps(info))
     else:
-        print(f"schema {args.schema}: {state.value}, pg-boss version {version}, revision {revision or '(none)'}")
+        print(
+            f"schema {args.schema}: {state.value}, pg-boss version {version}, revision {revision or '(none)'}, "
+            f"fetch index {index or '(not installed)'}"
+        )
     return 0
 
 

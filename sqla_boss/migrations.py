@@ -51,17 +51,20 @@ def fetch_index_version_table_name(schema: str) -> str:
 
 
 def current_revision(
-    connection: Connection, schema: str = DEFAULT_SCHEMA, version_table_schema: str = DEFAULT_VERSION_TABLE_SCHEMA
+    connection: Connection,
+    schema: str = DEFAULT_SCHEMA,
+    version_table_schema: str = DEFAULT_VERSION_TABLE_SCHEMA,
+    *,
+    fetch_index: bool = False,
 ) -> str | None:
-    """The revision of our migrations recorded for ``schema``, or ``None``. Reads only."""
+    """The revision of our migrations recorded for ``schema`` (with ``fetch_index``, of the opt-in fetch
+    index revision), or ``None``. Reads only."""
     from alembic.runtime.migration import MigrationContext
 
+    table = fetch_index_version_table_name(schema) if fetch_index else version_table_name(schema)
     context = MigrationContext.configure(
         connection,
-        opts={
-            "version_table": version_table_name(schema),
-            "version_table_schema": validate_schema_name(version_table_schema),
-        },
+        opts={"version_table": table, "version_table_schema": validate_schema_name(version_table_schema)},
     )
     return context.get_current_revision()
 
@@ -82,6 +85,10 @@ def make_config(
     config = Config()
     config.set_main_option("script_location", SCRIPT_LOCATION)
     if fetch_index:
+        # One location, which may hold spaces: split it on the OS path separator only (both spellings, for
+        # the Alembic versions before and after the option was renamed).
+        config.set_main_option("path_separator", "os")
+        config.set_main_option("version_path_separator", "os")
         config.set_main_option("version_locations", FETCH_INDEX_LOCATION)
         config.attributes["version_table"] = fetch_index_version_table_name(schema)
     if url is not None:
@@ -239,9 +246,11 @@ include_object = include_object_for(DEFAULT_SCHEMA)
 
 __all__ = [
     "DEFAULT_VERSION_TABLE_SCHEMA",
+    "FETCH_INDEX_LOCATION",
     "SCRIPT_LOCATION",
     "current_revision",
     "downgrade",
+    "fetch_index_version_table_name",
     "include_name",
     "include_name_for",
     "include_object",

@@ -25,8 +25,8 @@ def drop_schema(engine: Engine, schema: str) -> None:
     """Drop ``schema`` and the Alembic version table of our revisions for it."""
     with engine.begin() as connection:
         connection.execute(text(f"DROP SCHEMA IF EXISTS {quote_identifier(schema)} CASCADE"))
-        version_table = quote_identifier(migrations.version_table_name(schema))
-        connection.execute(text(f"DROP TABLE IF EXISTS public.{version_table}"))
+        for table in (migrations.version_table_name(schema), migrations.fetch_index_version_table_name(schema)):
+            connection.execute(text(f"DROP TABLE IF EXISTS public.{quote_identifier(table)}"))
 
 
 def _query(bind: Engine | Connection, sql: str, **params: Any) -> list[Any]:

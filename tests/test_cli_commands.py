@@ -38,6 +38,7 @@ def test_current_reports_the_installed_version(run: Run, installed_schema: str) 
         "state": "installed",
         "pgboss_version": 24,
         "revision": "pgboss_v24",
+        "fetch_index_revision": None,
     }
 
 

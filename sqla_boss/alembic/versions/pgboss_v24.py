@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from alembic import op
 
 from sqla_boss import schema as pgboss_schema
+from sqla_boss.identifiers import quote_identifier
 
 revision: str = "pgboss_v24"
 down_revision: str | Sequence[str] | None = None
@@ -24,4 +25,11 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    pgboss_schema.uninstall(op.get_bind(), op.get_context().opts["sqla_boss_schema"])
+    context = op.get_context()
+    schema = context.opts["sqla_boss_schema"]
+    pgboss_schema.uninstall(op.get_bind(), schema)
+    # The opt-in fetch index went with the job table; forget its revision too, or a later install would
+    # believe the index is still there.
+    version_table_schema = quote_identifier(context.opts.get("version_table_schema") or "public")
+    index_table = quote_identifier(f"alembic_idx_{schema}")
+    op.execute(f"DROP TABLE IF EXISTS {version_table_schema}.{index_table}")
