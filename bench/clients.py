@@ -62,6 +62,9 @@ class SyncClient:
     def close(self) -> None:
         self.engine.dispose()
 
+    def reconnect(self) -> None:
+        self.engine.dispose()
+
     def send(self, count: int) -> Timing:
         schema, queue = self.target.schema, self.target.queue
         started = time.perf_counter()
@@ -184,6 +187,9 @@ class AsyncClient:
     def close(self) -> None:
         self.loop.run_until_complete(self.engine.dispose())
         self.loop.close()
+
+    def reconnect(self) -> None:
+        self.loop.run_until_complete(self.engine.dispose())
 
     def _run(self, coroutine: Any) -> Any:
         return self.loop.run_until_complete(coroutine)
@@ -317,6 +323,9 @@ class RawClient:
     def close(self) -> None:
         pass
 
+    def reconnect(self) -> None:
+        pass  # a connection per run already
+
     def send(self, count: int, *, autocommit: bool = False) -> Timing:
         url = self.target.url.set(drivername="postgresql").render_as_string(hide_password=False)
         with psycopg.connect(url, autocommit=autocommit) as connection:
@@ -364,6 +373,9 @@ class PgBossClient:
 
     def close(self) -> None:
         pass
+
+    def reconnect(self) -> None:
+        pass  # a connection per run already
 
     def _run(self, workload: str, **params: Any) -> Timing:
         command = {

@@ -80,11 +80,14 @@ class Bench:
             return {state: count for state, count in rows}
 
     def set_index(self, present: bool) -> None:
-        """Install or remove the opt-in fetch index through its Alembic revision, as a user would."""
+        """Install or remove the opt-in fetch index through its Alembic revision, as a user would, then give
+        every client fresh connections: a prepared fetch keeps the plan it was made with (see README)."""
         if present:
             migrations.upgrade(self.engine, schema=SCHEMA, fetch_index=True)
         else:
             migrations.downgrade(self.engine, schema=SCHEMA, fetch_index=True)
+        for client in self.clients.values():
+            client.reconnect()
 
     # ----------------------------------------------------------------------------------------- running
 
