@@ -248,8 +248,8 @@ def table(rows: list[Row]) -> str:
             if row is None:
                 cells.append("")
                 continue
-            extra = f", p99 {statistics.median(row.extra['p99_ms']):.0f}" if "p99_ms" in row.extra else ""
-            cells.append(f"{row.median:,.0f} {row.unit} ({min(row.runs):,.0f}-{max(row.runs):,.0f}{extra})")
+            extra = f", p99 {_number(statistics.median(row.extra['p99_ms']))}" if "p99_ms" in row.extra else ""
+            cells.append(f"{_number(row.median)} {row.unit} ({_number(min(row.runs))}-{_number(max(row.runs))}{extra})")
         reference = found.get("pg-boss 10.4.2") or _reference(rows, workload)
         ratios = []
         for name in ("sqla_boss sync", "sqla_boss async"):
@@ -257,11 +257,27 @@ def table(rows: list[Row]) -> str:
             if row is None or reference is None:
                 ratios.append("")
             elif row.unit == "ms":
-                ratios.append(f"{reference.median / row.median:.1f}x faster")
+                ratios.append(f"{_ratio(reference.median / row.median)} faster")
             else:
-                ratios.append(f"{row.median / reference.median:.2f}x")
+                ratios.append(_ratio(row.median / reference.median))
         lines.append(f"| {workload} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
     return "\n".join(lines)
+
+
+def _ratio(value: float) -> str:
+    return f"{value:.2f}x" if value < 10 else f"{value:,.0f}x"
+
+
+def _number(value: float) -> str:
+    return f"{value:,.1f}" if value < 10 else f"{value:,.0f}"
+
+
+def table_from_json(path: str) -> str:
+    """The table of a results file written earlier."""
+    with open(path) as handle:
+        result = json.load(handle)
+    rows = [Row(row["workload"], row["client"], row["unit"], row["runs"], row["extra"]) for row in result["rows"]]
+    return table(rows)
 
 
 def _reference(rows: list[Row], workload: str) -> Row | None:
