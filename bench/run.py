@@ -299,6 +299,14 @@ def _reference(rows: list[Row], workload: str) -> Row | None:
     return None
 
 
+def drop_bench_schema(engine: Engine) -> None:
+    """Drop the bench's pg-boss schema and the version tables of its revisions."""
+    with engine.begin() as connection:
+        connection.execute(text(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))
+        for version_table in (migrations.version_table_name(SCHEMA), migrations.fetch_index_version_table_name(SCHEMA)):
+            connection.execute(text(f"DROP TABLE IF EXISTS public.{version_table}"))
+
+
 @contextmanager
 def database() -> Iterator[URL]:
     configured = os.environ.get(DATABASE_URL_ENV)
@@ -330,13 +338,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with database() as url:
         engine = create_engine(url)
-        with engine.begin() as connection:
-            connection.execute(text(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))
-            for version_table in (
-                migrations.version_table_name(SCHEMA),
-                migrations.fetch_index_version_table_name(SCHEMA),
-            ):
-                connection.execute(text(f"DROP TABLE IF EXISTS public.{version_table}"))
+        drop_bench_schema(engine)
         migrations.upgrade(engine, schema=SCHEMA)
         with Session(engine) as session, session.begin():
             Boss(session, SCHEMA).create_queue(QUEUE)
@@ -359,13 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             for client in clients.values():
                 client.close()
-            with engine.begin() as connection:
-                connection.execute(text(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))
-                for version_table in (
-                    migrations.version_table_name(SCHEMA),
-                    migrations.fetch_index_version_table_name(SCHEMA),
-                ):
-                    connection.execute(text(f"DROP TABLE IF EXISTS public.{version_table}"))
+            drop_bench_schema(engine)
             engine.dispose()
         print()
         print(table(bench.rows))
