@@ -531,25 +531,20 @@ class AsyncWorker:
 
     async def _record_failure(self, name: str, ids: list[uuid.UUID], error: Any, *, reactivate: bool = False) -> None:
         log_failure(name, ids, error)
-        await self._change(name, ids, "fail", error, reactivate=reactivate)
+        await self._fail(name, ids, error, reactivate=reactivate)
 
-    async def _change(
-        self, name: str, ids: list[uuid.UUID], action: str, output: Any, *, reactivate: bool = False
-    ) -> None:
-        """Complete or fail the jobs in a transaction of their own, committed at once."""
+    async def _fail(self, name: str, ids: list[uuid.UUID], output: Any, *, reactivate: bool = False) -> None:
+        """Fail the jobs in a transaction of their own, committed at once."""
         async with self._sessions() as session, session.begin():
             boss = self._boss(session)
-            if action == "complete":
-                await boss.complete(name, ids, output)
-            else:
-                await boss._run(boss._operations.fail(name, ids, output, reactivate=reactivate))
+            await boss._run(boss._operations.fail(name, ids, output, reactivate=reactivate))
 
     async def _fail_held(self, held: Held, output: Any) -> None:
         extra = describe(held.name, held.ids)
         try:
             if held.pid is not None:
                 await self._terminate(held.pid)
-            await self._change(held.name, held.ids, "fail", output, reactivate=held.pid is not None)
+            await self._fail(held.name, held.ids, output, reactivate=held.pid is not None)
         except Exception:
             logger.exception("could not fail job(s) %s of queue %s", extra["job_id"], held.name, extra=extra)
         else:
