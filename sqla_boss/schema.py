@@ -29,7 +29,7 @@ from sqlalchemy.dialects.postgresql import BIT, BYTEA, CreateEnumType
 from sqlalchemy.schema import CreateIndex, CreateSchema, CreateTable, DropTable, Index
 from sqlalchemy.sql.elements import ColumnElement, TextClause
 
-from sqla_boss.errors import SchemaConflictError, SchemaVersionError
+from sqla_boss.errors import InvalidOptionError, SchemaConflictError, SchemaVersionError
 from sqla_boss.identifiers import DEFAULT_SCHEMA, quote_identifier, quote_literal, validate_schema_name
 from sqla_boss.models import Archive, Job, JobStateType, Queue, Schedule, Subscription, Version, metadata
 
@@ -212,6 +212,31 @@ def drop_fetch_index(connection: Connection, schema: str = DEFAULT_SCHEMA) -> No
     validate_schema_name(schema)
     lock_schema(connection, schema)
     connection.execute(text(f"DROP INDEX IF EXISTS {quote_identifier(schema)}.{FETCH_INDEX_NAME}"))
+
+
+def grant_worker_role(connection: Connection, role: str, schema: str = DEFAULT_SCHEMA) -> None:
+    """Give ``role`` what a worker needs on ``schema`` and nothing more: ``USAGE`` on the schema and ``SELECT,
+    INSERT, UPDATE, DELETE`` on its tables, including the partitions ``create_queue`` adds later (default
+    privileges of the role running this, which should be the schema's owner, the migration role).
+
+    Enough to send, fetch, complete, fail, cancel, schedule, publish and run maintenance and cron; not enough to
+    create or delete queues, which are DDL (a partition each). Runs in the caller's transaction, does not commit.
+
+    Raises:
+        InvalidSchemaNameError: ``schema`` is not a valid pg-boss schema name; nothing was run.
+        InvalidOptionError: ``role`` is not a PostgreSQL role name (empty, over 63 bytes, NUL); nothing was run.
+    """
+    validate_schema_name(schema)
+    if not isinstance(role, str) or not role or "\x00" in role or len(role.encode()) > 63:
+        raise InvalidOptionError(f"not a PostgreSQL role name: {role!r}")
+    quoted_schema, quoted_role = quote_identifier(schema), quote_identifier(role)
+    for statement in (
+        f"GRANT USAGE ON SCHEMA {quoted_schema} TO {quoted_role}",
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {quoted_schema} TO {quoted_role}",
+        f"ALTER DEFAULT PRIVILEGES IN SCHEMA {quoted_schema} "
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {quoted_role}",
+    ):
+        connection.execute(text(statement))
 
 
 def function_ddl(schema: str) -> TextClause:
