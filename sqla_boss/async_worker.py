@@ -501,8 +501,11 @@ class AsyncWorker:
                     result = await _call(registration.handler, jobs, session)
                 await boss.complete(name, ids, completion_output(jobs, result))
             except Exception as error:  # the savepoint is rolled back: the handler's writes are gone
-                await boss.fail(name, ids, error)
-                await session.commit()
+                try:
+                    await boss.fail(name, ids, error)
+                    await session.commit()
+                except Exception:
+                    raise error from None  # the transaction itself is lost: failed afresh, with this reason
                 return error
             await session.commit()
             return None
@@ -663,9 +666,11 @@ class AsyncWorker:
                 if wanted not in listening:
                     await driver.execute(pgsql.SQL("LISTEN {}").format(pgsql.Identifier(wanted)))
                     listening[wanted] = name
-                    if failures:
-                        logger.info("listener reconnected", extra=describe(name))
-                        failures = 0
+            if failures:  # listening again: what was sent while nobody listened is found by fetching now
+                logger.info("listener reconnected", extra=describe(""))
+                failures = 0
+                for wake in self._wake.values():
+                    wake.set()
             async for notification in driver.notifies(timeout=LISTEN_POLL_SECONDS):
                 queue = listening.get(notification.channel)
                 if queue is not None:

@@ -583,8 +583,11 @@ class Worker:
                         result = registration.handler(jobs, session)
                     boss.complete(name, ids, completion_output(jobs, result))
                 except Exception as error:  # the savepoint is rolled back: the handler's writes are gone
-                    boss.fail(name, ids, error)
-                    session.commit()
+                    try:
+                        boss.fail(name, ids, error)
+                        session.commit()
+                    except Exception:
+                        raise error from None  # the transaction itself is lost: failed afresh, with this reason
                     return error
                 session.commit()
                 return None
@@ -754,9 +757,11 @@ class Worker:
                 if wanted not in listening:
                     connection.execute(pgsql.SQL("LISTEN {}").format(pgsql.Identifier(wanted)))
                     listening[wanted] = name
-                    if failures:
-                        logger.info("listener reconnected", extra=describe(name))
-                        failures = 0
+            if failures:  # listening again: what was sent while nobody listened is found by fetching now
+                logger.info("listener reconnected", extra=describe(""))
+                failures = 0
+                for wake in self._wake.values():
+                    wake.set()
             for notification in connection.notifies(timeout=LISTEN_POLL_SECONDS):
                 queue = listening.get(notification.channel)
                 if queue is not None:
