@@ -365,7 +365,10 @@ class AsyncWorker:
         once that transaction has committed."""
         boss = self._boss(session)
         for completion in completions:
-            await boss.complete(name, completion.ids, completion.output)
+            if completion.failed:
+                await boss.fail(name, completion.ids, completion.output)
+            else:
+                await boss.complete(name, completion.ids, completion.output)
 
     async def _run_loop(self, registration: Registration, wake: asyncio.Event, completions: list[Completion]) -> None:
         failures = 0
@@ -423,7 +426,7 @@ class AsyncWorker:
         :meth:`Worker._iterate <sqla_boss.Worker>`).
         """
         if registration.transactional:
-            return await self._iterate_in_transaction(registration)
+            return await self._iterate_in_transaction(registration, completions)
         name = registration.name
         async with self._sessions() as session:
             await self._complete(session, name, completions)
@@ -455,44 +458,59 @@ class AsyncWorker:
             result = await asyncio.wait_for(_call(registration.handler, jobs), seconds)
         except asyncio.TimeoutError:
             if self._release(key):
-                await self._record_failure(name, ids, timeout_error(seconds))
+                await self._record_failure(name, ids, timeout_error(seconds), completions)
             return True
         except Exception as error:
             if self._release(key):
-                await self._record_failure(name, ids, error)
+                await self._record_failure(name, ids, error, completions)
             return True
         if self._release(key):
             try:
                 completions.append(Completion.of(ids, completion_output(jobs, result)))
             except SqlaBossError as error:  # e.g. an output that is not JSON: fail the job with the reason
-                await self._record_failure(name, ids, error)
+                await self._record_failure(name, ids, error, completions)
         return True
 
-    async def _iterate_in_transaction(self, registration: Registration) -> bool:
+    async def _iterate_in_transaction(self, registration: Registration, completions: list[Completion]) -> bool:
+        """Fetch and commit (the jobs are ``active``: a crash from here on uses up a retry, through expiry),
+        then run the handler and the completion in one new transaction. Failures that could not be recorded
+        earlier commit with the fetch."""
         name = registration.name
         session = self._sessions()
         try:
-            boss = self._boss(session)
+            await self._complete(session, name, completions)
+            if self._stopping.is_set():
+                await session.commit()
+                completions.clear()
+                await session.close()
+                return True
             jobs = await self._fetch(session, registration)
-            if jobs is None:
+            if jobs is None:  # rolled back, pending failures included: they go with the next fetch
                 await session.close()
                 return True
             if not jobs:
                 await session.commit()  # not a rollback: psycopg forgets its prepared statements on every ROLLBACK
+                completions.clear()
                 await session.close()
                 return False
             if self._stopping.is_set():
-                await session.close()  # rolls back: the jobs go back untouched
+                await session.rollback()  # the jobs go back untouched; pending failures are recorded at exit
+                await session.close()
                 return True
-            pid = await _backend_pid(session)
+            session.expunge_all()  # the handler gets detached, loaded jobs, as in pg-boss's completion mode
+            await session.commit()
+            completions.clear()
+            pid = await _backend_pid(session)  # begins the handler's transaction
         except BaseException:
             await session.close()
             raise
         ids = [job.id for job in jobs]
         key = self._hold(Held(name, ids, pid))
-        if key is None:
+        if key is None:  # stop() has already failed what it found; fail these too rather than run them
             await session.close()
+            await self._fail_held(Held(name, ids), SHUTDOWN_OUTPUT)
             return True
+        boss = self._boss(session)
 
         async def in_transaction() -> BaseException | None:
             """Run the handler in a savepoint; complete, or roll the handler back and fail; commit."""
@@ -526,28 +544,39 @@ class AsyncWorker:
             logger.debug("closing the session of a failed batch of queue %s", name, exc_info=True)
         if not self._release(key):
             return True
-        if failure is not None:  # timed out, or the transaction itself failed: the fetch rolled back with it
-            await self._record_failure(name, ids, failure, reactivate=True)
+        if failure is not None:  # timed out, or the transaction itself failed; the jobs are still active
+            await self._record_failure(name, ids, failure, completions)
         elif handled is not None:
             log_failure(name, ids, handled)
         return True
 
-    async def _record_failure(self, name: str, ids: list[uuid.UUID], error: Any, *, reactivate: bool = False) -> None:
+    async def _record_failure(self, name: str, ids: list[uuid.UUID], error: Any, pending: list[Completion]) -> None:
+        """Fail the jobs now, in a transaction of their own; if the database refuses (a lock or statement
+        timeout, a lost connection), keep the failure in ``pending`` for the loop's next transaction."""
         log_failure(name, ids, error)
-        await self._fail(name, ids, error, reactivate=reactivate)
+        try:
+            await self._fail(name, ids, error)
+        except Exception:
+            logger.warning(
+                "could not record the failure of job(s) %s of queue %s; trying again with the next fetch",
+                ", ".join(map(str, ids)),
+                name,
+                exc_info=True,
+                extra=describe(name, ids),
+            )
+            pending.append(Completion(ids, error, failed=True))
 
-    async def _fail(self, name: str, ids: list[uuid.UUID], output: Any, *, reactivate: bool = False) -> None:
+    async def _fail(self, name: str, ids: list[uuid.UUID], output: Any) -> None:
         """Fail the jobs in a transaction of their own, committed at once."""
         async with self._sessions() as session, session.begin():
-            boss = self._boss(session)
-            await boss._run(boss._operations.fail(name, ids, output, reactivate=reactivate))
+            await self._boss(session).fail(name, ids, output)
 
     async def _fail_held(self, held: Held, output: Any) -> None:
         extra = describe(held.name, held.ids)
         try:
             if held.pid is not None:
                 await self._terminate(held.pid)
-            await self._fail(held.name, held.ids, output, reactivate=held.pid is not None)
+            await self._fail(held.name, held.ids, output)
         except Exception:
             logger.exception("could not fail job(s) %s of queue %s", extra["job_id"], held.name, extra=extra)
         else:

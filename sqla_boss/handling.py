@@ -212,10 +212,12 @@ class Held:
 
 @dataclass(frozen=True)
 class Completion:
-    """Jobs a handler finished, and the output to store, waiting for the loop's next transaction."""
+    """Jobs a handler finished, and the output to store, waiting for the loop's next transaction; with
+    ``failed``, a failure that could not be recorded at once (the database refused), to record then."""
 
     ids: list[uuid.UUID]
     output: Any
+    failed: bool = False
 
     @classmethod
     def of(cls, ids: list[uuid.UUID], output: Any) -> Completion:

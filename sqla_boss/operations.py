@@ -305,17 +305,10 @@ class Operations:
                 f"nothing was resumed ({exc.orig})"
             ) from exc
 
-    def fail(self, name: object, ids: object, output: Any, *, reactivate: bool = False) -> Operation[int]:
-        """``reactivate`` (workers only): first mark queued jobs started, as their rolled-back fetch did."""
+    def fail(self, name: object, ids: object, output: Any) -> Operation[int]:
         queue_name = opt.queue_name(name)
         job_ids = tuple(opt.job_ids(ids, operation="fail"))
         params = {"queue_name": queue_name, "ids": list(job_ids), "job_output": _output_text(output)}
-        if reactivate:
-            # Only the jobs still queued: one another worker has taken since is its own to finish.
-            taken = yield Step(sql.REACTIVATE, {"queue_name": queue_name, "ids": list(job_ids)}, "rows")
-            params["ids"] = [row[0] for row in taken]
-            if not params["ids"]:
-                return 0
         rows = yield Step(sql.FAIL, params, "rows")
         yield Expire.jobs(queue_name, job_ids)
         return int(rows[0][0])

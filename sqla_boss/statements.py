@@ -280,19 +280,6 @@ FETCH_BY_PRIORITY = _fetch(by_priority=True)
 FETCH_BY_AGE = _fetch(by_priority=False)
 """The same, oldest first, ignoring priority."""
 
-REACTIVATE = (
-    update(job)
-    .where(job.c.name == bindparam("queue_name", type_=Text), _ids(), job.c.state < JobState.active)
-    .values(**_ACTIVATION)
-    .returning(job.c.id)
-)
-"""Activate the given queued jobs again, as a fetch does; for a worker whose fetch was rolled back.
-
-A transactional worker's handler that raises rolls back its own fetch too, so the jobs are queued again as
-if never started; failing them as they are would not use up a retry, and they would run forever. This marks
-them started first (unless another worker has taken them meanwhile), so the following FAIL counts.
-"""
-
 # ------------------------------------------------------------------------------------ state changes (§6)
 
 COMPLETE = (

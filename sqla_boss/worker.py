@@ -11,11 +11,14 @@ from the worker's sessionmaker and, in **pg-boss's completion mode** (the defaul
    as output when the batch holds one job, as pg-boss does) or, if the handler raised, fails them with
    the exception (pg-boss's retry and dead-letter rules apply).
 
-In the **transactional mode** (``work(..., transactional=True)``) the handler is called as
-``handler(jobs, session)`` inside the fetch's transaction, and the jobs are completed and committed in that
-same transaction: the handler's writes and the completion commit together or not at all. If the handler
-raises (or outlives the timeout, or the worker stops), that transaction rolls back and the jobs are failed
-in a fresh one, using up a retry as any failure does.
+In the **transactional mode** (``work(..., transactional=True)``) the fetch commits as in pg-boss's mode
+(the jobs are ``active``), then ``handler(jobs, session)`` runs in a new transaction, inside a savepoint,
+and the jobs are completed in that same transaction: the handler's writes and the completion commit
+together or not at all. If the handler raises, the savepoint rolls back (its writes are gone) and the jobs
+are failed in that transaction. If it outlives the timeout, or the worker stops, its backend is terminated
+(the transaction rolls back) and the jobs are failed in a fresh one. Either way a retry is used up, and a
+worker that dies mid-handler leaves its jobs ``active`` for expiry to fail: a job that kills every worker
+taking it still ends by its retry rules.
 
 Unlike pg-boss (trap 21), a loop fetches again straight away while the queue hands out jobs, and waits
 the polling interval only after an empty fetch. A ``send`` from sqla_boss wakes the waiting loops of its
@@ -469,7 +472,10 @@ class Worker:
         once that transaction has committed."""
         boss = self._boss(session)
         for completion in completions:
-            boss.complete(name, completion.ids, completion.output)
+            if completion.failed:
+                boss.fail(name, completion.ids, completion.output)
+            else:
+                boss.complete(name, completion.ids, completion.output)
 
     def _hold(self, held: Held) -> object | None:
         """Record fetched jobs as held; ``None`` when stop() has swept already and they must not run."""
@@ -505,7 +511,7 @@ class Worker:
         transaction per job instead of two, and still committed before this iteration's handler runs.
         """
         if registration.transactional:
-            return self._iterate_in_transaction(registration, runner)
+            return self._iterate_in_transaction(registration, runner, completions)
         name = registration.name
         with self._sessions() as session:
             self._complete(session, name, completions)
@@ -537,43 +543,60 @@ class Worker:
         if not self._release(key):
             return True
         if not outcome.finished:
-            self._record_failure(name, ids, timeout_error(seconds))
+            self._record_failure(name, ids, timeout_error(seconds), completions)
         elif outcome.error is not None:
-            self._record_failure(name, ids, outcome.error)
+            self._record_failure(name, ids, outcome.error, completions)
         else:
             try:
                 completions.append(Completion.of(ids, completion_output(jobs, outcome.value)))
             except SqlaBossError as error:  # e.g. an output that is not JSON: fail the job with the reason
-                self._record_failure(name, ids, error)
+                self._record_failure(name, ids, error, completions)
         return True
 
-    def _iterate_in_transaction(self, registration: Registration, runner: _Runner) -> bool:
+    def _iterate_in_transaction(
+        self, registration: Registration, runner: _Runner, completions: list[Completion]
+    ) -> bool:
+        """Fetch and commit (the jobs are ``active``: a crash from here on uses up a retry, through expiry),
+        then run the handler and the completion in one new transaction. Failures that could not be recorded
+        earlier commit with the fetch."""
         name = registration.name
         session = self._sessions()
         try:
-            boss = self._boss(session)
+            self._complete(session, name, completions)
+            if self._stopping.is_set():
+                session.commit()
+                completions.clear()
+                session.close()
+                return True
             jobs = self._fetch(session, registration)
-            if jobs is None:
+            if jobs is None:  # rolled back, pending failures included: they go with the next fetch
                 session.close()
                 return True
             if not jobs:
                 session.commit()  # not a rollback: psycopg forgets its prepared statements on every ROLLBACK
+                completions.clear()
                 session.close()
                 return False
             if self._stopping.is_set():
-                session.close()  # rolls back: the jobs go back untouched
+                session.rollback()  # the jobs go back untouched; pending failures are recorded at exit
+                session.close()
                 return True
-            pid = _backend_pid(session)
+            session.expunge_all()  # the handler gets detached, loaded jobs, as in pg-boss's completion mode
+            session.commit()
+            completions.clear()
+            pid = _backend_pid(session)  # begins the handler's transaction
         except BaseException:
             session.close()
             raise
         ids = [job.id for job in jobs]
         key = self._hold(Held(name, ids, pid))
-        if key is None:
+        if key is None:  # stop() has already failed what it found; fail these too rather than run them
             session.close()
+            self._fail_held(Held(name, ids), SHUTDOWN_OUTPUT)
             return True
         ended = threading.Lock()
         state = {"finished": False, "abandoned": False}
+        boss = self._boss(session)
 
         def in_transaction() -> BaseException | None:
             """Run the handler in a savepoint; complete, or roll the handler back and fail; commit."""
@@ -617,35 +640,46 @@ class Worker:
             logger.debug("closing the session of a failed batch of queue %s", name, exc_info=True)
         if not held:
             return True
-        if outcome.error is not None:  # the transaction itself failed: the fetch rolled back with it
-            self._record_failure(name, ids, outcome.error, reactivate=True)
+        if outcome.error is not None:  # the transaction itself failed; the jobs are still active
+            self._record_failure(name, ids, outcome.error, completions)
         elif outcome.value is not None:
             log_failure(name, ids, outcome.value)
         return True
 
-    def _record_failure(self, name: str, ids: list[uuid.UUID], error: Any, *, reactivate: bool = False) -> None:
+    def _record_failure(self, name: str, ids: list[uuid.UUID], error: Any, pending: list[Completion]) -> None:
+        """Fail the jobs now, in a transaction of their own; if the database refuses (a lock or statement
+        timeout, a lost connection), keep the failure in ``pending`` for the loop's next transaction."""
         log_failure(name, ids, error)
-        self._fail(name, ids, error, reactivate=reactivate)
+        try:
+            self._fail(name, ids, error)
+        except Exception:
+            logger.warning(
+                "could not record the failure of job(s) %s of queue %s; trying again with the next fetch",
+                ", ".join(map(str, ids)),
+                name,
+                exc_info=True,
+                extra=describe(name, ids),
+            )
+            pending.append(Completion(ids, error, failed=True))
 
-    def _fail(self, name: str, ids: list[uuid.UUID], output: Any, *, reactivate: bool = False) -> None:
+    def _fail(self, name: str, ids: list[uuid.UUID], output: Any) -> None:
         """Fail the jobs in a transaction of their own, committed at once."""
         with self._sessions() as session, session.begin():
-            boss = self._boss(session)
-            boss._run(boss._operations.fail(name, ids, output, reactivate=reactivate))
+            self._boss(session).fail(name, ids, output)
 
     def _fail_held(self, held: Held, output: Any) -> None:
         extra = describe(held.name, held.ids)
         try:
             if held.pid is not None:
                 self._terminate(held.pid)
-            self._fail(held.name, held.ids, output, reactivate=held.pid is not None)
+            self._fail(held.name, held.ids, output)
         except Exception:
             logger.exception("could not fail job(s) %s of queue %s", extra["job_id"], held.name, extra=extra)
         else:
             logger.warning("failed job(s) %s of queue %s: %r", extra["job_id"], held.name, output, extra=extra)
 
     def _terminate(self, pid: int) -> None:
-        """End a transactional batch's open transaction (and so free its rows) by terminating its backend."""
+        """End a transactional batch's open transaction (its writes roll back) by terminating its backend."""
         with self._engine.connect() as connection:
             connection.execute(select(func.pg_terminate_backend(pid)))
 

@@ -372,7 +372,8 @@ def test_transactional_handler_commits_its_writes_with_the_completion(
         inside = session.execute(
             text(f"SELECT count(*) FROM {installed_schema}.side WHERE job_id = :id"), {"id": jobs[0].id}
         ).scalar()
-        # From outside, neither the fetch nor the insert has happened yet: one transaction holds both.
+        # From outside, the fetch has committed (the job is active) but the handler's insert is not seen yet:
+        # it commits with the completion.
         outside_state = state_of(sessions, installed_schema, jobs[0].id)
         seen.append(([job.id for job in jobs], inside, outside_state, side_rows(engine, installed_schema)))
         return {"stored": len(jobs)}
@@ -384,7 +385,7 @@ def test_transactional_handler_commits_its_writes_with_the_completion(
     assert len(seen) == 1
     handled, inside, outside_state, outside_rows = seen[0]
     assert sorted(handled) == sorted(ids)
-    assert (inside, outside_state, outside_rows) == (1, "created", [])
+    assert (inside, outside_state, outside_rows) == (1, "active", [])
     assert sorted(side_rows(engine, installed_schema)) == sorted(ids)
     expected = {"stored": 1} if count == 1 else None
     assert [job_row(sessions, installed_schema, i)["output"] for i in ids] == [expected] * count
