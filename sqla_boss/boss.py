@@ -15,7 +15,7 @@ from sqla_boss.binding import bind_session, expire_stale, read_result
 from sqla_boss.identifiers import DEFAULT_SCHEMA
 from sqla_boss.models import Archive, Job, JobState, Queue, QueuePolicy, Schedule
 from sqla_boss.operations import Expire, Operation, Step, operations_for
-from sqla_boss.options import queue_settings
+from sqla_boss.options import queue_settings, send_options
 
 T = TypeVar("T")
 
@@ -201,7 +201,7 @@ class Boss:
         self, name: str, data: Any, options: Mapping[str, Any] | None, after: dt.datetime | dt.timedelta | float | str
     ) -> uuid.UUID | None:
         """:meth:`send` with ``start_after=after``. Does not commit; locks nothing but the new row."""
-        return self.send(name, data, **{**(options or {}), "start_after": after})
+        return self._run(self._operations.send(name, data, send_options(options, start_after=after)))
 
     def send_throttled(
         self, name: str, data: Any, options: Mapping[str, Any] | None, seconds: int, key: str | None = None
@@ -210,11 +210,8 @@ class Boss:
 
         Does not commit; locks nothing but the new row.
         """
-        return self.send(
-            name,
-            data,
-            **{**(options or {}), "singleton_seconds": seconds, "singleton_next_slot": False, "singleton_key": key},
-        )
+        fixed = {"singleton_seconds": seconds, "singleton_next_slot": False, "singleton_key": key}
+        return self._run(self._operations.send(name, data, send_options(options, **fixed)))
 
     def send_debounced(
         self, name: str, data: Any, options: Mapping[str, Any] | None, seconds: int, key: str | None = None
@@ -223,11 +220,8 @@ class Boss:
 
         ``None`` when the next slot is taken too. Does not commit; locks nothing but the new row.
         """
-        return self.send(
-            name,
-            data,
-            **{**(options or {}), "singleton_seconds": seconds, "singleton_next_slot": True, "singleton_key": key},
-        )
+        fixed = {"singleton_seconds": seconds, "singleton_next_slot": True, "singleton_key": key}
+        return self._run(self._operations.send(name, data, send_options(options, **fixed)))
 
     def insert(self, jobs: Iterable[Mapping[str, Any]]) -> list[uuid.UUID]:
         """Insert many jobs in one statement; returns the ids inserted, in no particular order.

@@ -438,6 +438,8 @@ def _event(event: object) -> str:
         raise InvalidOptionError(f"an event name must be a non-empty string, not {event!r}")
     if "\x00" in event or not opt.is_utf8(event):
         raise InvalidOptionError(f"event name {event!r} contains a NUL character or a lone surrogate")
+    if opt.too_long(event):
+        raise InvalidOptionError(f"event name {event[:40]!r}... is {len(event.encode())} bytes; {opt.too_long(event)}")
     return event
 
 

@@ -29,42 +29,44 @@ ARCHIVE_COMPLETED_AFTER_SECONDS = 43200
 MAX_EXPIRE_SECONDS = 86400
 """``expire_in`` must stay below 24 hours, as pg-boss checks."""
 
+MAX_NAME_BYTES = 1024
+"""The longest queue name, event name or singleton key, in UTF-8 bytes: two of them and a timestamp stay
+under PostgreSQL's limit for a btree index entry (2,704 bytes), however little they compress."""
+
 MAX_DURATION_SECONDS = 1000 * 365.25 * 86400
 """The longest delay or retention sqla_boss accepts: far inside PostgreSQL's timestamp and interval range,
 so a huge value is refused here rather than failing the caller's transaction."""
 
-_UNIT_SECONDS = {
-    "microsecond": 1e-6,
-    "millisecond": 1e-3,
-    "second": 1,
-    "sec": 1,
-    "s": 1,
-    "minute": 60,
-    "min": 60,
-    "m": 60,
-    "hour": 3600,
-    "hr": 3600,
-    "h": 3600,
-    "day": 86400,
-    "d": 86400,
-    "week": 604800,
-    "w": 604800,
-    "month": 30 * 86400,
-    "mon": 30 * 86400,
-    "year": 365.25 * 86400,
-    "y": 365.25 * 86400,
+# Interval units sqla_boss lets through to PostgreSQL, by spelling: (the field PostgreSQL sets, seconds).
+# A field may be given once ("1 day 1 day" is an error there); a bare number means seconds.
+_UNITS: dict[str, tuple[str, float]] = {
+    spelling: (field, seconds)
+    for spellings, field, seconds in (
+        (("microsecond", "microseconds"), "microsecond", 1e-6),
+        (("millisecond", "milliseconds"), "millisecond", 1e-3),
+        (("", "s", "sec", "secs", "second", "seconds"), "second", 1),
+        (("m", "min", "mins", "minute", "minutes"), "minute", 60),
+        (("h", "hr", "hrs", "hour", "hours"), "hour", 3600),
+        (("d", "day", "days"), "day", 86400),
+        (("w", "week", "weeks"), "week", 604800),
+        (("mon", "mons", "month", "months"), "month", 30 * 86400),
+        (("y", "year", "years"), "year", 365.25 * 86400),
+    )
+    for spelling in spellings
 }
-_INTERVAL_PART = re.compile(r"([+-]?\d+(?:\.\d+)?)\s*([a-z]*)", re.IGNORECASE)
+# ASCII only: \d and \s would take other scripts' digits and spaces, which PostgreSQL refuses.
+_INTERVAL_PART = re.compile(r"\s*([+-]?\d+(?:\.\d+)?)\s*([a-z]*)\s*", re.IGNORECASE | re.ASCII)
+_CLOCK = re.compile(r"\s*[+-]?(\d+):(\d{2})(?::(\d{2})(?:\.\d+)?)?\s*", re.ASCII)
+# The ISO 8601 forms PostgreSQL's timestamptz input shares with Python: date, T or space, hh:mm[:ss[.f]], offset.
+_ISO_TIMESTAMP = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,6})\d*)?)?"
+    r"(Z|[+-]\d{2}(?::?\d{2})?)",
+    re.IGNORECASE | re.ASCII,
+)
 
 _QUEUE_NAME_CHAR = re.compile(r"[A-Za-z0-9_-]")
 # json.dumps writes NUL as \u0000; an escaped backslash before "u0000" is an even run of backslashes.
 _JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
-_INTERVAL_TEXT = re.compile(
-    r"\s*(?:[+-]?\d+(?:\.\d+)?\s*(?:microseconds?|milliseconds?|seconds?|secs?|s|minutes?|mins?|m|hours?|hrs?|h"
-    r"|days?|d|weeks?|w|months?|mons?|years?|y)?\s*)+|\s*\d+:\d{2}(?::\d{2}(?:\.\d+)?)?\s*",
-    re.IGNORECASE,
-)
-
 # ---------------------------------------------------------------------------------------------- names
 
 
@@ -99,7 +101,16 @@ def _queue_name(name: object, *, what: str) -> str:
         raise InvalidQueueNameError(f"{what} {name!r} contains a lone surrogate, which is not valid UTF-8")
     if "\\" in name:
         raise InvalidQueueNameError(f"{what} {name!r} contains a backslash, which pg-boss's partition naming misreads")
+    if too_long(name):
+        raise InvalidQueueNameError(f"{what} {name[:40]!r}... is {len(name.encode())} bytes; {too_long(name)}")
     return name
+
+
+def too_long(text: str) -> str | None:
+    """Why ``text`` cannot be a name or key (over :data:`MAX_NAME_BYTES` in UTF-8), or ``None``."""
+    if len(text) * 4 <= MAX_NAME_BYTES or len(text.encode()) <= MAX_NAME_BYTES:
+        return None
+    return f"at most {MAX_NAME_BYTES} bytes of UTF-8 fit PostgreSQL's indexes"
 
 
 def is_utf8(text: str) -> bool:
@@ -119,6 +130,8 @@ def text_value(name: str, value: object) -> str | None:
         raise InvalidOptionError(f"{name} must be a string, not {value!r}")
     if "\x00" in value or not is_utf8(value):
         raise InvalidOptionError(f"{name} {value!r} contains a NUL character or a lone surrogate")
+    if too_long(value):
+        raise InvalidOptionError(f"{name} {value[:40]!r}... is {len(value.encode())} bytes; {too_long(value)}")
     return value
 
 
@@ -198,42 +211,89 @@ def start_after_text(value: object) -> str | None:
     if isinstance(value, dt.datetime):
         if value.tzinfo is None or value.utcoffset() is None:
             raise InvalidOptionError(f"start_after must be an aware datetime, not the naive {value!r}")
-        return _utc_text(value)
+        return _utc_text(value, what="start_after")
     if isinstance(value, dt.timedelta) or (isinstance(value, (int, float)) and not isinstance(value, bool)):
         seconds = _seconds("start_after", value)
         return _number_text(seconds) if seconds > 0 else None
     if isinstance(value, str):
-        if value.endswith("Z") or "T" in value:
-            try:
-                parsed = dt.datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith("Z") else value)
-            except ValueError:
-                raise InvalidOptionError(f"start_after {value!r} is not an ISO 8601 timestamp") from None
-            if parsed.tzinfo is None:
-                raise InvalidOptionError(f"start_after {value!r} has no time zone offset")
-            return value if value.endswith("Z") else _utc_text(parsed)
-        if _INTERVAL_TEXT.fullmatch(value) is None:
-            raise InvalidOptionError(f"start_after {value!r} is neither an ISO timestamp nor interval text")
-        if _interval_text_seconds(value) > MAX_DURATION_SECONDS:
+        interval = _interval_seconds(value)
+        if interval is None:
+            timestamp = _iso_timestamp(value)
+            if timestamp is None:
+                raise InvalidOptionError(
+                    f"start_after {value!r} is neither an ISO 8601 timestamp with an offset "
+                    "(YYYY-MM-DDThh:mm[:ss[.f]], then Z or +hh:mm) nor interval text of distinct units "
+                    "('90', '5 minutes', '1 day 2 hours', '01:30:00')"
+                )
+            return _utc_text(timestamp, what="start_after")
+        if interval > MAX_DURATION_SECONDS:
             raise InvalidOptionError(f"start_after {value!r} must be within 1000 years")
         return value
     raise InvalidOptionError(f"start_after must be a datetime, timedelta, number or string, not {value!r}")
 
 
-def _interval_text_seconds(text: str) -> float:
-    """Roughly how many seconds PostgreSQL interval text such as ``"2 days 3 hours"`` or ``"01:30"`` means."""
-    if ":" in text:
-        parts = [float(part) for part in text.strip().split(":")]
-        return float(sum(part * 60**power for part, power in zip(parts, (2, 1, 0), strict=False)))
-    total = 0.0
-    for number, unit in _INTERVAL_PART.findall(text):
-        name = unit.lower()
-        factor = _UNIT_SECONDS.get(name) or _UNIT_SECONDS.get(name.rstrip("s")) or 1
+def _iso_timestamp(text: str) -> dt.datetime | None:
+    """An ISO 8601 timestamp with an offset, in the forms PostgreSQL and Python both read the same way;
+    ``None`` for other text."""
+    match = _ISO_TIMESTAMP.fullmatch(text)
+    if match is None:
+        return None
+    year, month, day, hour, minute, second, fraction, offset = match.groups()
+    if offset.upper() == "Z":
+        zone = dt.timezone.utc
+    else:
+        digits = offset[1:].replace(":", "")
+        delta = dt.timedelta(hours=int(digits[:2]), minutes=int(digits[2:] or 0))
+        if delta >= dt.timedelta(hours=24):
+            raise InvalidOptionError(f"start_after {text!r} has an offset of a day or more")
+        zone = dt.timezone(-delta if offset[0] == "-" else delta)
+    try:
+        return dt.datetime(
+            int(year),
+            int(month),
+            int(day),
+            int(hour),
+            int(minute),
+            int(second or 0),
+            int((fraction or "0").ljust(6, "0")),
+            tzinfo=zone,
+        )
+    except ValueError as exc:
+        raise InvalidOptionError(f"start_after {text!r} is not a valid timestamp: {exc}") from None
+
+
+def _interval_seconds(text: str) -> float | None:
+    """Roughly how many seconds interval text such as ``"2 days 3 hours"`` or ``"01:30"`` means; ``None`` for
+    text outside the grammar sqla_boss lets through (each field once, a bare number only last, a clock's
+    minutes and seconds under 60), all of which PostgreSQL reads as it is meant."""
+    clock = _CLOCK.fullmatch(text)
+    if clock is not None:
+        hours, minutes, whole = (int(part or 0) for part in clock.groups())
+        return None if minutes > 59 or whole > 59 else float(hours * 3600 + minutes * 60 + whole)
+    total, position = 0.0, 0
+    fields: set[str] = set()
+    while position < len(text):
+        part = _INTERVAL_PART.match(text, position)
+        if part is None or part.end() == position:
+            return None
+        number, unit = part.groups()
+        if unit.lower() not in _UNITS or (unit == "" and part.end() != len(text)):
+            return None
+        field, factor = _UNITS[unit.lower()]
+        if field in fields:
+            return None
+        fields.add(field)
         total += abs(float(number)) * factor
-    return total
+        position = part.end()
+    return total if fields else None
 
 
-def _utc_text(value: dt.datetime) -> str:
-    return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def _utc_text(value: dt.datetime, *, what: str = "a datetime") -> str:
+    try:
+        utc = value.astimezone(dt.timezone.utc)
+    except OverflowError:
+        raise InvalidOptionError(f"{what} {value.isoformat()} is outside the years 1-9999 in UTC") from None
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def keep_until_text(value: object) -> str | None:
@@ -242,7 +302,7 @@ def keep_until_text(value: object) -> str | None:
     if isinstance(value, dt.datetime):
         if value.tzinfo is None or value.utcoffset() is None:
             raise InvalidOptionError(f"keep_until must be an aware datetime, not the naive {value!r}")
-        return _utc_text(value)
+        return _utc_text(value, what="keep_until")
     raise InvalidOptionError(f"keep_until must be an aware datetime, not {value!r}")
 
 
@@ -256,11 +316,29 @@ def json_text(value: Any, *, what: str = "data") -> str:
         raise PayloadError(f"{what} is nested too deeply to be stored as JSON") from None
     if _JSON_NUL.search(text):
         raise PayloadError(f"{what} contains a NUL character (\\u0000), which PostgreSQL's jsonb cannot store")
+    if text.startswith(("{", "[")):
+        _check_keys(value, what)
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
         raise PayloadError(f"{what} contains a lone surrogate, which is not valid UTF-8") from None
     return text
+
+
+def _check_keys(value: Any, what: str) -> None:
+    """Refuse mapping keys that are not strings: JSON would turn ``1`` and ``None`` into ``"1"`` and ``"null"``
+    silently (and keep one value of ``{1: a, "1": b}``), so the job would not read back as it was sent."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, member in item.items():
+                if not isinstance(key, str):
+                    raise PayloadError(f"{what} has a {type(key).__name__} key {key!r}; JSON object keys are strings")
+                if isinstance(member, (dict, list, tuple)):
+                    stack.append(member)
+        elif isinstance(item, (list, tuple)):
+            stack.extend(member for member in item if isinstance(member, (dict, list, tuple)))
 
 
 def check_json(value: Any, *, what: str = "data") -> Any:
@@ -288,12 +366,22 @@ def output_value(value: Any) -> Any:
             try:
                 json_text(attribute)
             except PayloadError:
-                attribute = repr(attribute)
+                attribute = _safe_repr(attribute)
             stored.setdefault(key, attribute)
         return stored
     if isinstance(value, Mapping):
         return check_json(dict(value), what="output")
     return check_json({"value": value}, what="output")
+
+
+def _safe_repr(value: object) -> str:
+    """``repr(value)``, or a placeholder when that fails (nested too deeply, or a ``__repr__`` that raises)."""
+    try:
+        return repr(value)
+    except RecursionError:
+        return f"<{type(value).__name__} nested too deeply to show>"
+    except Exception as exc:
+        return f"<{type(value).__name__}: repr() raised {type(exc).__name__}>"
 
 
 # ---------------------------------------------------------------------------------------- durations
@@ -309,14 +397,22 @@ _RETENTION_UNITS = (
 _SINGLETON_UNITS = (("singleton_hours", 3600), ("singleton_minutes", 60), ("singleton_seconds", 1))
 
 
+def _unit_seconds(key: str, value: object, factor: float, *, minimum: float | None = None) -> float:
+    """A ``*_minutes`` / ``*_hours`` option in seconds: a number counts in the key's unit (``minimum`` in that
+    unit too), a ``timedelta`` is taken as it is (``minimum`` in seconds)."""
+    if isinstance(value, dt.timedelta):
+        return _seconds(key, value, minimum=minimum)
+    return _seconds(key, value, minimum=minimum) * factor
+
+
 def expire_in_seconds(options: Mapping[str, Any]) -> float | None:
     """The expiration in seconds: hours, else minutes, else seconds (by presence), each at least 1."""
-    for key, _ in _EXPIRE_UNITS:
-        if key in options and options[key] is not None:
-            _seconds(key, options[key], minimum=1)
     for key, factor in _EXPIRE_UNITS:
         if key in options and options[key] is not None:
-            seconds = _seconds(key, options[key], minimum=1) * factor
+            _unit_seconds(key, options[key], factor, minimum=1)
+    for key, factor in _EXPIRE_UNITS:
+        if key in options and options[key] is not None:
+            seconds = _unit_seconds(key, options[key], factor, minimum=1)
             if seconds >= MAX_EXPIRE_SECONDS:
                 raise InvalidOptionError(f"{key} must be less than 24 hours in all, not {options[key]!r}")
             return seconds
@@ -354,7 +450,7 @@ def singleton_seconds(options: Mapping[str, Any]) -> int | None:
         value = options.get(key)
         if value is None:
             continue
-        seconds = _seconds(key, value) * factor
+        seconds = _unit_seconds(key, value, factor)
         if seconds > 0:
             if not seconds.is_integer():
                 raise InvalidOptionError(f"{key} must make a whole number of seconds, not {value!r}")
@@ -511,10 +607,20 @@ INSERT_FIELDS = frozenset(
 """The fields pg-boss's batch ``insert`` honours; it silently ignores all others, sqla_boss refuses them."""
 
 
-def _unknown(keys: Iterable[str], allowed: frozenset[str], what: str) -> None:
-    unknown = sorted(set(keys) - allowed)
+def _unknown(keys: Iterable[object], allowed: frozenset[str], what: str) -> None:
+    unknown = sorted(key if isinstance(key, str) else repr(key) for key in set(keys) - allowed)
     if unknown:
         raise InvalidOptionError(f"unknown {what} option(s): {', '.join(unknown)}")
+
+
+def send_options(options: object, **fixed: Any) -> dict[str, Any]:
+    """The ``options`` mapping of ``send_after``/``send_throttled``/``send_debounced``, with their own keys over
+    it; :func:`send_input` then refuses what is no send option (``name``, ``data`` included)."""
+    if options is None:
+        return fixed
+    if not isinstance(options, Mapping):
+        raise InvalidOptionError(f"options must be a mapping of send options or None, not {type(options).__name__}")
+    return {**options, **fixed}
 
 
 def send_input(name: object, data: Any, options: Mapping[str, Any]) -> tuple[JobInput, bool]:

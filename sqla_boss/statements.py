@@ -51,6 +51,7 @@ from sqlalchemy.types import TypeEngine
 from sqla_boss.identifiers import DEFAULT_SCHEMA, quote_identifier, validate_schema_name
 from sqla_boss.models import Archive, Job, JobState, Queue, QueuePolicy, Schedule, metadata
 from sqla_boss.notify import channel_expression
+from sqla_boss.options import MAX_DURATION_SECONDS
 
 job = metadata.tables[f"{DEFAULT_SCHEMA}.job"]
 queue = metadata.tables[f"{DEFAULT_SCHEMA}.queue"]
@@ -328,7 +329,12 @@ def _fail(which: ColumnElement[bool], output: ColumnElement[Any]) -> Select[Any]
         chosen = {"state": state, "start_after": start_after, "completed_on": completed_on, "output": output}
         return [chosen.get(name, d[name]) for name in columns]
 
-    backoff_seconds = d.retry_delay * func.power(2, func.least(16, d.retry_count + 1)) / 2 * (1 + func.random())
+    # Capped at MAX_DURATION_SECONDS (1000 years), where pg-boss has no cap: a huge retry_delay doubled 16
+    # times would pass year 9999, which no Python datetime (so no read of the job) can hold.
+    backoff_seconds = func.least(
+        d.retry_delay * func.power(2, func.least(16, d.retry_count + 1)) / 2 * (1 + func.random()),
+        _const(str(int(MAX_DURATION_SECONDS))),
+    )
     retried = (
         insert(job)
         .from_select(

@@ -233,7 +233,8 @@ def test_a_committed_send_wakes_the_waiting_loop_at_once(
     wait_until(lambda: second in handled, timeout=5)
     assert time.monotonic() - started < 5
     assert handled == [first, second]
-    assert state_of(sessions, installed_schema, second, queue) == "completed"
+    # The completion commits with the loop's next fetch, just after the handler returns.
+    wait_until(lambda: state_of(sessions, installed_schema, second, queue) == "completed", timeout=5)
 
 
 def test_a_rolled_back_send_wakes_nothing(

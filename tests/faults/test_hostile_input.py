@@ -17,9 +17,8 @@
    escaped look-alikes, lone surrogates, big integers.
 4. **Batch sizes**: ``fetch`` batch sizes and ``insert`` batches from empty to 10,000 jobs.
 
-Inputs that get past validation today and fail inside PostgreSQL (or escape as a non-sqla_boss exception) are
-pinned as ``xfail(strict=True)`` with the reproduction in their reason, so the suite stays green and a fix
-shows up as an XPASS to turn into a plain test.
+The last section holds inputs that once got past validation and failed inside PostgreSQL (or escaped as a
+non-sqla_boss exception): each is now refused, or stored as meant.
 """
 
 from __future__ import annotations
@@ -712,7 +711,7 @@ def _options_mapping(
     """Bad send options passed as the ``options`` mapping of send_after / send_throttled / send_debounced.
 
     The method's own arguments replace the ``overridden`` options (as in pg-boss), so bad values there are not
-    looked at; ``name`` and ``data`` collide with ``send``'s parameters (see the xfail below)."""
+    looked at; ``name`` and ``data`` are no send options (a test below refuses them)."""
     return bad_send_options(reserved={"name", "data"}, overridden=frozenset(overridden)).map(
         lambda pair: Case(method, make_args(pair[0]), {}, pair[1])
     )
@@ -945,12 +944,6 @@ def failures_of(world: World, cases: list[Case]) -> list[str]:
     return failures
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the options mapping of send_after/send_throttled/send_debounced is splatted into send(**...): "
-    "a key 'name' or 'data', or options that are no mapping, raise TypeError instead of InvalidOptionError. "
-    "Repro: Boss(s).send_after('q', None, {'name': 'x'}, 5)",
-)
 def test_send_variants_refuse_options_that_are_no_send_options(world: World) -> None:
     failures = failures_of(
         world,
@@ -1003,31 +996,27 @@ HOSTILE: dict[str, str] = {
 """Hostile identifiers by name; ``long-unicode`` is 1,000 characters that do not compress (~3.5 kB of UTF-8)."""
 
 
+MAX_NAME_BYTES = 1024
+"""The longest name or key sqla_boss takes, in UTF-8 bytes (so two fit a btree index entry uncompressed)."""
+
+
 def valid_queue_name(name: str) -> bool:
     """pg-boss's rule (one ``[A-Za-z0-9_-]`` somewhere) plus what sqla_boss refuses for PostgreSQL's sake."""
-    return (
-        re.search(r"[A-Za-z0-9_-]", name) is not None
-        and "\x00" not in name
-        and "\\" not in name
-        and not any(0xD800 <= ord(c) <= 0xDFFF for c in name)
-    )
+    return re.search(r"[A-Za-z0-9_-]", name) is not None and "\\" not in name and valid_text(name)
 
 
 def valid_text(value: str) -> bool:
-    """Text PostgreSQL can hold: no NUL, no lone surrogate."""
-    return "\x00" not in value and not any(0xD800 <= ord(c) <= 0xDFFF for c in value)
+    """Text a name or key can be: no NUL, no lone surrogate, at most MAX_NAME_BYTES of UTF-8."""
+    return (
+        "\x00" not in value
+        and not any(0xD800 <= ord(c) <= 0xDFFF for c in value)
+        and len(value.encode("utf-8", "surrogatepass")) <= MAX_NAME_BYTES
+    )
 
 
 def partition_of(name: str) -> str:
     """pg-boss's partition name: ``j`` and the SHA-224 of the queue name's UTF-8."""
     return "j" + hashlib.sha224(name.encode()).hexdigest()
-
-
-_LONG_BTREE = (
-    "BUG: an identifier over ~2,700 bytes that does not compress passes validation and reaches a btree index, "
-    "which fails with a raw OperationalError (ProgramLimitExceeded: index row size exceeds btree maximum 2704) and "
-    "aborts the caller's transaction. Repro: "
-)
 
 
 SHORTER_HOSTILE = {label: value for label, value in HOSTILE.items() if label != "long-unicode"}
@@ -1177,19 +1166,14 @@ def test_hostile_event_names_round_trip_verbatim_or_are_refused_before_any_sql(w
         check_event_name(world, name, label)
 
 
-@pytest.mark.xfail(strict=True, reason=_LONG_BTREE + "Boss(s).create_queue('q' + 999 random emoji/CJK)")
 def test_a_long_incompressible_queue_name(world: World) -> None:
     check_queue_name(world, LONG_UNICODE, "long-unicode")
 
 
-@pytest.mark.xfail(
-    strict=True, reason=_LONG_BTREE + "Boss(s).send_throttled('q', None, None, 60, 'q' + 999 random emoji/CJK)"
-)
 def test_a_long_incompressible_singleton_key(world: World) -> None:
     check_singleton_key(world, LONG_UNICODE, "long-unicode")
 
 
-@pytest.mark.xfail(strict=True, reason=_LONG_BTREE + "Boss(s).subscribe('q' + 999 random emoji/CJK, 'q')")
 def test_a_long_incompressible_event_name(world: World) -> None:
     check_event_name(world, LONG_UNICODE, "long-unicode")
 
@@ -1499,13 +1483,6 @@ def test_nesting_within_the_limit_round_trips(world: World) -> None:
         assert boss.get_job_by_id("q", job_id).data == value  # type: ignore[arg-type,union-attr]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RecursionError,
-    reason="BUG: output_value() falls back to repr() for an exception attribute JSON cannot hold; a deeply "
-    "nested attribute makes repr() raise RecursionError, which escapes fail() and complete(). "
-    "Repro: e = ValueError('x'); e.payload = nested(10_000); Boss(s).fail('q', job_id, e)",
-)
 def test_an_exception_with_a_deeply_nested_attribute_is_stored_or_refused(world: World) -> None:
     error = ValueError("deep")
     error.payload = nested(10_000, "list")  # type: ignore[attr-defined]
@@ -1545,37 +1522,28 @@ def test_a_ten_megabyte_payload_round_trips_exactly(world: World) -> None:
             assert boss.get_job_by_id("big", job_id).output == value  # type: ignore[union-attr]
 
 
-NON_STRING_KEYS: list[tuple[Any, Any]] = [
-    ({1: "a", 2: "b"}, {"1": "a", "2": "b"}),  # int keys become strings
-    ({None: 1}, {"null": 1}),  # None becomes "null"
-    ({True: 1, False: 0}, {"true": 1, "false": 0}),
-    ({1.5: 1, -0.0: 2}, {"1.5": 1, "-0.0": 2}),
-    ({1: "int", "1": "str"}, {"1": "str"}),  # keys that collide once converted: one value is lost, silently
-    ({"1": "str", 1: "int"}, {"1": "int"}),  # (the last one wins)
-    ({"outer": {2: [{3: None}]}}, {"outer": {"2": [{"3": None}]}}),
-    ({(1, 2): 1}, PayloadError),
-    ({b"k": 1}, PayloadError),
-    ({NAN: 1}, PayloadError),
-    ({frozenset(): 1}, PayloadError),
+NON_STRING_KEYS: list[Any] = [
+    {1: "a", 2: "b"},  # json.dumps would write "1" and "2": the job would not read back as sent
+    {None: 1},
+    {True: 1, False: 0},
+    {1.5: 1, -0.0: 2},
+    {1: "int", "1": "str"},  # keys that would collide once converted: one value would be lost
+    {"outer": {2: [{3: None}]}},  # at any depth, in lists too
+    [{"ok": 1}, {4: "deep"}],
+    {(1, 2): 1},
+    {b"k": 1},
+    {NAN: 1},
+    {frozenset(): 1},
 ]
 
 
-def test_non_string_keys_current_behaviour(world: World) -> None:
-    """Current behaviour: ``json.dumps`` turns int, float, bool and ``None`` keys into strings *silently* (and
-    keys that then collide keep only the last value); keys of other types are a :class:`PayloadError`."""
-    for data, stored in NON_STRING_KEYS:
-        if stored is PayloadError:
-            for make in (PAYLOAD_ENTRIES["send"], PAYLOAD_ENTRIES["complete"], PAYLOAD_ENTRIES["insert"]):
-                assert_refused(world, make(data))
-            continue
-        with Session(world.engine) as session:  # rolled back when it closes
-            boss = Boss(session, schema=world.schema)
-            job_id = boss.send("q", data)
-            assert boss.get_job_by_id("q", job_id).data == stored, data  # type: ignore[arg-type,union-attr]
-            [inserted] = boss.insert([{"name": "q", "data": data}])
-            assert boss.get_job_by_id("q", inserted).data == stored, data  # type: ignore[union-attr]
-            assert boss.complete("q", world.active, data) == 1
-            assert boss.get_job_by_id("q", world.active).output == stored, data  # type: ignore[union-attr]
+def test_non_string_keys_are_refused(world: World) -> None:
+    """JSON object keys are strings: any other key, at any depth, is a :class:`PayloadError` (``json.dumps``
+    would turn ``1`` and ``None`` into ``"1"`` and ``"null"`` silently, and keep one value of colliding keys),
+    whether the value is data, an output or an inserted job's data; nothing is written."""
+    for data in NON_STRING_KEYS:
+        for make in (PAYLOAD_ENTRIES["send"], PAYLOAD_ENTRIES["complete"], PAYLOAD_ENTRIES["insert"]):
+            assert_refused(world, make(data))
 
 
 NUL_ALPHABET = st.sampled_from(["\\", "u", "0", "\x00", "a", '"', "/", "n", "\U0001f680"])
@@ -1751,17 +1719,9 @@ def test_insert_takes_any_iterable_of_jobs(world: World) -> None:
             assert len(boss.insert(make([{"name": "q", "data": 1}, {"name": "dlq", "data": 2}]))) == 2
 
 
-# ================================================================================ known bugs (xfail)
+# ====================================================================== once bugs, now refused or kept
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: start_after text that passes options.start_after_text() but PostgreSQL's interval/timestamptz "
-    "input rejects reaches the database: a raw DataError aborts the caller's transaction. The interval regex "
-    "allows repeated units, bare numbers and minutes past 59, and its \\d and \\s match Unicode digits and spaces; "
-    "datetime.fromisoformat accepts ISO forms PostgreSQL does not. "
-    "Repro: Boss(s).send('q', None, start_after='1 day 1 day')",
-)
 def test_start_after_text_the_database_refuses(world: World) -> None:
     texts = [
         "1 day 1 day",
@@ -1787,8 +1747,8 @@ def test_start_after_text_the_database_refuses(world: World) -> None:
     unit=st.sampled_from(["", " s", " second", " seconds", " min", " minutes", " h", " hours", " d", " days", " w"]),
 )
 def test_start_after_interval_text_of_one_number_and_unit_is_accepted(world: World, number: int, unit: str) -> None:
-    """The safe part of the interval grammar works, and PostgreSQL computes the delay meant (the xfail above is
-    the rest of it)."""
+    """The interval grammar sqla_boss lets through works, and PostgreSQL computes the delay meant (the test
+    above is what it refuses)."""
     seconds = {"": 1, "s": 1, "second": 1, "seconds": 1, "min": 60, "minutes": 60, "h": 3600, "hours": 3600}
     seconds |= {"d": 86400, "days": 86400, "w": 604800}
     with Session(world.engine) as session:  # rolled back when it closes
@@ -1801,12 +1761,6 @@ def test_start_after_interval_text_of_one_number_and_unit_is_accepted(world: Wor
         assert float(delay) == pytest.approx(number * seconds[unit.strip()], abs=1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an aware datetime (or ISO text with an offset) whose UTC conversion leaves Python's year range "
-    "raises OverflowError from astimezone() instead of InvalidOptionError. "
-    "Repro: Boss(s).send('q', None, start_after='9999-12-31T23:59:59-01:00')",
-)
 def test_aware_datetimes_out_of_range_in_utc_are_refused(world: World) -> None:
     last_instant = dt.datetime.max.replace(tzinfo=dt.timezone(-dt.timedelta(hours=1)))
     failures = failures_of(
@@ -1821,13 +1775,6 @@ def test_aware_datetimes_out_of_range_in_utc_are_refused(world: World) -> None:
     assert not failures, "\n".join(failures)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a timedelta given to expire_in_minutes/_hours or singleton_minutes/_hours is multiplied by the "
-    "unit again (timedelta(minutes=2) as expire_in_minutes stores 2 hours; singleton_minutes=timedelta(minutes=1) "
-    "makes one-hour slots); retention_* handles timedeltas right. "
-    "Repro: Boss(s).send('q', None, expire_in_minutes=timedelta(minutes=2)) -> job.expire_in == 2 h",
-)
 def test_timedeltas_for_unit_suffixed_options_mean_what_they_say(world: World) -> None:
     wrong = []
     with Session(world.engine) as session:  # rolled back when it closes
@@ -1845,14 +1792,6 @@ def test_timedeltas_for_unit_suffixed_options_mean_what_they_say(world: World) -
     assert not wrong, wrong
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: retry_delay is accepted up to 2**31-1 s; with retry_backoff the delay doubles per retry (up to "
-    "2**16) and start_after passes year 9999 after a few failures: PostgreSQL stores it, but every read of the "
-    "job (get_job_by_id, fetch) then fails with psycopg's DataError 'timestamp too large (after year 10K)', "
-    "and past year 294276 fail() itself errors. Repro: create_queue('y', retry_delay=2**31-1, retry_backoff=True, "
-    "retry_limit=20), then fetch/fail the job 10 times",
-)
 def test_retry_backoff_never_writes_an_unreadable_start_after(world: World) -> None:
     with Session(world.engine) as session:  # rolled back when it closes
         boss = Boss(session, schema=world.schema)
