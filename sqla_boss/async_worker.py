@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from sqla_boss import cron
 from sqla_boss.async_boss import AsyncBoss
-from sqla_boss.errors import InvalidOptionError, SqlaBossError
+from sqla_boss.errors import HandlerTimeoutError, InvalidOptionError, SqlaBossError
 from sqla_boss.handling import (
     SHUTDOWN_OUTPUT,
     Completion,
@@ -500,11 +500,16 @@ class AsyncWorker:
             session.expunge_all()  # the handler gets detached, loaded jobs, as in pg-boss's completion mode
             await session.commit()
             completions.clear()
-            pid = await _backend_pid(session)  # begins the handler's transaction
         except BaseException:
             await session.close()
             raise
         ids = [job.id for job in jobs]
+        try:
+            pid = await _backend_pid(session)  # begins the handler's transaction
+        except Exception as error:  # the jobs are active now: fail them rather than leave them to expiry
+            await session.invalidate()
+            await self._record_failure(name, ids, error, completions)
+            raise
         key = self._hold(Held(name, ids, pid))
         if key is None:  # stop() has already failed what it found; fail these too rather than run them
             await session.close()
@@ -539,7 +544,10 @@ class AsyncWorker:
         except Exception as error:
             failure = error
         try:
-            await session.close()  # after a commit, closes; after an error, rolls the handler's writes back
+            if isinstance(failure, HandlerTimeoutError):
+                await session.invalidate()  # its backend is gone: never hand the connection back to the pool
+            else:
+                await session.close()  # after a commit, closes; after an error, rolls the handler's writes back
         except Exception:  # a dead connection: the server has rolled back already
             logger.debug("closing the session of a failed batch of queue %s", name, exc_info=True)
         if not self._release(key):

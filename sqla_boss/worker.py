@@ -584,11 +584,16 @@ class Worker:
             session.expunge_all()  # the handler gets detached, loaded jobs, as in pg-boss's completion mode
             session.commit()
             completions.clear()
-            pid = _backend_pid(session)  # begins the handler's transaction
         except BaseException:
             session.close()
             raise
         ids = [job.id for job in jobs]
+        try:
+            pid = _backend_pid(session)  # begins the handler's transaction
+        except Exception as error:  # the jobs are active now: fail them rather than leave them to expiry
+            session.invalidate()
+            self._record_failure(name, ids, error, completions)
+            raise
         key = self._hold(Held(name, ids, pid))
         if key is None:  # stop() has already failed what it found; fail these too rather than run them
             session.close()
@@ -618,8 +623,8 @@ class Worker:
                 with ended:
                     state["finished"] = True
                     abandoned = state["abandoned"]
-                if abandoned:
-                    session.close()
+                if abandoned:  # its backend has been terminated: never hand the connection back to the pool
+                    session.invalidate()
 
         seconds = handler_timeout(jobs)
         outcome = runner.call(in_transaction, seconds)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
@@ -173,6 +174,42 @@ def test_transactional_handler_that_raises_leaves_no_writes_and_uses_a_retry(
     assert side_rows(engine, schema) == set()
     state, output, retry_count = states(engine, schema)[job_id]
     assert (state, output["message"], retry_count, calls) == ("failed", "no", 1, 2)
+
+
+def test_a_transactional_timeout_never_returns_its_dead_connection_to_the_pool(
+    database_url: URL, engine: Engine, schema: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A timed-out handler's backend is terminated; its connection must be discarded, not pooled, or a later
+    fetch or job transaction dies with it (AdminShutdown: a loop error, or a good job failed). The churn test
+    found this; four loops keep the pool busy so the dead connections would be reused."""
+    slow = send(engine, schema, 4, expire_in_seconds=1, retry_limit=0)
+    quick = send(engine, schema, 200, retry_limit=0)
+
+    async def handler(jobs: list[Job], session: AsyncSession) -> None:
+        if jobs[0].id in slow:
+            await asyncio.sleep(3)
+        await session.execute(text("SELECT 1"))
+        await asyncio.sleep(0.01)
+
+    async def main() -> None:
+        async_engine = create_async_engine(database_url)
+        worker = AsyncWorker(async_engine, schema, supervise=False, schedule=False, polling_interval_seconds=0.5)
+        worker.work(QUEUE, handler, transactional=True, concurrency=4)
+        try:
+            await worker.start()
+            await until(
+                lambda: all(state in ("completed", "failed") for state, _, _ in states(engine, schema).values())
+            )
+        finally:
+            await worker.stop(graceful=False)
+            await async_engine.dispose()
+
+    with caplog.at_level(logging.WARNING, logger="sqla_boss"):
+        asyncio.run(main())
+    result = states(engine, schema)
+    assert {result[i][1]["message"] for i in slow} == {"handler execution exceeded 1000ms"}
+    assert [result[i][1] for i in quick if result[i][0] != "completed"] == []
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 def test_a_send_wakes_the_waiting_loop_long_before_its_polling_interval(
