@@ -15,15 +15,17 @@ schema, so the schema stays identical to the one pg-boss creates.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, MutableMapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.environment import IncludeNameFn, IncludeObjectFn
 from sqlalchemy import URL, Connection, Engine
 from sqlalchemy.pool import NullPool
+from sqlalchemy.sql.schema import SchemaItem, Table
 
 from sqla_boss.database import create_sync_engine
 from sqla_boss.identifiers import DEFAULT_SCHEMA, validate_schema_name
@@ -113,8 +115,10 @@ def upgrade(
     ``fetch_index=True`` runs the opt-in fetch index revision instead (``head`` creates the index on a
     schema already at pg-boss version 24; see :data:`sqla_boss.schema.FETCH_INDEX`).
 
-    On a ``Connection`` it runs in that connection's transaction and does not commit; given an engine or
-    a URL it opens its own connection and commits. Holds pg-boss's advisory lock on the schema while it
+    On a ``Connection`` with a transaction open (inside ``context.begin_transaction()`` of your ``env.py``,
+    or after ``connection.begin()``) it runs in that transaction and does not commit; on a ``Connection``
+    with none open, Alembic begins one and commits it. Given an engine or a URL it opens its own connection
+    and commits. Holds pg-boss's advisory lock on the schema while it
     runs. Raises :class:`~sqla_boss.errors.SchemaVersionError` for a schema at another pg-boss version.
     """
     _run(command.upgrade, bind, schema, revision, version_table_schema, fetch_index)
@@ -188,9 +192,14 @@ def _connection(bind: Connection | Engine | str | URL) -> Iterator[Connection]:
             engine.dispose()
 
 
-IncludeName = Callable[[str | None, str, dict[str, str | None]], bool]
-"""The signature of Alembic's ``include_name`` hook."""
-IncludeObject = Callable[[Any, str | None, str, bool, Any], bool]
+_NameType = Literal[
+    "schema", "table", "column", "index", "unique_constraint", "foreign_key_constraint", "check_constraint"
+]
+_ParentName = Literal["schema_name", "table_name", "schema_qualified_table_name"]
+
+IncludeName = IncludeNameFn
+"""The signature of Alembic's ``include_name`` hook (Alembic's own type, so a type-checked ``env.py`` accepts it)."""
+IncludeObject = IncludeObjectFn
 """The signature of Alembic's ``include_object`` hook."""
 
 
@@ -199,7 +208,7 @@ def include_name_for(*schemas: str) -> IncludeName:
     names = {validate_schema_name(schema) for schema in schemas or (DEFAULT_SCHEMA,)}
     version_tables = {version_table_name(schema) for schema in names}
 
-    def include_name(name: str | None, type_: str, parent_names: dict[str, str | None]) -> bool:
+    def include_name(name: str | None, type_: _NameType, parent_names: MutableMapping[_ParentName, str | None]) -> bool:
         if type_ == "schema":
             return name not in names
         if type_ == "table":
@@ -214,13 +223,15 @@ def include_object_for(*schemas: str) -> IncludeObject:
     names = {validate_schema_name(schema) for schema in schemas or (DEFAULT_SCHEMA,)}
     version_tables = {version_table_name(schema) for schema in names}
 
-    def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
-        table = obj if type_ == "table" else getattr(obj, "table", None)
-        if table is not None and getattr(table, "metadata", None) is models_metadata:
+    def include_object(
+        obj: SchemaItem, name: str | None, type_: _NameType, reflected: bool, compare_to: SchemaItem | None
+    ) -> bool:
+        table = obj if isinstance(obj, Table) else getattr(obj, "table", None)
+        if isinstance(table, Table) and table.metadata is models_metadata:
             return False  # our models, whatever schema they are translated to
         if type_ == "table":
             return not _is_pgboss_table(name, getattr(obj, "schema", None), names, version_tables)
-        if table is not None:
+        if isinstance(table, Table):
             return not _is_pgboss_table(table.name, table.schema, names, version_tables)
         return True
 
