@@ -16,7 +16,7 @@ import logging
 import signal
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, overload
 
 from sqlalchemy import func, select
@@ -36,12 +36,12 @@ from sqla_boss.handling import (
     WorkerSettings,
     adjust,
     backoff,
-    completion_output,
     describe,
     handler_timeout,
     log_cron_tick,
     log_failure,
     send_it_registration,
+    settle,
     timeout_error,
 )
 from sqla_boss.identifiers import DEFAULT_SCHEMA
@@ -58,7 +58,7 @@ mode; a coroutine function or a plain one."""
 
 LISTEN_POLL_SECONDS = 0.5
 
-__all__ = ["AsyncHandler", "AsyncWorker"]
+__all__ = ["AsyncHandler", "AsyncWorker", "handle_in_transaction"]
 
 
 def _session_factory(
@@ -465,10 +465,11 @@ class AsyncWorker:
                 await self._record_failure(name, ids, error, completions)
             return True
         if self._release(key):
-            try:
-                completions.append(Completion.of(ids, completion_output(jobs, result)))
-            except SqlaBossError as error:  # e.g. an output that is not JSON: fail the job with the reason
-                await self._record_failure(name, ids, error, completions)
+            completion = settle(jobs, result)
+            if completion.failed:
+                await self._record_failure(name, ids, completion.output, completions)
+            else:
+                completions.append(completion)
         return True
 
     async def _iterate_in_transaction(self, registration: Registration, completions: list[Completion]) -> bool:
@@ -519,19 +520,15 @@ class AsyncWorker:
 
         async def in_transaction() -> BaseException | None:
             """Run the handler in a savepoint; complete, or roll the handler back and fail; commit."""
+            error = await handle_in_transaction(session, boss, name, jobs, registration.handler, _call)
+            if error is None:
+                await session.commit()
+                return None
             try:
-                async with session.begin_nested():
-                    result = await _call(registration.handler, jobs, session)
-                await boss.complete(name, ids, completion_output(jobs, result))
-            except Exception as error:  # the savepoint is rolled back: the handler's writes are gone
-                try:
-                    await boss.fail(name, ids, error)
-                    await session.commit()
-                except Exception:
-                    raise error from None  # the transaction itself is lost: failed afresh, with this reason
-                return error
-            await session.commit()
-            return None
+                await session.commit()
+            except Exception:
+                raise error from None  # the transaction itself is lost: failed afresh, with this reason
+            return error
 
         seconds = handler_timeout(jobs)
         failure: Any = None
@@ -713,6 +710,39 @@ class AsyncWorker:
                 if queue is not None:
                     self._wake[queue].set()
         return failures
+
+
+async def handle_in_transaction(
+    session: AsyncSession,
+    boss: AsyncBoss,
+    name: str,
+    jobs: Sequence[Job],
+    handler: AsyncHandler,
+    call: Callable[..., Awaitable[Any]],
+) -> BaseException | None:
+    """:func:`sqla_boss.worker.handle_in_transaction` on an ``AsyncSession``: ``await call(handler, jobs,
+    session)`` runs in a savepoint, settled there, then the jobs are completed; if the handler raises, or its
+    output cannot be stored, the savepoint rolls back and the jobs are failed with that error, returned.
+
+    Does not commit. Locks what the handler locks, and the jobs' rows.
+
+    Raises:
+        the handler's error, when failing the jobs failed too (the transaction is lost).
+    """
+    ids = [job.id for job in jobs]
+    try:
+        async with session.begin_nested():
+            completion = settle(jobs, await call(handler, jobs, session))
+            if completion.failed:  # the output cannot be stored: roll the handler's writes back too
+                raise completion.output
+        await boss.complete(name, ids, completion.output)
+    except Exception as error:  # the savepoint is rolled back: the handler's writes are gone
+        try:
+            await boss.fail(name, ids, error)
+        except Exception:
+            raise error from None
+        return error
+    return None
 
 
 def _is_async_psycopg(connection: Any) -> bool:

@@ -60,6 +60,17 @@ def bind_session(session: Session, schema: str, *, orm: bool = True) -> None:
     event.listen(session, "do_orm_execute", add_translation)
 
 
+def schema_of(session: Session) -> str:
+    """The pg-boss schema ``session`` serves: the one a ``Boss`` tied it to, else the one its connection's
+    ``schema_translate_map`` points the models at, else ``pgboss``. Begins the session's transaction if none
+    is open (it asks the connection); runs no statement, commits nothing."""
+    bound = session.info.get(_SESSION_KEY)
+    if bound is not None:
+        return str(bound)
+    translated = _bind_translation(session.connection())
+    return DEFAULT_SCHEMA if translated is None else translated
+
+
 def _bind_translation(bind: Engine | Connection | Any) -> str | None:
     if not isinstance(bind, (Engine, Connection)):
         return None

@@ -94,3 +94,8 @@ class HandlerTimeoutError(SqlaBossError, TimeoutError):
 
     The message is pg-boss's own, ``handler execution exceeded <ms>ms``, so both record the same output.
     """
+
+
+class FactoryNotBoundError(SqlaBossError, RuntimeError):
+    """A factory of :mod:`sqla_boss.testing` was used before :func:`~sqla_boss.testing.bind_factories` gave it
+    a session (the ``boss_session`` fixture binds them)."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from sqla_boss import cron
-from sqla_boss.errors import HandlerTimeoutError, InvalidOptionError
+from sqla_boss.errors import HandlerTimeoutError, InvalidOptionError, SqlaBossError
 from sqla_boss.maintenance import MAINTENANCE_OPTIONS, MaintenanceSettings
 from sqla_boss.models import Job
 from sqla_boss.operations import CronTick, Operations
@@ -244,6 +244,23 @@ def completion_output(jobs: Sequence[Job], result: Any) -> Any:
     return result if len(jobs) == 1 else None
 
 
+def settle(jobs: Sequence[Job], result: Any = None, error: BaseException | None = None) -> Completion:
+    """How a handler's call ends ``jobs``, by the workers' rules: failed with ``error`` when it raised;
+    else completed, with its ``result`` as output when the batch holds one job (:func:`completion_output`),
+    or failed with the :class:`~sqla_boss.errors.PayloadError` when that output cannot be stored as JSON.
+
+    Every way of running handlers (:class:`~sqla_boss.Worker`, :class:`~sqla_boss.AsyncWorker` and
+    :mod:`sqla_boss.testing`) records what this returns. No I/O.
+    """
+    ids = [job.id for job in jobs]
+    if error is not None:
+        return Completion(ids, error, failed=True)
+    try:
+        return Completion.of(ids, completion_output(jobs, result))
+    except SqlaBossError as refused:  # e.g. an output that is not JSON: the jobs fail with the reason
+        return Completion(ids, refused, failed=True)
+
+
 def log_failure(name: str, ids: Sequence[uuid.UUID], error: Any) -> None:
     """Log jobs failed by their handler (or its timeout), with the queue and the job ids."""
     logger.info("job(s) %s of queue %s failed: %r", ", ".join(map(str, ids)), name, error, extra=describe(name, ids))
@@ -326,5 +343,6 @@ __all__ = [
     "log_cron_tick",
     "log_failure",
     "send_it_registration",
+    "settle",
     "timeout_error",
 ]

@@ -7,9 +7,11 @@ from the worker's sessionmaker and, in **pg-boss's completion mode** (the defaul
 2. calls ``handler(jobs)`` with the list, outside any transaction, for at most the jobs' ``expire_in``
    (at least 1 s; after that the jobs fail with pg-boss's ``handler execution exceeded <ms>ms`` and the
    handler is left to finish on its own);
-3. in a **new transaction, committed at once**, completes the jobs (storing the handler's return value
-   as output when the batch holds one job, as pg-boss does) or, if the handler raised, fails them with
-   the exception (pg-boss's retry and dead-letter rules apply).
+3. completes the jobs (storing the handler's return value as output when the batch holds one job, as
+   pg-boss does) in the transaction of the loop's **next fetch**, committed before the next handler runs
+   (or at stop); or, if the handler raised, fails them with the exception (pg-boss's retry and dead-letter
+   rules apply) in a **transaction of their own, committed at once** (kept for the next fetch if the
+   database refuses it).
 
 In the **transactional mode** (``work(..., transactional=True)``) the fetch commits as in pg-boss's mode
 (the jobs are ``active``), then ``handler(jobs, session)`` runs in a new transaction, inside a savepoint,
@@ -61,12 +63,12 @@ from sqla_boss.handling import (
     WorkerSettings,
     adjust,
     backoff,
-    completion_output,
     describe,
     handler_timeout,
     log_cron_tick,
     log_failure,
     send_it_registration,
+    settle,
     timeout_error,
 )
 from sqla_boss.identifiers import DEFAULT_SCHEMA
@@ -84,7 +86,7 @@ even when ``batch_size`` is 1."""
 LISTEN_POLL_SECONDS = 0.5
 """How often the listener looks up from its notifications to see whether it must stop or listen to more."""
 
-__all__ = ["SHUTDOWN_OUTPUT", "Handler", "Worker"]
+__all__ = ["SHUTDOWN_OUTPUT", "Handler", "Worker", "handle_in_transaction"]
 
 
 @dataclass
@@ -544,13 +546,12 @@ class Worker:
             return True
         if not outcome.finished:
             self._record_failure(name, ids, timeout_error(seconds), completions)
-        elif outcome.error is not None:
-            self._record_failure(name, ids, outcome.error, completions)
+            return True
+        completion = settle(jobs, outcome.value, outcome.error)
+        if completion.failed:
+            self._record_failure(name, ids, completion.output, completions)
         else:
-            try:
-                completions.append(Completion.of(ids, completion_output(jobs, outcome.value)))
-            except SqlaBossError as error:  # e.g. an output that is not JSON: fail the job with the reason
-                self._record_failure(name, ids, error, completions)
+            completions.append(completion)
         return True
 
     def _iterate_in_transaction(
@@ -606,19 +607,15 @@ class Worker:
         def in_transaction() -> BaseException | None:
             """Run the handler in a savepoint; complete, or roll the handler back and fail; commit."""
             try:
+                error = handle_in_transaction(session, boss, name, jobs, registration.handler)
+                if error is None:
+                    session.commit()
+                    return None
                 try:
-                    with session.begin_nested():
-                        result = registration.handler(jobs, session)
-                    boss.complete(name, ids, completion_output(jobs, result))
-                except Exception as error:  # the savepoint is rolled back: the handler's writes are gone
-                    try:
-                        boss.fail(name, ids, error)
-                        session.commit()
-                    except Exception:
-                        raise error from None  # the transaction itself is lost: failed afresh, with this reason
-                    return error
-                session.commit()
-                return None
+                    session.commit()
+                except Exception:
+                    raise error from None  # the transaction itself is lost: failed afresh, with this reason
+                return error
             finally:
                 with ended:
                     state["finished"] = True
@@ -806,6 +803,37 @@ class Worker:
                 if queue is not None:
                     self._wake[queue].set()
         return failures
+
+
+def handle_in_transaction(
+    session: Session, boss: Boss, name: str, jobs: Sequence[Job], handler: Handler
+) -> BaseException | None:
+    """The transactional mode's rules for one batch, in ``session``'s transaction: ``handler(jobs, session)``
+    runs in a savepoint and its outcome is settled there (:func:`~sqla_boss.handling.settle`), then the jobs
+    are completed. If the handler raises, or returns an output that cannot be stored, the savepoint rolls
+    back (the handler's writes are gone) and the jobs are failed with that error (retry and dead-letter
+    rules apply); the error is returned.
+
+    Does not commit. Locks what the handler locks, and the jobs' rows.
+
+    Raises:
+        the handler's error, when failing the jobs failed too: the transaction is lost, and the caller
+        fails the jobs afresh; a ``BaseException`` that is no ``Exception`` (``KeyboardInterrupt``, ...).
+    """
+    ids = [job.id for job in jobs]
+    try:
+        with session.begin_nested():
+            completion = settle(jobs, handler(jobs, session))
+            if completion.failed:  # the output cannot be stored: roll the handler's writes back too
+                raise completion.output
+        boss.complete(name, ids, completion.output)
+    except Exception as error:  # the savepoint is rolled back: the handler's writes are gone
+        try:
+            boss.fail(name, ids, error)
+        except Exception:
+            raise error from None
+        return error
+    return None
 
 
 def _is_psycopg(connection: Any) -> bool:

@@ -14,8 +14,9 @@ from sqla_boss import embedded, migrations
 from sqla_boss.database import normalize_url
 from sqla_boss.identifiers import quote_identifier
 
-# connection, session, boss, make_boss, committing_session_factory: on Boss and on AsyncBoss.
-pytest_plugins = ["apis"]
+# connection, session, boss, make_boss, committing_session_factory: on Boss and on AsyncBoss; pytester, for
+# tests/users' tests of the testing kit's pytest plugin (a non-root conftest cannot load plugins).
+pytest_plugins = ["apis", "pytester"]
 
 
 @pytest.fixture(scope="session")

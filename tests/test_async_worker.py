@@ -176,6 +176,23 @@ def test_transactional_handler_that_raises_leaves_no_writes_and_uses_a_retry(
     assert (state, output["message"], retry_count, calls) == ("failed", "no", 1, 2)
 
 
+def test_transactional_handler_whose_output_is_no_json_leaves_no_writes(
+    database_url: URL, engine: Engine, schema: str
+) -> None:
+    (job_id,) = send(engine, schema, retry_limit=0)
+
+    async def handler(jobs: list[Job], session: AsyncSession) -> object:
+        await session.execute(text(f"INSERT INTO {schema}.side VALUES (:id)"), {"id": jobs[0].id})
+        return {None: "a key that is not a string"}
+
+    async def body(worker: AsyncWorker) -> None:
+        await until(lambda: states(engine, schema)[job_id][0] == "failed")
+
+    run_with_worker(database_url, schema, body, setup=lambda w: w.work(QUEUE, handler, transactional=True))
+    assert side_rows(engine, schema) == set()
+    assert states(engine, schema)[job_id][1]["name"] == "PayloadError"
+
+
 def test_a_transactional_timeout_never_returns_its_dead_connection_to_the_pool(
     database_url: URL, engine: Engine, schema: str, caplog: pytest.LogCaptureFixture
 ) -> None:

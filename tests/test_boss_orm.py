@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 from boss_support import assert_usable, jobs_of, plain_connection
-from factories import ArchiveFactory, bind_factories
 from sqlalchemy import Engine, ForeignKey, func, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -18,6 +17,7 @@ from support import drop_schema, unique_name
 
 from sqla_boss import Archive, Boss, Job, JobState, Queue, migrations, schema_translate_map
 from sqla_boss.errors import SchemaMismatchError
+from sqla_boss.testing import ArchiveFactory, bind_factories
 
 
 class AppBase(DeclarativeBase):

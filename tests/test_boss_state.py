@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 from boss_support import assert_usable, db_now, jobs_of, load, one_schema_per_module
-from factories import ArchiveFactory, bind_factories
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import ObjectDeletedError
 
 from sqla_boss import Archive, Boss, Job, JobState, QueuePolicy
 from sqla_boss.errors import JobConflictError
+from sqla_boss.testing import ArchiveFactory, bind_factories
 
 installed_schema = pytest.fixture(scope="module", name="installed_schema")(one_schema_per_module)
 """One schema for the module: its tests never commit, each one's transaction is rolled back."""

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from factories import ArchiveFactory, JobFactory, QueueFactory, bind_factories
 from sqlalchemy import Connection, Engine, func, select, text
 from sqlalchemy.orm import Session
 
@@ -25,6 +24,7 @@ from sqla_boss.models import (
     Schedule,
     Subscription,
 )
+from sqla_boss.testing import ArchiveFactory, JobFactory, QueueFactory, bind_factories
 
 
 @pytest.fixture

@@ -433,6 +433,26 @@ def test_transactional_handler_that_raises_rolls_back_and_uses_up_a_retry(
     assert called == [job_id] * calls
 
 
+def test_transactional_handler_whose_output_is_no_json_is_rolled_back_and_failed(
+    engine: Engine, sessions: sessionmaker[Session], installed_schema: str, workers: list[Worker]
+) -> None:
+    """The output is checked inside the handler's savepoint: a job failed for its output keeps none of the
+    handler's writes (it will run again, by its retry rules)."""
+    create_side_table(engine, installed_schema)
+    job_id = send(sessions, installed_schema, retry_limit=0)
+
+    def handler(jobs: list[Job], session: Session) -> object:
+        session.execute(text(f"INSERT INTO {installed_schema}.side VALUES (:id)"), {"id": jobs[0].id})
+        return {1: "a key that is not a string"}
+
+    worker = make_worker(workers, sessions, installed_schema, **QUIET)
+    worker.work(QUEUE, handler, transactional=True)
+    worker.start()
+    wait_until(lambda: state_of(sessions, installed_schema, job_id) == "failed", timeout=5)
+    assert job_row(sessions, installed_schema, job_id)["output"]["name"] == "PayloadError"
+    assert side_rows(engine, installed_schema) == []
+
+
 def test_transactional_handler_past_expire_in_is_rolled_back_and_failed(
     engine: Engine, sessions: sessionmaker[Session], installed_schema: str, workers: list[Worker]
 ) -> None:
