@@ -261,12 +261,12 @@ def _check_payment(order: Order, behaviour: str) -> None:
 def _placed(order: Order, summary: Summary, say: Callable[[str], None]) -> None:
     summary.placed.append(order.customer)
     amount = f"{order.total_cents / 100:>7.2f}"
-    say(f"  order #{order.id} for {order.customer:<8} {amount}  committed with job {order.job_id}")
+    say(f"  {'order #' + str(order.id):<9} for {order.customer:<8} {amount}  committed with job {order.job_id}")
 
 
 def _declined(customer: str, cents: int, exc: Exception, summary: Summary, say: Callable[[str], None]) -> None:
     summary.rolled_back.append(customer)
-    say(f"  order for {customer:<8} {cents / 100:>7.2f}  ROLLED BACK ({exc}): no order, no job")
+    say(f"  {'order':<9} for {customer:<8} {cents / 100:>7.2f}  ROLLED BACK ({exc}): no order, no job")
 
 
 def _outcome(job: Job, summary: Summary, say: Callable[[str], None]) -> Exception | None:
