@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import Connection, Engine, text
 
 from sqla_boss import migrations
@@ -66,3 +69,49 @@ def create_queue(connection: Connection, schema: str, name: str, options: dict[s
         text(f"SELECT partition_name FROM {quoted}.queue WHERE name = :name"), {"name": name}
     ).scalar_one()
     return str(partition)
+
+
+class LoopThread:
+    """An event loop of its own in a background thread, for ``AsyncWorker``\\ s running beside threaded workers
+    and Node. A subclass's :meth:`run` starts what it runs, sets :attr:`started`, and returns once the stop
+    event it is given is set; :meth:`stop` sets it and re-raises what went wrong in the thread."""
+
+    def __init__(self, name: str) -> None:
+        self.started = threading.Event()
+        self.error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        raise NotImplementedError
+
+    def start(self, timeout: float = 30) -> None:
+        self._thread.start()
+        if not self.started.wait(timeout):
+            pytest.fail(f"{self._thread.name} did not start")
+        if self.error is not None:
+            raise self.error
+
+    def stop(self, timeout: float = 60) -> None:
+        """Stop what runs (the subclass stops it gracefully) and the loop; re-raise what went wrong there."""
+        if self._loop is not None and self._stop is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread.ident is not None:
+            self._thread.join(timeout)
+            assert not self._thread.is_alive(), f"{self._thread.name} did not stop"
+        if self.error is not None:
+            raise self.error
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self._run())  # also waits for plain handlers still running in the default executor
+        except BaseException as error:
+            self.error = error
+        finally:
+            self.started.set()
+
+    async def _run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        await self.run(self._stop)

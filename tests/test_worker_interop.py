@@ -26,7 +26,6 @@ import contextlib
 import datetime as dt
 import itertools
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -43,6 +42,7 @@ from pgboss import (  # noqa: F401  (the fixtures pgboss and pgboss_install)
 from sqlalchemy import URL, Engine, create_engine, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import Session
+from support import LoopThread
 
 from sqla_boss import AsyncWorker, Boss, Job, Worker
 from sqla_boss.cron import SEND_IT_QUEUE
@@ -173,7 +173,7 @@ class Halt:
         execute(self.engine, f"INSERT INTO {self.table} DEFAULT VALUES")
 
 
-class AsyncWorkers:
+class AsyncWorkers(LoopThread):
     """``AsyncWorker``s on an event loop of their own, in a background thread, started and stopped from the test."""
 
     def __init__(
@@ -184,44 +184,13 @@ class AsyncWorkers:
         *,
         application_name: str = "sqla_boss_async",
     ) -> None:
+        super().__init__("async-workers")
         self.database_url = database_url
         self.schema = schema
         self.setups = setups
         self.application_name = application_name
-        self.started = threading.Event()
-        self.error: BaseException | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=self._main, name="async-workers", daemon=True)
 
-    def start(self, timeout: float = 30) -> None:
-        self._thread.start()
-        if not self.started.wait(timeout):
-            pytest.fail("the async workers did not start")
-        if self.error is not None:
-            raise self.error
-
-    def stop(self, timeout: float = 60) -> None:
-        """Stop the workers (gracefully) and the loop; re-raise what went wrong in the thread."""
-        if self._loop is not None and self._stop is not None and self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._stop.set)
-        if self._thread.ident is not None:
-            self._thread.join(timeout)
-            assert not self._thread.is_alive(), "the async workers did not stop"
-        if self.error is not None:
-            raise self.error
-
-    def _main(self) -> None:
-        try:
-            asyncio.run(self._run())
-        except BaseException as error:
-            self.error = error
-        finally:
-            self.started.set()
-
-    async def _run(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
+    async def run(self, stop: asyncio.Event) -> None:
         engine = create_async_engine(self.database_url, connect_args={"application_name": self.application_name})
         workers: list[AsyncWorker] = []
         try:
@@ -231,7 +200,7 @@ class AsyncWorkers:
                 setup(worker, engine)
                 await worker.start()
             self.started.set()
-            await self._stop.wait()
+            await stop.wait()
         finally:
             for worker in workers:
                 await worker.stop(graceful=True)

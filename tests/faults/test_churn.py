@@ -73,7 +73,7 @@ from sqlalchemy import URL, Engine, create_engine, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
-from support import drop_schema, unique_name
+from support import LoopThread, drop_schema, unique_name
 
 from sqla_boss import AsyncWorker, Boss, Job, Worker, migrations
 from sqla_boss.identifiers import quote_identifier
@@ -419,47 +419,16 @@ class ThreadedWorkers:
             engine.dispose()
 
 
-class AsyncWorkers:
+class AsyncWorkers(LoopThread):
     """The AsyncWorkers, on an event loop of their own in a background thread, started and stopped from the test."""
 
     def __init__(self, database_url: URL, schema: str, recorder: Recorder) -> None:
+        super().__init__("churn-async-workers")
         self.database_url = database_url
         self.schema = schema
         self.recorder = recorder
-        self.started = threading.Event()
-        self.error: BaseException | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=self._main, name="churn-async-workers", daemon=True)
 
-    def start(self, timeout: float = 30) -> None:
-        self._thread.start()
-        if not self.started.wait(timeout):
-            pytest.fail("the async workers did not start")
-        if self.error is not None:
-            raise self.error
-
-    def stop(self, timeout: float = 60) -> None:
-        """Stop the workers (gracefully) and the loop; re-raise what went wrong in the thread."""
-        if self._loop is not None and self._stop is not None and self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._stop.set)
-        if self._thread.ident is not None:
-            self._thread.join(timeout)
-            assert not self._thread.is_alive(), "the async workers did not stop"
-        if self.error is not None:
-            raise self.error
-
-    def _main(self) -> None:
-        try:
-            asyncio.run(self._run())  # waits for plain handlers still sleeping in the default executor
-        except BaseException as error:
-            self.error = error
-        finally:
-            self.started.set()
-
-    async def _run(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
+    async def run(self, stop: asyncio.Event) -> None:
         records = create_async_engine(
             self.database_url, connect_args=connect_args("records"), isolation_level="AUTOCOMMIT"
         )
@@ -484,7 +453,7 @@ class AsyncWorkers:
             for worker in workers:
                 await worker.start()
             self.started.set()
-            await self._stop.wait()
+            await stop.wait()
         finally:
             for worker in workers:
                 await worker.stop(graceful=True)
