@@ -4,9 +4,8 @@ and a connection of a test's own on either API."""
 from __future__ import annotations
 
 import datetime as dt
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -101,15 +100,6 @@ def assert_usable(boss: Boss, name: str = "q") -> uuid.UUID:
     assert isinstance(job, Job)
     assert job.data == marker
     return job_id
-
-
-def wait_until(condition: Callable[[], bool], *, timeout: float = 10.0, what: str = "condition") -> None:
-    """Poll ``condition`` until it holds, failing after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.01)
 
 
 def backend_waits_for_lock(engine: Engine, pid: int) -> bool:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +71,21 @@ def create_queue(connection: Connection, schema: str, name: str, options: dict[s
         text(f"SELECT partition_name FROM {quoted}.queue WHERE name = :name"), {"name": name}
     ).scalar_one()
     return str(partition)
+
+
+def query(engine: Engine, sql: str, **params: Any) -> list[Any]:
+    """The rows of ``sql`` on a connection of its own (autocommit reads of what others committed)."""
+    with engine.connect() as connection:
+        return list(connection.execute(text(sql), params))
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> None:
+    """Poll ``condition`` until it holds, failing after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.02)
 
 
 class LoopThread:

@@ -10,9 +10,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from boss_support import assert_usable, backend_waits_for_lock, committed_count, db_now, jobs_of, load, wait_until
+from boss_support import assert_usable, backend_waits_for_lock, committed_count, db_now, jobs_of, load
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
+from support import wait_until
 
 from sqla_boss import Boss, Job, JobState
 

@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import URL, Engine, create_engine, text
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
+from support import wait_until
 
 from sqla_boss import Boss, Job, Worker
 from sqla_boss.errors import InvalidOptionError, InvalidQueueNameError
@@ -60,14 +61,6 @@ def states(sessions: sessionmaker[Session], schema: str) -> dict[uuid.UUID, tupl
     with sessions() as session:
         rows = session.execute(text(f"SELECT id, state::text, output FROM {schema}.job WHERE name = :q"), {"q": QUEUE})
         return {row[0]: (row[1], row[2]) for row in rows}
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        time.sleep(0.05)
 
 
 def all_in(sessions: sessionmaker[Session], schema: str, state: str) -> Callable[[], bool]:

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, literal, select, text
 from sqlalchemy.orm import Session, sessionmaker
+from support import wait_until
 
 from sqla_boss import Boss, Job, Worker, cron
 from sqla_boss.errors import InvalidCronError, InvalidTimezoneError
@@ -108,14 +109,6 @@ def state_of(sessions: sessionmaker[Session], schema: str, job_id: uuid.UUID, qu
 def scalar(engine: Engine, sql: str, **params: Any) -> Any:
     with engine.connect() as connection:
         return connection.execute(text(sql), params).scalar()
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(0.02)
 
 
 def stays_false(condition: Callable[[], bool], seconds: float) -> bool:

@@ -73,7 +73,7 @@ from sqlalchemy import URL, Engine, create_engine, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
-from support import LoopThread, drop_schema, unique_name
+from support import LoopThread, drop_schema, query, unique_name
 
 from sqla_boss import AsyncWorker, Boss, Job, Worker, migrations
 from sqla_boss.identifiers import quote_identifier
@@ -477,14 +477,9 @@ def poll(condition: Callable[[], T | None], *, timeout: float, what: Callable[[]
         time.sleep(0.1)
 
 
-def rows(engine: Engine, sql: str, **params: Any) -> list[Any]:
-    with engine.connect() as connection:
-        return list(connection.execute(text(sql), params))
-
-
 def unsettled(engine: Engine, schema: str) -> dict[str, int]:
     """Jobs of the worked queues not yet completed or failed, by state."""
-    found = rows(
+    found = query(
         engine,
         f"SELECT state::text, count(*) FROM {quote_identifier(schema)}.job "
         "WHERE name = ANY(:names) AND state < 'completed' GROUP BY 1",
@@ -542,7 +537,7 @@ def set_up(engine: Engine, schema: str, plans: list[Plan], ids: dict[int, uuid.U
         session.execute(text(node_procedure(schema)))
         inserted = boss.insert([plan.job(ids[plan.n]) for plan in plans])
     assert sorted(inserted) == sorted(ids.values())
-    [(dead_lettered, plain)] = rows(
+    [(dead_lettered, plain)] = query(
         engine,
         f"SELECT count(*) FILTER (WHERE name = :dl AND dead_letter = :dlq), count(*) FILTER (WHERE name = :plain "
         f"AND dead_letter IS NULL) FROM {quoted}.job",
@@ -609,7 +604,7 @@ def test_every_job_ends_as_its_plan_says_each_attempt_run_once(
         # take a good share of its queue before its first poll).
         poll(
             lambda: (
-                rows(engine, f"SELECT EXISTS (SELECT FROM {quoted}.executions WHERE worker = '{NODE_LABEL}')")[0][0]
+                query(engine, f"SELECT EXISTS (SELECT FROM {quoted}.executions WHERE worker = '{NODE_LABEL}')")[0][0]
                 or (node is not None and node.done() and node.result())
             ),
             timeout=30,
@@ -638,24 +633,26 @@ def test_every_job_ends_as_its_plan_says_each_attempt_run_once(
         f"SELECT id, name, state::text, retry_count, data, output FROM {quoted}.{table} WHERE name = ANY(:names)"
         for table in ("job", "archive")
     )
-    jobs = rows(engine, union, names=list(QUEUES))
+    jobs = query(engine, union, names=list(QUEUES))
     final = {job_id: (state, retry_count) for job_id, _, state, retry_count, _, _ in jobs}
     outputs = {job_id: output for job_id, *_, output in jobs}
     ran: dict[uuid.UUID, list[int]] = {}
     runs: dict[uuid.UUID, list[str]] = {}
     per_worker: Counter[str] = Counter()
-    for job_id, attempt, worker in rows(engine, f"SELECT job_id, attempt, worker FROM {quoted}.executions ORDER BY at"):
+    for job_id, attempt, worker in query(
+        engine, f"SELECT job_id, attempt, worker FROM {quoted}.executions ORDER BY at"
+    ):
         ran.setdefault(job_id, []).append(attempt)
         runs.setdefault(job_id, []).append(f"{attempt}:{worker}")
         per_worker[worker] += 1
-    duplicates = rows(engine, f"SELECT job_id, attempt, worker FROM {quoted}.duplicates ORDER BY at")
-    dead = rows(
+    duplicates = query(engine, f"SELECT job_id, attempt, worker FROM {quoted}.duplicates ORDER BY at")
+    dead = query(
         engine,
         f"SELECT data FROM {quoted}.job WHERE name = :n UNION ALL SELECT data FROM {quoted}.archive WHERE name = :n",
         n=DEAD_LETTER,
     )
     states = Counter(state for state, _ in final.values())
-    [(span, half, most)] = rows(
+    [(span, half, most)] = query(
         engine,
         "SELECT extract(epoch FROM max(at) - min(at)), extract(epoch FROM percentile_disc(0.5) WITHIN GROUP "
         "(ORDER BY at) - min(at)), extract(epoch FROM percentile_disc(0.99) WITHIN GROUP (ORDER BY at) - min(at)) "

@@ -34,6 +34,7 @@ import pytest
 from sqlalchemy import URL, Connection, Engine, create_engine, event, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
+from support import query, wait_until
 
 from sqla_boss import AsyncWorker, Boss, Job, Worker
 from sqla_boss.notify import channel
@@ -83,11 +84,6 @@ def send(engine: Engine, schema: str, count: int, queue: str = QUEUE, **options:
     return [job_id for job_id in ids if job_id is not None]
 
 
-def query(engine: Engine, sql: str, **params: Any) -> list[Any]:
-    with engine.connect() as connection:
-        return list(connection.execute(text(sql), params))
-
-
 def jobs_of(engine: Engine, schema: str, queue: str = QUEUE) -> dict[uuid.UUID, tuple[str, int, Any]]:
     rows = query(engine, f"SELECT id, state::text, retry_count, output FROM {schema}.job WHERE name = :q", q=queue)
     return {row[0]: (row[1], row[2], row[3]) for row in rows}
@@ -103,14 +99,6 @@ def executions(engine: Engine, schema: str) -> dict[uuid.UUID, list[int]]:
     for job_id, attempt in query(engine, f"SELECT job_id, attempt FROM {schema}.executions ORDER BY attempt"):
         found.setdefault(job_id, []).append(attempt)
     return found
-
-
-def wait_until(condition: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met within {timeout} s")
-        time.sleep(0.02)
 
 
 async def until(condition: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> None:

@@ -61,7 +61,7 @@ from sqlalchemy import URL, Connection, Engine, create_engine, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
-from support import unique_name
+from support import query, unique_name, wait_until
 
 from sqla_boss import AsyncWorker, Boss, Job, Worker, migrations
 
@@ -221,19 +221,6 @@ def private_server(tmp_path: Path) -> Iterator[PrivateServer]:
 
 
 # ------------------------------------------------------------------------------------------------- helpers
-
-
-def query(engine: Engine, sql: str, **params: Any) -> list[Any]:
-    with engine.connect() as connection:
-        return list(connection.execute(text(sql), params))
-
-
-def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met within {timeout} s")
-        time.sleep(0.02)
 
 
 def send(engine: Engine, schema: str, queue: str, count: int) -> list[uuid.UUID]:

@@ -38,15 +38,14 @@ import textwrap
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import URL, Engine, text
 from sqlalchemy.orm import Session
-from support import drop_schema
+from support import drop_schema, query, wait_until
 
 from sqla_boss import Boss, migrations
 
@@ -163,19 +162,6 @@ WORKER_MODULE = """
 """
 
 # ------------------------------------------------------------------------------------------------- helpers
-
-
-def query(engine: Engine, sql: str, **params: Any) -> list[Any]:
-    with engine.connect() as connection:
-        return list(connection.execute(text(sql), params))
-
-
-def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met within {timeout} s")
-        time.sleep(0.1)
 
 
 def memory(pid: int) -> tuple[int, int]:
