@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
@@ -10,8 +9,7 @@ from sqlalchemy import URL, Engine, create_engine, text
 from sqlalchemy.pool import NullPool
 from support import drop_schema, unique_name
 
-from sqla_boss import embedded, migrations
-from sqla_boss.database import normalize_url
+from sqla_boss import migrations
 from sqla_boss.identifiers import quote_identifier
 
 # connection, session, boss, make_boss, committing_session_factory: on Boss and on AsyncBoss; pytester, for
@@ -20,17 +18,10 @@ pytest_plugins = ["apis", "pytester"]
 
 
 @pytest.fixture(scope="session")
-def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[URL]:
-    """``$DATABASE_URL``, or an embedded PostgreSQL started once for the whole run."""
-    configured = os.environ.get("DATABASE_URL")
-    if configured:
-        yield normalize_url(configured)
-        return
-    server = embedded.start(tmp_path_factory.mktemp("embedded") / "pgdata", delete=True)
-    try:
-        yield server.url
-    finally:
-        server.stop()
+def database_url(sqla_boss_database_url: URL) -> URL:
+    """The testing kit's database (sqla_boss.testing.plugin): ``$DATABASE_URL``, or one embedded PostgreSQL
+    started for the whole run, shared with the tests of tests/users."""
+    return sqla_boss_database_url
 
 
 @pytest.fixture(scope="session")
