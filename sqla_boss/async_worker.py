@@ -20,12 +20,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, overload
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from sqla_boss import cron
 from sqla_boss.async_boss import AsyncBoss
-from sqla_boss.errors import HandlerTimeoutError, InvalidOptionError, SqlaBossError
+from sqla_boss.errors import InvalidOptionError, SqlaBossError
 from sqla_boss.handling import (
     SHUTDOWN_OUTPUT,
     Completion,
@@ -541,10 +541,10 @@ class AsyncWorker:
         except Exception as error:
             failure = error
         try:
-            if isinstance(failure, HandlerTimeoutError):
-                await session.invalidate()  # its backend is gone: never hand the connection back to the pool
+            if failure is not None:  # timed out (its backend terminated) or the transaction itself failed (maybe
+                await session.invalidate()  # its backend, terminated at stop): never pool that connection again
             else:
-                await session.close()  # after a commit, closes; after an error, rolls the handler's writes back
+                await session.close()  # after a commit, closes; after a handled error, rolls its writes back
         except Exception:  # a dead connection: the server has rolled back already
             logger.debug("closing the session of a failed batch of queue %s", name, exc_info=True)
         if not self._release(key):
@@ -572,9 +572,16 @@ class AsyncWorker:
             pending.append(Completion(ids, error, failed=True))
 
     async def _fail(self, name: str, ids: list[uuid.UUID], output: Any) -> None:
-        """Fail the jobs in a transaction of their own, committed at once."""
-        async with self._sessions() as session, session.begin():
-            await self._boss(session).fail(name, ids, output)
+        """Fail the jobs in a transaction of their own, committed at once; once more if the pool handed out a
+        connection whose backend is gone (see :meth:`Worker._fail <sqla_boss.Worker>`)."""
+        for attempt in (1, 2):
+            try:
+                async with self._sessions() as session, session.begin():
+                    await self._boss(session).fail(name, ids, output)
+                return
+            except DBAPIError as error:
+                if attempt == 2 or not error.connection_invalidated:
+                    raise
 
     async def _fail_held(self, held: Held, output: Any) -> None:
         extra = describe(held.name, held.ids)

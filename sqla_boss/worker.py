@@ -47,7 +47,7 @@ from types import FrameType
 from typing import Any, overload
 
 from sqlalchemy import Engine, func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from sqla_boss import cron
@@ -637,7 +637,10 @@ class Worker:
                 self._fail_held(Held(name, ids, pid), timeout_error(seconds))
             return True
         try:
-            session.close()  # after a commit, closes; after an error, rolls the handler's writes back
+            if outcome.error is not None:  # the transaction itself failed: maybe its backend, terminated at stop
+                session.invalidate()
+            else:
+                session.close()
         except Exception:  # a dead connection: the server has rolled back already
             logger.debug("closing the session of a failed batch of queue %s", name, exc_info=True)
         if not held:
@@ -665,9 +668,16 @@ class Worker:
             pending.append(Completion(ids, error, failed=True))
 
     def _fail(self, name: str, ids: list[uuid.UUID], output: Any) -> None:
-        """Fail the jobs in a transaction of their own, committed at once."""
-        with self._sessions() as session, session.begin():
-            self._boss(session).fail(name, ids, output)
+        """Fail the jobs in a transaction of their own, committed at once; once more if the pool handed out a
+        connection whose backend is gone (a terminated transactional batch's: the pool is renewed by then)."""
+        for attempt in (1, 2):
+            try:
+                with self._sessions() as session, session.begin():
+                    self._boss(session).fail(name, ids, output)
+                return
+            except DBAPIError as error:
+                if attempt == 2 or not error.connection_invalidated:
+                    raise
 
     def _fail_held(self, held: Held, output: Any) -> None:
         extra = describe(held.name, held.ids)
