@@ -1,4 +1,4 @@
-"""``AsyncBoss``: ``Boss`` on an ``AsyncSession``, the same operations driven by ``await``."""
+"""``AsyncBoss``: pg-boss's job and queue API on the caller's own ``AsyncSession``, inside the caller's transaction."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from sqla_boss.binding import bind_session, expire_stale, read_result
+from sqla_boss.async_driver import AsyncDriver
+from sqla_boss.binding import bind_session
 from sqla_boss.identifiers import DEFAULT_SCHEMA
 from sqla_boss.models import Archive, Job, JobState, Queue, QueuePolicy, Schedule
-from sqla_boss.operations import Expire, Operation, Step, operations_for
+from sqla_boss.operations import Operation, operations_for
 from sqla_boss.options import queue_settings, send_options
 
 T = TypeVar("T")
@@ -25,15 +25,13 @@ JobIds = uuid.UUID | str | Sequence[uuid.UUID | str]
 class AsyncBoss:
     """pg-boss 10's repository API on a SQLAlchemy ``AsyncSession`` (or ``AsyncConnection``) you own.
 
-    Exactly :class:`~sqla_boss.Boss`'s methods, arguments, defaults, results and errors, as coroutines.
-
     Every method runs in your transaction and **never commits**: the jobs you send exist exactly when
     your transaction commits, together with your own rows (the transactional outbox). After every
     expected outcome, including the errors sqla_boss raises and the conflicts pg-boss answers with
     ``None``, the transaction is still usable; only an error SQLAlchemy raises means you must roll back.
 
     Args:
-        session: your ``AsyncSession``, or an ``AsyncConnection`` (then ORM objects come from a session on it).
+        session: your ``AsyncSession``, or an ``AsyncConnection`` (ORM objects then come from a session on it).
         schema: the pg-boss schema (default ``pgboss``).
         **defaults: pg-boss's constructor defaults for jobs: ``retry_limit``, ``retry_delay``,
             ``retry_backoff``, ``expire_in_seconds`` / ``_minutes`` / ``_hours`` and ``retention_seconds`` /
@@ -42,58 +40,19 @@ class AsyncBoss:
 
     def __init__(self, session: AsyncSession | AsyncConnection, schema: str = DEFAULT_SCHEMA, **defaults: Any) -> None:
         self._operations = operations_for(schema, defaults)
+        self._driver = AsyncDriver(self._operations.schema)
         self.session = session if isinstance(session, AsyncSession) else AsyncSession(bind=session)
         """The session the statements run on."""
         self._connection = session if isinstance(session, AsyncConnection) else None
-        bind_session(self.session.sync_session, self._operations.schema, orm=False)
+        bind_session(self.session, self._operations.schema, orm=False)
 
     @property
     def schema(self) -> str:
         """The pg-boss schema this repository works on."""
         return self._operations.schema
 
-    # ------------------------------------------------------------------------------------------ driver
-
     async def _run(self, operation: Operation[T]) -> T:
-        try:
-            step = next(operation)
-            while True:
-                if isinstance(step, Expire):
-                    expire_stale(self.session.sync_session, step)
-                    step = operation.send(None)
-                    continue
-                try:
-                    result = await self._perform(step)
-                except IntegrityError as exc:
-                    if not step.savepoint:
-                        raise
-                    step = operation.throw(exc)
-                else:
-                    step = operation.send(result)
-        except StopIteration as stop:
-            value: T = stop.value
-            return value
-
-    async def _perform(self, step: Step) -> Any:
-        if not step.savepoint:
-            return await self._execute(step)
-        async with self.session.begin_nested():
-            return await self._execute(step)
-
-    async def _execute(self, step: Step) -> Any:
-        options = self._operations.execution_options
-        if step.result == "entities":
-            bind_session(self.session.sync_session, self._operations.schema)  # ORM objects refresh in this schema
-            options = {**options, "populate_existing": True}
-            return (await self.session.scalars(step.statement, step.params, execution_options=options)).all()
-        # As Boss: past the ORM's execution layer, after flushing what is pending.
-        connection = self._connection
-        if connection is None:
-            if self.session.autoflush:
-                await self.session.flush()
-            connection = await self.session.connection()
-        result = await connection.execute(step.statement, step.params, execution_options=options)
-        return read_result(result, step)
+        return await self._driver.run(self.session, operation, connection=self._connection)
 
     # ------------------------------------------------------------------------------------------ queues
 

@@ -1,10 +1,11 @@
-"""What the sync and async drivers share: tying a session to its schema, expiring, reading results."""
+"""What the driver needs of a session, in either flavour: tying it to its schema, expiring, reading results."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Result, event
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import ORMExecuteState, Session
 from sqlalchemy.orm.util import identity_key
 
@@ -18,7 +19,12 @@ _SESSION_KEY = "sqla_boss_schema"
 _HOOK_KEY = "sqla_boss_orm_hook"
 
 
-def bind_session(session: Session, schema: str, *, orm: bool = True) -> None:
+def sync_session(session: Session | AsyncSession) -> Session:
+    """The ``Session`` itself, or the one an ``AsyncSession`` runs on (where its events and state live)."""
+    return session.sync_session if isinstance(session, AsyncSession) else session
+
+
+def bind_session(session: Session | AsyncSession, schema: str, *, orm: bool = True) -> None:
     """Make every ORM execution of sqla_boss's models on ``session`` read and write ``schema``.
 
     Statements the repository runs carry the ``schema_translate_map`` themselves; this covers what the
@@ -32,6 +38,7 @@ def bind_session(session: Session, schema: str, *, orm: bool = True) -> None:
         SchemaMismatchError: the session, or the engine or connection it is bound to, already serves
             another pg-boss schema.
     """
+    session = sync_session(session)
     bound = session.info.get(_SESSION_KEY)
     if bound is not None and bound != schema:
         raise SchemaMismatchError(
@@ -79,8 +86,9 @@ def _bind_translation(bind: Engine | Connection | Any) -> str | None:
     return None if value is None else str(value)
 
 
-def expire_stale(session: Session, step: Expire) -> None:
+def expire_stale(session: Session | AsyncSession, step: Expire) -> None:
     """Expire the objects ``step`` names that the session holds, so they reload on next access."""
+    session = sync_session(session)
     for model, key in step.keys:
         stale = session.identity_map.get(identity_key(model, key))
         if stale is not None:

@@ -37,7 +37,6 @@ from sqla_boss.errors import (
 )
 from sqla_boss.identifiers import DEFAULT_SCHEMA, validate_schema_name
 from sqla_boss.models import Archive, Job, JobState, Queue, QueuePolicy, Schedule, Subscription
-from sqla_boss.schema import schema_translate_map
 
 T = TypeVar("T")
 
@@ -104,7 +103,6 @@ class Operations:
     def __init__(self, schema: str = DEFAULT_SCHEMA, defaults: Mapping[str, Any] | None = None) -> None:
         self.schema = validate_schema_name(schema)
         self.defaults = opt.Defaults.from_options(defaults or {})
-        self.execution_options: dict[str, Any] = {"schema_translate_map": schema_translate_map(schema)}
         self._functions = sql.queue_functions(schema)
         self._default_params = {
             "default_retry_limit": self.defaults.retry_limit,
