@@ -26,6 +26,7 @@ from sqla_boss.errors import InvalidOptionError, SqlaBossError
 from sqla_boss.identifiers import DEFAULT_SCHEMA
 from sqla_boss.maintenance import Maintenance
 from sqla_boss.models import Job, JobState
+from sqla_boss.options.values import integer
 from sqla_boss.schema import SCHEMA_VERSION, inspect_schema, schema_translate_map
 from sqla_boss.worker import Worker
 
@@ -202,10 +203,9 @@ def _queues(args: argparse.Namespace, url: URL) -> int:
 
 
 def _jobs(args: argparse.Namespace, url: URL) -> int:
-    if args.limit < 1:
-        raise InvalidOptionError(f"--limit must be at least 1, not {args.limit}")
+    limit = integer("--limit", args.limit, minimum=1)
     with _session(url, args.schema) as session:
-        query = select(Job).where(Job.name == args.queue).order_by(Job.created_on.desc()).limit(args.limit)
+        query = select(Job).where(Job.name == args.queue).order_by(Job.created_on.desc()).limit(limit)
         if args.state:
             query = query.where(Job.state == JobState(args.state))
         jobs = session.scalars(query).all()

@@ -1,24 +1,22 @@
-"""What :class:`~sqla_boss.Worker` and :class:`~sqla_boss.AsyncWorker` share: their options, how a handler's
-outcome becomes a job's, and the supervisor's timetable. No I/O here; each worker runs these rules with its
-own threads or tasks.
+"""The workers' rules, shared by :class:`~sqla_boss.Worker`, :class:`~sqla_boss.AsyncWorker` and the testing
+kit: how a handler's outcome becomes a job's, how long a handler may run, how failures back off, and the
+supervisor's timetable. No I/O here. (Their settings are validated in :mod:`sqla_boss.options.workers`.)
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import math
 import uuid
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqla_boss import cron
-from sqla_boss.errors import HandlerTimeoutError, InvalidOptionError, SqlaBossError
-from sqla_boss.maintenance import MAINTENANCE_OPTIONS, MaintenanceSettings
+from sqla_boss.errors import HandlerTimeoutError, SqlaBossError
 from sqla_boss.models import Job
-from sqla_boss.operations import CronTick, Operations
-from sqla_boss.options import json_text, output_value, queue_name
+from sqla_boss.operations import CronTick
+from sqla_boss.options.payloads import json_text, output_value
+from sqla_boss.options.workers import Registration, WorkerSettings
 
 logger = logging.getLogger("sqla_boss.worker")
 
@@ -28,102 +26,8 @@ HandlerT = TypeVar("HandlerT", bound=Callable[..., Any])
 SHUTDOWN_OUTPUT = {"value": "pg-boss shut down while active"}
 """The output pg-boss stores on jobs a worker still held when it stopped (§7.3)."""
 
-MIN_POLLING_INTERVAL = 0.5
-"""pg-boss's smallest ``pollingIntervalSeconds``."""
-
-CRON_MINIMUM_ARCHIVE_SECONDS = 60
-"""pg-boss turns cron off when an archive delay is shorter than this (warning pg-boss-w03)."""
-
 BACKOFF_START = 0.25
 BACKOFF_CAP = 5.0
-
-
-def whole_number(option: str, value: object, *, minimum: int = 1, maximum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidOptionError(f"{option} must be a whole number of at least {minimum}, not {value!r}")
-    if maximum is not None and value > maximum:
-        raise InvalidOptionError(f"{option} must be at most {maximum}, not {value!r}")
-    return value
-
-
-def interval(option: str, value: object, *, minimum: float = MIN_POLLING_INTERVAL) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= minimum or math.isinf(value):
-        raise InvalidOptionError(f"{option} must be a finite number of at least {minimum}, not {value!r}")
-    return float(value)
-
-
-def flag(option: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise InvalidOptionError(f"{option} must be a bool, not {value!r}")
-    return value
-
-
-@dataclass(frozen=True)
-class Registration:
-    """One ``work()`` call: a queue, its handler and how to run it."""
-
-    name: str
-    handler: Callable[..., Any]
-    batch_size: int = 1
-    concurrency: int = 1
-    polling_interval_seconds: float = 2.0
-    include_metadata: bool = False
-    transactional: bool = False
-    internal: bool = False
-
-    @classmethod
-    def of(
-        cls,
-        name: object,
-        *,
-        batch_size: object,
-        concurrency: object,
-        polling_interval_seconds: object,
-        include_metadata: object,
-        transactional: object,
-    ) -> Registration:
-        """Validate ``work()``'s options; the handler comes with :meth:`with_handler`."""
-        return cls(
-            name=queue_name(name),
-            handler=_no_handler,
-            batch_size=whole_number("batch_size", batch_size),
-            concurrency=whole_number("concurrency", concurrency),
-            polling_interval_seconds=interval("polling_interval_seconds", polling_interval_seconds),
-            include_metadata=flag("include_metadata", include_metadata),
-            transactional=flag("transactional", transactional),
-        )
-
-    def with_handler(self, handler: object) -> Registration:
-        if not callable(handler):
-            raise InvalidOptionError(f"the handler must be callable, not {handler!r}")
-        return dataclasses.replace(self, handler=handler)
-
-
-def adjust(
-    registrations: Sequence[Registration],
-    *,
-    queues: Sequence[str] | None,
-    concurrency: int | None,
-    transactional: bool | None,
-) -> list[Registration]:
-    """The registrations of ``queues`` only (all when ``None``), with their concurrency and completion mode
-    replaced where given; what ``sqla-boss work --queues --concurrency --transactional`` asks for."""
-    if queues is not None:
-        names = [queue_name(name) for name in queues]
-        unknown = sorted(set(names) - {r.name for r in registrations if not r.internal})
-        if unknown:
-            raise InvalidOptionError(f"no handler is registered for queue(s) {', '.join(unknown)}")
-        registrations = [r for r in registrations if r.name in names]
-    changes: dict[str, Any] = {}
-    if concurrency is not None:
-        changes["concurrency"] = whole_number("concurrency", concurrency)
-    if transactional is not None:
-        changes["transactional"] = flag("transactional", transactional)
-    return [dataclasses.replace(r, **changes) for r in registrations]
-
-
-def _no_handler(*args: Any) -> None:
-    raise AssertionError("a registration without its handler ran")  # pragma: no cover
 
 
 def send_it_registration(settings: WorkerSettings, handler: Callable[..., Any]) -> Registration:
@@ -135,69 +39,6 @@ def send_it_registration(settings: WorkerSettings, handler: Callable[..., Any]) 
         polling_interval_seconds=float(settings.cron_worker_interval_seconds),
         internal=True,
     )
-
-
-@dataclass(frozen=True)
-class WorkerSettings:
-    """A worker's constructor options: pg-boss's, in snake_case (PGBOSS10.md §8-9, §11)."""
-
-    schema: str
-    polling_interval_seconds: float = 2.0
-    supervise: bool = True
-    schedule: bool = True
-    listen: bool = True
-    monitor_state_interval_seconds: int | None = None
-    cron_monitor_interval_seconds: int = 30
-    cron_worker_interval_seconds: int = 5
-    maintenance: MaintenanceSettings = field(default_factory=MaintenanceSettings)
-    defaults: Mapping[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def of(
-        cls,
-        schema: str,
-        *,
-        polling_interval_seconds: object,
-        supervise: object,
-        schedule: object,
-        listen: object,
-        monitor_state_interval_seconds: object,
-        cron_monitor_interval_seconds: object,
-        cron_worker_interval_seconds: object,
-        options: Mapping[str, Any],
-    ) -> WorkerSettings:
-        """Validate everything; the ``options`` are maintenance options and job defaults, as pg-boss's
-        constructor takes them together."""
-        maintenance = MaintenanceSettings.from_options({k: v for k, v in options.items() if k in MAINTENANCE_OPTIONS})
-        defaults = {k: v for k, v in options.items() if k not in MAINTENANCE_OPTIONS}
-        operations = Operations(schema, defaults)  # validates the schema name and the job defaults
-        monitor = monitor_state_interval_seconds
-        return cls(
-            schema=operations.schema,
-            polling_interval_seconds=interval("polling_interval_seconds", polling_interval_seconds),
-            supervise=flag("supervise", supervise),
-            schedule=flag("schedule", schedule),
-            listen=flag("listen", listen),
-            monitor_state_interval_seconds=None
-            if monitor is None
-            else whole_number("monitor_state_interval_seconds", monitor, maximum=86399),
-            cron_monitor_interval_seconds=whole_number(
-                "cron_monitor_interval_seconds", cron_monitor_interval_seconds, maximum=45
-            ),
-            cron_worker_interval_seconds=whole_number(
-                "cron_worker_interval_seconds", cron_worker_interval_seconds, maximum=45
-            ),
-            maintenance=maintenance,
-            defaults=defaults,
-        )
-
-    @property
-    def cron_enabled(self) -> bool:
-        """pg-boss evaluates cron only with both archive delays at 60 s or more."""
-        settings = self.maintenance
-        return self.schedule and min(
-            settings.archive_completed_after_seconds, settings.archive_failed_after_seconds
-        ) >= (CRON_MINIMUM_ARCHIVE_SECONDS)
 
 
 @dataclass
@@ -332,10 +173,7 @@ __all__ = [
     "SHUTDOWN_OUTPUT",
     "Completion",
     "Held",
-    "Registration",
     "Timetable",
-    "WorkerSettings",
-    "adjust",
     "backoff",
     "completion_output",
     "describe",

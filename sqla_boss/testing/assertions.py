@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from sqla_boss.binding import bind_session, schema_of
 from sqla_boss.errors import InvalidOptionError
 from sqla_boss.models import Job, Queue
-from sqla_boss.options import queue_name
+from sqla_boss.options.names import queue_name
 from sqla_boss.schema import schema_translate_map
 
 LISTED = 20

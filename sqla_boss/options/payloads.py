@@ -1,0 +1,95 @@
+"""Payloads: job data and outputs as the JSON pg-boss stores, refusing what JSON cannot carry faithfully."""
+
+from __future__ import annotations
+
+import json
+import re
+import traceback
+from collections.abc import Mapping
+from typing import Any
+
+from sqla_boss.errors import PayloadError
+
+# json.dumps writes NUL as \u0000; an escaped backslash before "u0000" is an even run of backslashes.
+_JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def json_text(value: Any, *, what: str = "data") -> str:
+    """``value`` as JSON text; refuses what JSON cannot carry (NaN, infinities, other objects)."""
+    try:
+        text = json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise PayloadError(f"{what} cannot be stored as JSON: {exc}") from exc
+    except RecursionError:
+        raise PayloadError(f"{what} is nested too deeply to be stored as JSON") from None
+    if _JSON_NUL.search(text):
+        raise PayloadError(f"{what} contains a NUL character (\\u0000), which PostgreSQL's jsonb cannot store")
+    if text.startswith(("{", "[")):
+        _check_keys(value, what)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise PayloadError(f"{what} contains a lone surrogate, which is not valid UTF-8") from None
+    return text
+
+
+def _check_keys(value: Any, what: str) -> None:
+    """Refuse mapping keys that are not strings: JSON would turn ``1`` and ``None`` into ``"1"`` and ``"null"``
+    silently (and keep one value of ``{1: a, "1": b}``), so the job would not read back as it was sent."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, member in item.items():
+                if not isinstance(key, str):
+                    raise PayloadError(f"{what} has a {type(key).__name__} key {key!r}; JSON object keys are strings")
+                if isinstance(member, (dict, list, tuple)):
+                    stack.append(member)
+        elif isinstance(item, (list, tuple)):
+            stack.extend(member for member in item if isinstance(member, (dict, list, tuple)))
+
+
+def check_json(value: Any, *, what: str = "data") -> Any:
+    json_text(value, what=what)
+    return value
+
+
+def output_value(value: Any) -> Any:
+    """What pg-boss stores as ``output`` for a completion or failure value (PGBOSS10.md §6.1).
+
+    ``None`` stays NULL; an exception becomes ``{name, message, stack, ...its attributes}``; a mapping
+    is stored as it is; anything else (string, number, boolean, list) is wrapped as ``{"value": ...}``.
+    """
+    if value is None or (callable(value) and not isinstance(value, BaseException)):
+        return None
+    if isinstance(value, BaseException):
+        stored: dict[str, Any] = {
+            "name": type(value).__name__,
+            "message": str(value),
+            "stack": "".join(traceback.format_exception(type(value), value, value.__traceback__)).rstrip(),
+        }
+        for key, attribute in vars(value).items():
+            if key.startswith("_") or callable(attribute):
+                continue
+            try:
+                json_text(attribute)
+            except PayloadError:
+                attribute = _safe_repr(attribute)
+            stored.setdefault(key, attribute)
+        return stored
+    if isinstance(value, Mapping):
+        return check_json(dict(value), what="output")
+    return check_json({"value": value}, what="output")
+
+
+def _safe_repr(value: object) -> str:
+    """``repr(value)``, or a placeholder when that fails (nested too deeply, or a ``__repr__`` that raises)."""
+    try:
+        return repr(value)
+    except RecursionError:
+        return f"<{type(value).__name__} nested too deeply to show>"
+    except Exception as exc:
+        return f"<{type(value).__name__}: repr() raised {type(exc).__name__}>"
+
+
+__all__ = ["check_json", "json_text", "output_value"]
