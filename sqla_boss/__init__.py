@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqla_boss.async_boss import AsyncBoss
+from sqla_boss.async_maintenance import AsyncMaintenance
 from sqla_boss.async_worker import AsyncWorker
 from sqla_boss.boss import Boss
 from sqla_boss.errors import (
@@ -15,7 +16,7 @@ from sqla_boss.errors import (
     SqlaBossError,
 )
 from sqla_boss.identifiers import DEFAULT_SCHEMA, validate_schema_name
-from sqla_boss.maintenance import AsyncMaintenance, Maintenance
+from sqla_boss.maintenance import Maintenance
 from sqla_boss.models import (
     Archive,
     Base,

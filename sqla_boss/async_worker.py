@@ -1,22 +1,53 @@
-"""``AsyncWorker``: :class:`~sqla_boss.Worker` on asyncio tasks, built on :class:`~sqla_boss.AsyncBoss`.
+"""``AsyncWorker``: pg-boss's ``work()``, maintenance and cron, on loops of its own (PGBOSS10.md §7-9).
 
-The same loop, completion modes, wake-ups, maintenance and cron as the threaded worker (see
-:mod:`sqla_boss.worker`); the options and rules come from :mod:`sqla_boss.handling`, so both behave alike.
-Handlers may be coroutine functions (awaited on the event loop) or plain functions (run in a thread by
-``asyncio.to_thread``, so they cannot block the loop). A coroutine handler that outlives its timeout is
-cancelled; a plain one is left to finish, as pg-boss leaves its handler.
+Unlike :class:`~sqla_boss.AsyncBoss`, the worker owns its transactions. Each loop iteration opens a session
+from the worker's sessionmaker and, in **pg-boss's completion mode** (the default):
+
+1. fetches up to ``batch_size`` jobs and **commits** (the jobs are now ``active`` for everyone);
+2. calls ``handler(jobs)`` with the list, outside any transaction, for at most the jobs' ``expire_in``
+   (at least 1 s; after that the jobs fail with pg-boss's ``handler execution exceeded <ms>ms``);
+3. completes the jobs (storing the handler's return value as output when the batch holds one job, as
+   pg-boss does) in the transaction of the loop's **next fetch**, committed before the next handler runs
+   (or at stop); or, if the handler raised, fails them with the exception (pg-boss's retry and dead-letter
+   rules apply) in a **transaction of their own, committed at once** (kept for the next fetch if the
+   database refuses it).
+
+In the **transactional mode** (``work(..., transactional=True)``) the fetch commits as in pg-boss's mode
+(the jobs are ``active``), then ``handler(jobs, session)`` runs in a new transaction, inside a savepoint,
+and the jobs are completed in that same transaction: the handler's writes and the completion commit
+together or not at all. If the handler raises, the savepoint rolls back (its writes are gone) and the jobs
+are failed in that transaction. If it outlives the timeout, or the worker stops, its backend is terminated
+(the transaction rolls back) and the jobs are failed in a fresh one. Either way a retry is used up, and a
+worker that dies mid-handler leaves its jobs ``active`` for expiry to fail: a job that kills every worker
+taking it still ends by its retry rules.
+
+A handler that raises anything, ``SystemExit``, ``KeyboardInterrupt`` and other ``BaseException`` included,
+fails its jobs with it, and the loop goes on: stopping the worker is :meth:`AsyncWorker.stop`'s, or the
+signals :meth:`AsyncWorker.run` handles.
+
+Unlike pg-boss (trap 21), a loop fetches again straight away while the queue hands out jobs, and waits
+the polling interval only after an empty fetch. A ``send`` from sqla_boss wakes the waiting loops of its
+queue at once (``pg_notify``, see :mod:`sqla_boss.notify`); jobs from Node pg-boss are found by polling.
+
+With ``supervise`` (default), the worker also runs pg-boss's maintenance every interval; with ``schedule``
+(default), it evaluates cron and runs the ``__pgboss__send-it`` queue. Both coordinate with every other
+Python or Node instance through pg-boss's own claims on ``version``, so the cluster does each once.
+
+The threaded and the asyncio worker differ only in how loops and handlers run (:mod:`sqla_boss.flavours`).
+On threads, each loop is a daemon thread, and a handler that outlives its timeout is left to finish on its
+own. On asyncio, each loop is a task; a coroutine handler that outlives its timeout is cancelled, and a plain
+function handler runs in a worker thread (``asyncio.to_thread``), so that it cannot block the event loop, and
+is left to finish.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import inspect
 import logging
-import signal
+import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, overload
 
 from sqlalchemy import func, select
@@ -24,17 +55,17 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from sqla_boss import cron
-from sqla_boss.async_boss import AsyncBoss
+from sqla_boss.async_driver import AsyncDriver
+from sqla_boss.async_maintenance import AsyncMaintenance
+from sqla_boss.binding import driver_backend_pid
 from sqla_boss.errors import InvalidOptionError, SqlaBossError
+from sqla_boss.flavours import ACaller, AEvent, Tasks, call_handler_async, signals_handled_async
 from sqla_boss.handling import (
     SHUTDOWN_OUTPUT,
     Completion,
     HandlerT,
     Held,
-    Registration,
     Timetable,
-    WorkerSettings,
-    adjust,
     backoff,
     describe,
     handler_timeout,
@@ -45,20 +76,22 @@ from sqla_boss.handling import (
     timeout_error,
 )
 from sqla_boss.identifiers import DEFAULT_SCHEMA
-from sqla_boss.maintenance import AsyncMaintenance
 from sqla_boss.models import Job
 from sqla_boss.notify import channel
+from sqla_boss.operations import Operations, operations_for
+from sqla_boss.options.workers import Registration, WorkerSettings, adjust
 from sqla_boss.schema import schema_translate_map
 
 logger = logging.getLogger("sqla_boss.worker")
 
 AsyncHandler = Callable[..., Any]
-"""A handler: ``handler(jobs)``, or ``handler(jobs, session)`` with an ``AsyncSession`` in the transactional
-mode; a coroutine function or a plain one."""
+"""A handler: ``handler(jobs)``, or ``handler(jobs, session)`` in the transactional mode; ``jobs`` is a list
+even when ``batch_size`` is 1."""
 
 LISTEN_POLL_SECONDS = 0.5
+"""How often the listener looks up from its notifications to see whether it must stop or listen to more."""
 
-__all__ = ["AsyncHandler", "AsyncWorker", "handle_in_transaction"]
+__all__ = ["LISTEN_POLL_SECONDS", "SHUTDOWN_OUTPUT", "AsyncHandler", "AsyncWorker", "handle_in_transaction"]
 
 
 def _session_factory(
@@ -72,32 +105,28 @@ def _session_factory(
         if not isinstance(bound, AsyncEngine):
             raise InvalidOptionError("the worker's async_sessionmaker must be bound to an AsyncEngine")
         return bind, bound
-    raise InvalidOptionError(f"an AsyncWorker takes an AsyncEngine or an async_sessionmaker, not {type(bind).__name__}")
-
-
-async def _call(handler: Callable[..., Any], *args: Any) -> Any:
-    if inspect.iscoroutinefunction(handler):
-        return await handler(*args)
-    result = await asyncio.to_thread(handler, *args)
-    if inspect.isawaitable(result):
-        return await result
-    return result
+    raise InvalidOptionError(f"AsyncWorker takes an AsyncEngine or an async_sessionmaker, not {type(bind).__name__}")
 
 
 class AsyncWorker:
-    """Runs handlers for queued jobs on asyncio tasks, ``concurrency`` tasks per queue, plus pg-boss's
-    maintenance and cron: :class:`~sqla_boss.Worker` for asyncio.
+    """Runs handlers for queued jobs, ``concurrency`` loops per queue, plus pg-boss's maintenance and cron.
 
     Args:
         bind: an ``AsyncEngine`` (the worker builds an ``async_sessionmaker`` on it, pointed at ``schema``) or
-            your own ``async_sessionmaker`` bound to an engine (it must reach ``schema``).
+            your own ``async_sessionmaker`` bound to an engine (it must reach ``schema``). Jobs handed to
+            pg-boss-mode handlers are detached and fully loaded.
         schema: the pg-boss schema (default ``pgboss``).
         polling_interval_seconds: the default wait after an empty fetch (at least 0.5, default 2).
-        supervise: run maintenance when this instance wins the cluster's turn, as pg-boss's ``supervise``.
-        schedule: evaluate cron and run the send-it queue, as pg-boss's ``schedule``.
+        supervise: run maintenance (expire, archive, drop) when this instance wins the cluster's turn, every
+            ``maintenance_interval_seconds`` (default 120), as pg-boss's ``supervise``.
+        schedule: evaluate cron every ``cron_monitor_interval_seconds`` (1-45, default 30) when this instance
+            wins the turn, and run the send-it queue every ``cron_worker_interval_seconds`` (1-45, default 5),
+            as pg-boss's ``schedule``. Off, as in pg-boss, when an archive delay is under 60 s.
         listen: LISTEN for sqla_boss's send notifications (psycopg engines) and fetch as soon as one comes.
-        monitor_state_interval_seconds: log the counts of jobs by state this often, cluster-wide (off).
-        **options: pg-boss's maintenance options and :class:`~sqla_boss.AsyncBoss`'s job defaults.
+        monitor_state_interval_seconds: log :meth:`AsyncMaintenance.count_states` this often, cluster-wide (off).
+        **options: pg-boss's maintenance options (``archive_completed_after_seconds``, ``delete_after_days``,
+            ``maintenance_interval_seconds``, ... see :class:`~sqla_boss.maintenance.MaintenanceSettings`) and
+            :class:`~sqla_boss.AsyncBoss`'s job defaults (``retry_limit``, ``expire_in_seconds``, ...).
 
     Raises:
         InvalidOptionError, InvalidSchemaNameError: bad options; nothing is started.
@@ -134,16 +163,19 @@ class AsyncWorker:
         self._sessions, self._engine = _session_factory(bind, self.schema)
         self.maintenance = AsyncMaintenance(self._engine, self.schema, settings=self.settings.maintenance)
         """The maintenance commands this worker's supervisor runs."""
+        self._operations = operations_for(self.schema, self.settings.defaults)
+        self._driver = AsyncDriver(self.schema)
         self._registrations: list[Registration] = []
-        self._wake: dict[str, asyncio.Event] = {}
-        self._tasks: list[asyncio.Task[None]] = []
+        self._wake: dict[str, AEvent] = {}
+        self._tasks = Tasks()
+        self._lock = threading.Lock()
         self._held: dict[object, Held] = {}
         self._swept = False
         self._started = False
-        self._stopping = asyncio.Event()
-        self._stop_requested = asyncio.Event()
-        self._stopped = asyncio.Event()
-        self._stop_lock = asyncio.Lock()
+        self._stop_claimed = False
+        self._stopping = AEvent()
+        self._stop_requested = AEvent()
+        self._stopped = AEvent()
 
     # ----------------------------------------------------------------------------------- registering
 
@@ -187,8 +219,8 @@ class AsyncWorker:
         """Register ``handler`` for queue ``name``; returns the handler, or a decorator without one.
 
         ``transactional``: call ``handler(jobs, session)`` in the transaction that completes the jobs (see
-        :mod:`sqla_boss.worker`). Options are checked now. Registering on a started worker starts its loops
-        at once (call it from the worker's event loop then). Touches no database.
+        the module documentation). Options are checked now. Registering on a started worker starts its
+        loops at once (on asyncio, call it from the worker's event loop then). Touches no database.
 
         Raises:
             InvalidOptionError, InvalidQueueNameError: bad options; nothing is registered.
@@ -215,12 +247,13 @@ class AsyncWorker:
         return register(handler)
 
     def _register(self, registration: Registration) -> None:
-        if self._stopping.is_set():
-            raise SqlaBossError("workers are disabled: this worker has been stopped")
-        self._registrations.append(registration)
-        self._wake.setdefault(registration.name, asyncio.Event())
-        if self._started:
-            self._launch(registration)
+        with self._lock:
+            if self._stopping.is_set():
+                raise SqlaBossError("workers are disabled: this worker has been stopped")
+            self._registrations.append(registration)
+            self._wake.setdefault(registration.name, AEvent())
+            if self._started:
+                self._launch(registration)
 
     def adjust(
         self,
@@ -236,11 +269,12 @@ class AsyncWorker:
             InvalidOptionError: a queue without a handler, or a bad value; nothing changed.
             SqlaBossError: the worker has been started already.
         """
-        if self._started:
-            raise SqlaBossError("adjust() must come before start()")
-        self._registrations = adjust(
-            self._registrations, queues=queues, concurrency=concurrency, transactional=transactional
-        )
+        with self._lock:
+            if self._started:
+                raise SqlaBossError("adjust() must come before start()")
+            self._registrations = adjust(
+                self._registrations, queues=queues, concurrency=concurrency, transactional=transactional
+            )
 
     @property
     def queues(self) -> list[str]:
@@ -250,31 +284,33 @@ class AsyncWorker:
     # ------------------------------------------------------------------------------------ life cycle
 
     async def start(self) -> None:
-        """Start the loops (``concurrency`` tasks per registration), the listener and the supervisor; return.
+        """Start the loops (``concurrency`` per registration), the listener and the supervisor; return.
 
-        The tasks commit their own transactions. With ``schedule`` on, the ``__pgboss__send-it`` queue is
-        created first if it is missing (as pg-boss's start does).
+        The loops commit their own transactions (see the module documentation). With ``schedule`` on, the
+        ``__pgboss__send-it`` queue is created first if it is missing (as pg-boss's start does).
 
         Raises:
             SqlaBossError: the worker was started or stopped already.
         """
-        if self._started or self._stopping.is_set():
-            raise SqlaBossError("a worker can be started only once")
-        self._started = True
-        for registration in self._registrations:
-            self._launch(registration)
+        with self._lock:
+            if self._started or self._stopping.is_set():
+                raise SqlaBossError("a worker can be started only once")
+            self._started = True
+            for registration in self._registrations:
+                self._launch(registration)
         if self.settings.cron_enabled and not self._stopping.is_set():
             # Before the supervisor, whose first cron tick comes at once and inserts into this queue (§9.2),
             # and before the listener, so that its first LISTEN covers the queue.
             await self._create_send_it_queue()
             with contextlib.suppress(SqlaBossError):  # stopped meanwhile
                 self._register(send_it_registration(self.settings, self._send_it))
-        if self._stopping.is_set():
-            return
-        if self.settings.listen:
-            self._spawn(self._listen())
-        if Timetable(self.settings, 0.0).next_at() is not None:
-            self._spawn(self._supervise())
+        with self._lock:
+            if self._stopping.is_set():
+                return
+            if self.settings.listen:
+                self._tasks.spawn(self._listen, "sqla_boss-listener")
+            if Timetable(self.settings, 0.0).next_at() is not None:
+                self._tasks.spawn(self._supervise, "sqla_boss-supervisor")
 
     async def stop(self, *, graceful: bool = True, timeout: float = 30.0) -> None:
         """Stop fetching, wait for handlers in flight, then fail the jobs still held.
@@ -283,227 +319,187 @@ class AsyncWorker:
         finish and their jobs to be completed or failed. Not graceful: waits for nothing. Then every job
         still held is failed with ``{"value": "pg-boss shut down while active"}`` (retry rules apply) in a
         transaction of its own, committed at once (a transactional batch's open transaction is ended first,
-        by terminating its backend), and the remaining tasks are cancelled. Calling ``stop()`` again waits
-        for the first call to finish.
+        by terminating its backend); a handler still running is then cancelled if it is a coroutine, else
+        ignored. Calling ``stop()`` again waits for the first call to finish.
         """
         self._stop_requested.set()
-        if self._stop_lock.locked():
+        with self._lock:
+            first, self._stop_claimed = not self._stop_claimed, True
+        if not first:
             await self._stopped.wait()
             return
-        async with self._stop_lock:
-            if self._stopped.is_set():
-                return
-            try:
-                self._stopping.set()
-                for wake in self._wake.values():
-                    wake.set()
-                if graceful and self._tasks:
-                    await asyncio.wait(self._tasks, timeout=max(1.0, timeout))
+        try:
+            self._stopping.set()
+            for wake in self._wake.values():
+                wake.set()
+            if graceful:
+                await self._tasks.wait(max(1.0, timeout))
+            with self._lock:
                 self._swept = True
                 held = list(self._held.values())
                 self._held.clear()
-                for job in held:
-                    await self._fail_held(job, SHUTDOWN_OUTPUT)
-                for task in self._tasks:
-                    task.cancel()
-                await asyncio.gather(*self._tasks, return_exceptions=True)
-            finally:
-                self._stopped.set()
+            for job in held:
+                await self._fail_held(job, SHUTDOWN_OUTPUT)
+            await self._tasks.cancel()
+        finally:
+            self._stopped.set()
 
     async def run(self) -> None:
         """:meth:`start`, wait until :meth:`stop` is called or SIGTERM / SIGINT arrive, then stop gracefully.
 
-        Signal handlers are installed on the running loop when it is the main thread's, and removed before
-        stopping.
+        The signal handlers are installed only where signals arrive (the main thread, or its event loop) and
+        removed, the previous ones restored, before stopping.
         """
-        loop = asyncio.get_running_loop()
-        installed: list[int] = []
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            try:
-                loop.add_signal_handler(signum, self._stop_requested.set)
-            except (RuntimeError, NotImplementedError, ValueError):  # not the main thread, or no signals here
-                continue
-            installed.append(signum)
-        try:
+        with signals_handled_async(self._stop_requested.set):
             await self.start()
-            await self._stop_requested.wait()
-        finally:
-            for number in installed:
-                loop.remove_signal_handler(number)
+            while not await self._stop_requested.wait(0.5):  # a bounded wait, so signals are seen
+                pass
         await self.stop(graceful=True)
 
-    # ------------------------------------------------------------------------------------------ tasks
-
-    def _spawn(self, coroutine: Any) -> None:
-        self._tasks.append(asyncio.get_running_loop().create_task(coroutine))
+    # ------------------------------------------------------------------------------------------ loops
 
     def _launch(self, registration: Registration) -> None:
-        for _ in range(registration.concurrency):
-            self._spawn(self._loop(registration))
-
-    def _boss(self, session: AsyncSession) -> AsyncBoss:
-        return AsyncBoss(session, self.schema, **self.settings.defaults)
+        for index in range(registration.concurrency):
+            self._tasks.spawn(self._loop, f"sqla_boss-{registration.name}-{index}", registration)
 
     async def _loop(self, registration: Registration) -> None:
+        failures = 0
+        caller = ACaller(f"sqla_boss-handler-{registration.name}")
         wake = self._wake[registration.name]
         completions: list[Completion] = []
         try:
-            await self._run_loop(registration, wake, completions)
+            while not self._stopping.is_set():
+                wake.clear()  # a notification from here on wakes the wait below
+                try:
+                    found = await self._iterate(registration, caller, completions)
+                except Exception:
+                    failures += 1
+                    delay = backoff(failures, registration.polling_interval_seconds)
+                    logger.exception(
+                        "worker loop of queue %s failed; retrying in %.2f s",
+                        registration.name,
+                        delay,
+                        extra=describe(registration.name),
+                    )
+                    await self._stopping.wait(delay)
+                    continue
+                failures = 0
+                if not found and not self._stopping.is_set():  # stop() sets _stopping before it sets the wakes
+                    await wake.wait(registration.polling_interval_seconds)
         finally:
+            caller.close()
             if completions:
-                await self._complete_at_exit(registration.name, completions)
-
-    async def _complete_at_exit(self, name: str, completions: list[Completion]) -> None:
-        try:
-            async with self._sessions.begin() as session:
-                await self._complete(session, name, completions)
-        except Exception:
-            logger.exception("could not complete jobs at stop", extra=describe(name))
+                try:
+                    async with self._sessions.begin() as session:
+                        await self._complete(session, registration.name, completions)
+                except Exception:
+                    logger.exception("could not complete jobs at stop", extra=describe(registration.name))
 
     async def _complete(self, session: AsyncSession, name: str, completions: list[Completion]) -> None:
         """Complete what earlier handlers returned, in ``session``'s transaction; the caller clears the list
         once that transaction has committed."""
-        boss = self._boss(session)
         for completion in completions:
             if completion.failed:
-                await boss.fail(name, completion.ids, completion.output)
+                await self._driver.run(session, self._operations.fail(name, completion.ids, completion.output))
             else:
-                await boss.complete(name, completion.ids, completion.output)
-
-    async def _run_loop(self, registration: Registration, wake: asyncio.Event, completions: list[Completion]) -> None:
-        failures = 0
-        while not self._stopping.is_set():
-            wake.clear()  # a notification from here on wakes the wait below
-            try:
-                found = await self._iterate(registration, completions)
-            except Exception:
-                failures += 1
-                delay = backoff(failures, registration.polling_interval_seconds)
-                logger.exception(
-                    "worker loop of queue %s failed; retrying in %.2f s",
-                    registration.name,
-                    delay,
-                    extra=describe(registration.name),
-                )
-                await self._sleep(self._stopping, delay)
-                continue
-            failures = 0
-            if not found and not self._stopping.is_set():
-                await self._sleep(wake, registration.polling_interval_seconds)
-
-    @staticmethod
-    async def _sleep(event: asyncio.Event, seconds: float) -> None:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(event.wait(), seconds)
+                await self._driver.run(session, self._operations.complete(name, completion.ids, completion.output))
 
     def _hold(self, held: Held) -> object | None:
-        if self._swept:
-            return None
+        """Record fetched jobs as held; ``None`` when stop() has swept already and they must not run."""
         key = object()
-        self._held[key] = held
+        with self._lock:
+            if self._swept:
+                return None
+            self._held[key] = held
         return key
 
     def _release(self, key: object) -> bool:
-        return self._held.pop(key, None) is not None
+        """Drop the held jobs; ``False`` when stop() failed them already and the outcome must be ignored."""
+        with self._lock:
+            return self._held.pop(key, None) is not None
 
     async def _fetch(self, session: AsyncSession, registration: Registration) -> list[Job] | None:
         """Fetch without a savepoint (the worker owns the transaction); ``None`` after a collision with a
         concurrent activation of the same singleton key, rolled back, to be fetched again at once."""
-        boss = self._boss(session)
-        operation = boss._operations.fetch(
+        operation = self._operations.fetch(
             registration.name, registration.batch_size, True, registration.include_metadata, False, savepoint=False
         )
         try:
-            return await boss._run(operation)
+            return await self._driver.run(session, operation)
         except IntegrityError:
             await session.rollback()
             return None
 
-    async def _iterate(self, registration: Registration, completions: list[Completion]) -> bool:
-        """One fetch, handler call and completion; ``False`` when the fetch found nothing.
-
-        The completions of the previous handler calls commit in the transaction of this fetch (see
-        :meth:`Worker._iterate <sqla_boss.Worker>`).
-        """
-        if registration.transactional:
-            return await self._iterate_in_transaction(registration, completions)
-        name = registration.name
-        async with self._sessions() as session:
-            await self._complete(session, name, completions)
-            if self._stopping.is_set():
-                await session.commit()
-                completions.clear()
-                return True
-            jobs = await self._fetch(session, registration)
-            if jobs is None:  # rolled back, completions included: they go with the next fetch
-                return True
-            if not jobs:
-                await session.commit()  # not a rollback: psycopg forgets its prepared statements on every ROLLBACK
-                completions.clear()
-                return False
-            if self._stopping.is_set():
-                await session.rollback()  # the jobs go back to the queue untouched; completions commit at exit
-                return True
-            session.expunge_all()
+    async def _fetch_and_commit(
+        self, session: AsyncSession, registration: Registration, completions: list[Completion]
+    ) -> list[Job] | None:
+        """Commit the earlier completions with a fetch, and return the jobs fetched (detached, loaded), ``[]``
+        when there were none, or ``None`` when there is nothing to run now (stopping, or a collision)."""
+        await self._complete(session, registration.name, completions)
+        if self._stopping.is_set():
             await session.commit()
             completions.clear()
+            return None
+        jobs = await self._fetch(session, registration)
+        if jobs is None:  # rolled back, completions included: they go with the next fetch
+            return None
+        if jobs and self._stopping.is_set():
+            await session.rollback()  # the jobs go back to the queue untouched; the completions commit at exit
+            return None
+        session.expunge_all()  # the handler gets detached, loaded jobs: no lazy loads on a closed session
+        await session.commit()  # even when empty: psycopg forgets its prepared statements on every ROLLBACK
+        completions.clear()
+        return jobs
+
+    async def _iterate(self, registration: Registration, caller: ACaller, completions: list[Completion]) -> bool:
+        """One fetch, handler call and completion; ``False`` when the fetch found nothing.
+
+        The completions of the previous handler calls commit in the transaction of this fetch: one
+        transaction per job instead of two, and still committed before this iteration's handler runs.
+        """
+        if registration.transactional:
+            return await self._iterate_in_transaction(registration, caller, completions)
+        name = registration.name
+        async with self._sessions() as session:
+            jobs = await self._fetch_and_commit(session, registration, completions)
+        if not jobs:
+            return jobs is None
         ids = [job.id for job in jobs]
         key = self._hold(Held(name, ids))
-        if key is None:
+        if key is None:  # stop() has already failed what it found; fail these too rather than run them
             await self._fail_held(Held(name, ids), SHUTDOWN_OUTPUT)
             return True
         logger.debug("running job(s) %s of queue %s", ", ".join(map(str, ids)), name, extra=describe(name, ids))
         seconds = handler_timeout(jobs)
-        try:
-            result = await asyncio.wait_for(_call(registration.handler, jobs), seconds)
-        except asyncio.TimeoutError:
-            if self._release(key):
-                await self._record_failure(name, ids, timeout_error(seconds), completions)
+        outcome = await caller.call(seconds, registration.handler, jobs)
+        if not self._release(key):
             return True
-        except Exception as error:
-            if self._release(key):
-                await self._record_failure(name, ids, error, completions)
+        if not outcome.finished:
+            await self._record_failure(name, ids, timeout_error(seconds), completions)
             return True
-        if self._release(key):
-            completion = settle(jobs, result)
-            if completion.failed:
-                await self._record_failure(name, ids, completion.output, completions)
-            else:
-                completions.append(completion)
+        completion = settle(jobs, outcome.value, outcome.error)
+        if completion.failed:
+            await self._record_failure(name, ids, completion.output, completions)
+        else:
+            completions.append(completion)
         return True
 
-    async def _iterate_in_transaction(self, registration: Registration, completions: list[Completion]) -> bool:
+    async def _iterate_in_transaction(
+        self, registration: Registration, caller: ACaller, completions: list[Completion]
+    ) -> bool:
         """Fetch and commit (the jobs are ``active``: a crash from here on uses up a retry, through expiry),
         then run the handler and the completion in one new transaction. Failures that could not be recorded
         earlier commit with the fetch."""
         name = registration.name
         session = self._sessions()
         try:
-            await self._complete(session, name, completions)
-            if self._stopping.is_set():
-                await session.commit()
-                completions.clear()
-                await session.close()
-                return True
-            jobs = await self._fetch(session, registration)
-            if jobs is None:  # rolled back, pending failures included: they go with the next fetch
-                await session.close()
-                return True
-            if not jobs:
-                await session.commit()  # not a rollback: psycopg forgets its prepared statements on every ROLLBACK
-                completions.clear()
-                await session.close()
-                return False
-            if self._stopping.is_set():
-                await session.rollback()  # the jobs go back untouched; pending failures are recorded at exit
-                await session.close()
-                return True
-            session.expunge_all()  # the handler gets detached, loaded jobs, as in pg-boss's completion mode
-            await session.commit()
-            completions.clear()
+            jobs = await self._fetch_and_commit(session, registration, completions)
         except BaseException:
             await session.close()
             raise
+        if not jobs:
+            await session.close()
+            return jobs is None
         ids = [job.id for job in jobs]
         try:
             pid = await _backend_pid(session)  # begins the handler's transaction
@@ -516,43 +512,43 @@ class AsyncWorker:
             await session.close()
             await self._fail_held(Held(name, ids), SHUTDOWN_OUTPUT)
             return True
-        boss = self._boss(session)
 
         async def in_transaction() -> BaseException | None:
             """Run the handler in a savepoint; complete, or roll the handler back and fail; commit."""
-            error = await handle_in_transaction(session, boss, name, jobs, registration.handler, _call)
-            if error is None:
-                await session.commit()
-                return None
+            error = await handle_in_transaction(
+                self._driver, session, self._operations, name, jobs, registration.handler
+            )
             try:
                 await session.commit()
             except Exception:
+                if error is None:
+                    raise
                 raise error from None  # the transaction itself is lost: failed afresh, with this reason
             return error
 
         seconds = handler_timeout(jobs)
-        failure: Any = None
-        handled: BaseException | None = None
+        # A call that outlives its timeout keeps the session (a thread runs on with it, a cancelled coroutine
+        # may have left it mid-statement): its connection must never go back to the pool.
+        outcome = await caller.call(seconds, in_transaction, if_abandoned=session.invalidate)
+        held = self._release(key)
+        if not outcome.finished:  # end its transaction from outside: its writes roll back
+            await self._terminate(pid)
+            if held:
+                await self._record_failure(name, ids, timeout_error(seconds), completions)
+            return True
         try:
-            handled = await asyncio.wait_for(in_transaction(), seconds)
-        except asyncio.TimeoutError:
-            failure = timeout_error(seconds)
-            await self._terminate(pid)  # the cancelled handler may have left the connection mid-statement
-        except Exception as error:
-            failure = error
-        try:
-            if failure is not None:  # timed out (its backend terminated) or the transaction itself failed (maybe
-                await session.invalidate()  # its backend, terminated at stop): never pool that connection again
+            if outcome.error is not None:  # the transaction itself failed: maybe its backend, terminated at stop
+                await session.invalidate()
             else:
-                await session.close()  # after a commit, closes; after a handled error, rolls its writes back
+                await session.close()
         except Exception:  # a dead connection: the server has rolled back already
             logger.debug("closing the session of a failed batch of queue %s", name, exc_info=True)
-        if not self._release(key):
+        if not held:
             return True
-        if failure is not None:  # timed out, or the transaction itself failed; the jobs are still active
-            await self._record_failure(name, ids, failure, completions)
-        elif handled is not None:
-            log_failure(name, ids, handled)
+        if outcome.error is not None:  # the transaction itself failed; the jobs are still active
+            await self._record_failure(name, ids, outcome.error, completions)
+        elif outcome.value is not None:
+            log_failure(name, ids, outcome.value)
         return True
 
     async def _record_failure(self, name: str, ids: list[uuid.UUID], error: Any, pending: list[Completion]) -> None:
@@ -573,17 +569,19 @@ class AsyncWorker:
 
     async def _fail(self, name: str, ids: list[uuid.UUID], output: Any) -> None:
         """Fail the jobs in a transaction of their own, committed at once; once more if the pool handed out a
-        connection whose backend is gone (see :meth:`Worker._fail <sqla_boss.Worker>`)."""
+        connection whose backend is gone (a terminated transactional batch's: the pool is renewed by then)."""
         for attempt in (1, 2):
             try:
                 async with self._sessions() as session, session.begin():
-                    await self._boss(session).fail(name, ids, output)
+                    await self._driver.run(session, self._operations.fail(name, ids, output))
                 return
             except DBAPIError as error:
                 if attempt == 2 or not error.connection_invalidated:
                     raise
 
     async def _fail_held(self, held: Held, output: Any) -> None:
+        """At stop: end a held batch's transaction, if it has one, and fail its jobs; a failure the database
+        refuses now is logged, as no loop is left to try it again (expiry fails the jobs later)."""
         extra = describe(held.name, held.ids)
         try:
             if held.pid is not None:
@@ -595,6 +593,7 @@ class AsyncWorker:
             logger.warning("failed job(s) %s of queue %s: %r", extra["job_id"], held.name, output, extra=extra)
 
     async def _terminate(self, pid: int) -> None:
+        """End a transactional batch's open transaction (its writes roll back) by terminating its backend."""
         async with self._engine.connect() as connection:
             await connection.execute(select(func.pg_terminate_backend(pid)))
 
@@ -603,17 +602,17 @@ class AsyncWorker:
     async def _create_send_it_queue(self) -> None:
         try:
             async with self._sessions.begin() as session:
-                boss = self._boss(session)
-                if await boss.get_queue(cron.SEND_IT_QUEUE) is None:
-                    await boss.create_queue(cron.SEND_IT_QUEUE)
+                if await self._driver.run(session, self._operations.get_queue(cron.SEND_IT_QUEUE)) is None:
+                    await self._driver.run(session, self._operations.create_queue(cron.SEND_IT_QUEUE, {}))
         except Exception:
             logger.warning(
                 "could not create queue %s", cron.SEND_IT_QUEUE, exc_info=True, extra=describe(cron.SEND_IT_QUEUE)
             )
 
     async def _send_it(self, jobs: list[Job]) -> None:
+        """The send-it worker's handler: insert each due schedule's job into its queue, as pg-boss's insert."""
         async with self._sessions.begin() as session:
-            await self._boss(session).insert([cron.target_job(job.data) for job in jobs])
+            await self._driver.run(session, self._operations.send_it(job.data for job in jobs))
 
     async def _supervise(self) -> None:
         timetable = Timetable(self.settings, time.monotonic())
@@ -626,7 +625,7 @@ class AsyncWorker:
             next_at = timetable.next_at()
             if next_at is None:
                 return
-            await self._sleep(self._stopping, max(0.0, next_at - time.monotonic()))
+            await self._stopping.wait(max(0.0, next_at - time.monotonic()))
 
     async def _tick(self, tick: str) -> None:
         if tick == "maintenance":
@@ -656,8 +655,8 @@ class AsyncWorker:
 
     async def _evaluate_cron(self) -> None:
         async with self._sessions.begin() as session:
-            boss = self._boss(session)
-            tick = await boss._run(boss._operations.cron_tick(self.settings.cron_monitor_interval_seconds))
+            interval = self.settings.cron_monitor_interval_seconds
+            tick = await self._driver.run(session, self._operations.cron_tick(interval))
         log_cron_tick(tick)
 
     # --------------------------------------------------------------------------------------- listener
@@ -667,23 +666,22 @@ class AsyncWorker:
         failures = 0
         while not self._stopping.is_set():
             try:
-                connection = await self._engine.connect()
-                raw = await connection.get_raw_connection()
+                raw = await self._engine.raw_connection()
             except Exception:
                 failures += 1
                 delay = backoff(failures, self.settings.polling_interval_seconds)
                 logger.warning("listener cannot connect; retrying in %.2f s", delay, exc_info=True, extra=describe(""))
-                await self._sleep(self._stopping, delay)
+                await self._stopping.wait(delay)
                 continue
+            connection: Any = raw.driver_connection
+            raw.detach()  # a connection of its own, out of the pool, for as long as it lives
             try:
-                driver: Any = raw.driver_connection
-                raw.detach()  # a connection of its own, out of the pool, for as long as it lives
-                if not _is_async_psycopg(driver):
+                if not _is_psycopg(connection):
                     logger.info("not a psycopg connection: waking by polling only", extra=describe(""))
                     return
-                await driver.rollback()
-                await driver.set_autocommit(True)
-                failures = await self._serve_notifications(driver, failures)
+                await connection.rollback()
+                await connection.set_autocommit(True)
+                failures = await self._serve_notifications(connection, failures)
             except Exception:
                 failures += 1
                 delay = backoff(failures, self.settings.polling_interval_seconds)
@@ -691,13 +689,13 @@ class AsyncWorker:
                     "listener connection lost; reconnecting in %.2f s", delay, exc_info=True, extra=describe("")
                 )
                 for wake in self._wake.values():
-                    wake.set()
-                await self._sleep(self._stopping, delay)
+                    wake.set()  # notifications may have been missed meanwhile: fetch now
+                await self._stopping.wait(delay)
             finally:
                 with contextlib.suppress(Exception):
                     await connection.close()
 
-    async def _serve_notifications(self, driver: Any, failures: int) -> int:
+    async def _serve_notifications(self, connection: Any, failures: int) -> int:
         from psycopg import sql as pgsql
 
         listening: dict[str, str] = {}
@@ -705,14 +703,14 @@ class AsyncWorker:
             for name in list(self._wake):
                 wanted = channel(self.schema, name)
                 if wanted not in listening:
-                    await driver.execute(pgsql.SQL("LISTEN {}").format(pgsql.Identifier(wanted)))
+                    await connection.execute(pgsql.SQL("LISTEN {}").format(pgsql.Identifier(wanted)))
                     listening[wanted] = name
             if failures:  # listening again: what was sent while nobody listened is found by fetching now
                 logger.info("listener reconnected", extra=describe(""))
                 failures = 0
                 for wake in self._wake.values():
                     wake.set()
-            async for notification in driver.notifies(timeout=LISTEN_POLL_SECONDS):
+            async for notification in connection.notifies(timeout=LISTEN_POLL_SECONDS):
                 queue = listening.get(notification.channel)
                 if queue is not None:
                     self._wake[queue].set()
@@ -720,21 +718,26 @@ class AsyncWorker:
 
 
 async def handle_in_transaction(
+    driver: AsyncDriver,
     session: AsyncSession,
-    boss: AsyncBoss,
+    operations: Operations,
     name: str,
     jobs: Sequence[Job],
     handler: AsyncHandler,
-    call: Callable[..., Awaitable[Any]],
+    call: Callable[..., Any] = call_handler_async,
 ) -> BaseException | None:
-    """:func:`sqla_boss.worker.handle_in_transaction` on an ``AsyncSession``: ``await call(handler, jobs,
-    session)`` runs in a savepoint, settled there, then the jobs are completed; if the handler raises, or its
-    output cannot be stored, the savepoint rolls back and the jobs are failed with that error, returned.
+    """The transactional mode's rules for one batch, in ``session``'s transaction: ``handler(jobs, session)``
+    runs in a savepoint (through ``call``, as the worker calls handlers) and its outcome is settled there
+    (:func:`~sqla_boss.handling.settle`), then the jobs are completed through ``driver`` and ``operations``.
+    If the handler raises an ``Exception``, or returns an output that cannot be stored, the savepoint rolls
+    back (the handler's writes are gone) and the jobs are failed with that error (retry and dead-letter
+    rules apply); the error is returned.
 
     Does not commit. Locks what the handler locks, and the jobs' rows.
 
     Raises:
-        the handler's error, when failing the jobs failed too (the transaction is lost).
+        the handler's error, when failing the jobs failed too: the transaction is lost, and the caller
+        fails the jobs afresh; a ``BaseException`` that is no ``Exception`` (``KeyboardInterrupt``, ...).
     """
     ids = [job.id for job in jobs]
     try:
@@ -742,17 +745,17 @@ async def handle_in_transaction(
             completion = settle(jobs, await call(handler, jobs, session))
             if completion.failed:  # the output cannot be stored: roll the handler's writes back too
                 raise completion.output
-        await boss.complete(name, ids, completion.output)
+        await driver.run(session, operations.complete(name, ids, completion.output))
     except Exception as error:  # the savepoint is rolled back: the handler's writes are gone
         try:
-            await boss.fail(name, ids, error)
+            await driver.run(session, operations.fail(name, ids, error))
         except Exception:
             raise error from None
         return error
     return None
 
 
-def _is_async_psycopg(connection: Any) -> bool:
+def _is_psycopg(connection: Any) -> bool:
     try:
         import psycopg
     except ImportError:  # pragma: no cover - psycopg is a dependency
@@ -761,9 +764,9 @@ def _is_async_psycopg(connection: Any) -> bool:
 
 
 async def _backend_pid(session: AsyncSession) -> int:
-    connection = await session.connection()
-    raw = await connection.get_raw_connection()
-    pid = getattr(getattr(raw.driver_connection, "info", None), "backend_pid", None)
-    if isinstance(pid, int):
-        return pid
-    return int((await session.execute(select(func.pg_backend_pid()))).scalar_one())
+    """The backend of the session's connection (beginning its transaction), as the driver knows it; asked of
+    the server only where the driver does not say."""
+    pid = driver_backend_pid(await session.connection())
+    if pid is None:
+        pid = (await session.execute(select(func.pg_backend_pid()))).scalar_one()
+    return int(pid)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Result, event
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import ORMExecuteState, Session
 from sqlalchemy.orm.util import identity_key
 
@@ -93,6 +93,14 @@ def expire_stale(session: Session | AsyncSession, step: Expire) -> None:
         stale = session.identity_map.get(identity_key(model, key))
         if stale is not None:
             session.expire(stale)
+
+
+def driver_backend_pid(connection: Connection | AsyncConnection) -> int | None:
+    """The backend process of ``connection``, as its driver knows it (psycopg does), or ``None``. No I/O."""
+    sync = connection.sync_connection if isinstance(connection, AsyncConnection) else connection
+    assert sync is not None
+    pid = getattr(getattr(sync.connection.driver_connection, "info", None), "backend_pid", None)
+    return pid if isinstance(pid, int) else None
 
 
 def read_result(result: Result[Any], step: Step) -> Any:

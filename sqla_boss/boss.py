@@ -17,7 +17,8 @@ from sqla_boss.driver import Driver
 from sqla_boss.identifiers import DEFAULT_SCHEMA
 from sqla_boss.models import Archive, Job, JobState, Queue, QueuePolicy, Schedule
 from sqla_boss.operations import Operation, operations_for
-from sqla_boss.options import queue_settings, send_options
+from sqla_boss.options.jobs import send_options
+from sqla_boss.options.queues import queue_settings
 
 T = TypeVar("T")
 

@@ -14,7 +14,6 @@ import functools
 import json
 import math
 import uuid
-import zoneinfo
 from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
@@ -23,13 +22,10 @@ from sqlalchemy import Executable
 from sqlalchemy.exc import IntegrityError
 
 from sqla_boss import cron as cron_rules
-from sqla_boss import options as opt
 from sqla_boss import statements as sql
 from sqla_boss.errors import (
     DeadLetterQueueNotFoundError,
-    InvalidCronError,
     InvalidOptionError,
-    InvalidTimezoneError,
     JobConflictError,
     QueueInUseError,
     QueueNotEmptyError,
@@ -37,6 +33,9 @@ from sqla_boss.errors import (
 )
 from sqla_boss.identifiers import DEFAULT_SCHEMA, validate_schema_name
 from sqla_boss.models import Archive, Job, JobState, Queue, QueuePolicy, Schedule, Subscription
+from sqla_boss.options import jobs as job_options
+from sqla_boss.options import names, payloads, queues, schedules
+from sqla_boss.schema import lock_statements
 
 T = TypeVar("T")
 
@@ -102,7 +101,7 @@ class Operations:
 
     def __init__(self, schema: str = DEFAULT_SCHEMA, defaults: Mapping[str, Any] | None = None) -> None:
         self.schema = validate_schema_name(schema)
-        self.defaults = opt.Defaults.from_options(defaults or {})
+        self.defaults = job_options.Defaults.from_options(defaults or {})
         self._functions = sql.queue_functions(schema)
         self._default_params = {
             "default_retry_limit": self.defaults.retry_limit,
@@ -116,8 +115,8 @@ class Operations:
     # ------------------------------------------------------------------------------------------ queues
 
     def create_queue(self, name: object, options: Mapping[str, Any]) -> Operation[None]:
-        queue_name = opt.queue_name(name)
-        values = opt.queue_options(options, policy_default=QueuePolicy.standard)
+        queue_name = names.queue_name(name)
+        values = queues.queue_options(options, policy_default=QueuePolicy.standard)
         dead_letter = values.get("deadLetter")
         if dead_letter is not None and dead_letter != queue_name:
             found = yield Step(sql.QUEUE_EXISTS, {"queue_name": dead_letter}, "scalar")
@@ -128,8 +127,8 @@ class Operations:
         yield Step(self._functions.create, {"queue_name": queue_name, "queue_options": json.dumps(values)}, "rowcount")
 
     def update_queue(self, name: object, options: Mapping[str, Any]) -> Operation[None]:
-        queue_name = opt.queue_name(name)
-        values = opt.queue_options(options, policy_default=None)
+        queue_name = names.queue_name(name)
+        values = queues.queue_options(options, policy_default=None)
         dead_letter = values.get("deadLetter")
         if dead_letter is not None and dead_letter != queue_name:
             found = yield Step(sql.QUEUE_EXISTS, {"queue_name": dead_letter}, "scalar")
@@ -151,7 +150,7 @@ class Operations:
         yield Expire(((Queue, (queue_name,)),))
 
     def delete_queue(self, name: object) -> Operation[bool]:
-        queue_name = opt.queue_name(name)
+        queue_name = names.queue_name(name)
         found = yield Step(sql.QUEUE_EXISTS, {"queue_name": queue_name}, "scalar")
         if not found:
             return False
@@ -175,13 +174,13 @@ class Operations:
         return True
 
     def purge_queue(self, name: object) -> Operation[int]:
-        queue_name = opt.queue_name(name)
+        queue_name = names.queue_name(name)
         rows = yield Step(sql.PURGE_QUEUE, {"queue_name": queue_name}, "rows")
         yield Expire.jobs(queue_name, (job_id for (job_id,) in rows))
         return len(rows)
 
     def get_queue(self, name: object) -> Operation[Queue | None]:
-        queues: list[Queue] = yield Step(sql.GET_QUEUE, {"queue_name": opt.queue_name(name)}, "entities")
+        queues: list[Queue] = yield Step(sql.GET_QUEUE, {"queue_name": names.queue_name(name)}, "entities")
         return queues[0] if queues else None
 
     def get_queues(self) -> Operation[list[Queue]]:
@@ -189,14 +188,14 @@ class Operations:
         return queues
 
     def get_queue_size(self, name: object, before: object) -> Operation[int]:
-        state = opt.job_state(before, what="state for before")
-        count = yield Step(sql.QUEUE_SIZE, {"queue_name": opt.queue_name(name), "before": state}, "scalar")
+        state = queues.job_state(before, what="state for before")
+        count = yield Step(sql.QUEUE_SIZE, {"queue_name": names.queue_name(name), "before": state}, "scalar")
         return int(count or 0)
 
     # ----------------------------------------------------------------------------------------- sending
 
     def send(self, name: object, data: Any, options: Mapping[str, Any]) -> Operation[uuid.UUID | None]:
-        job, next_slot = opt.send_input(name, data, options)
+        job, next_slot = job_options.send_input(name, data, options)
         ids, now = yield from self._insert([job])
         if ids or not next_slot or job.singleton_seconds is None:
             return ids[0] if ids else None
@@ -213,17 +212,17 @@ class Operations:
     def insert(self, jobs: Iterable[Mapping[str, Any]]) -> Operation[list[uuid.UUID]]:
         if isinstance(jobs, (str, bytes, Mapping)) or not isinstance(jobs, Iterable):
             raise InvalidOptionError(f"insert() takes a list of jobs (mappings), not {type(jobs).__name__}")
-        records = [opt.insert_record(job) for job in jobs]
+        records = [job_options.insert_record(job) for job in jobs]
         if not records:
             return []
         ids, _ = yield from self._insert_records(records)
         return ids
 
-    def _insert(self, jobs: list[opt.JobInput]) -> Generator[Step, Any, tuple[list[uuid.UUID], float]]:
+    def _insert(self, jobs: list[job_options.JobInput]) -> Generator[Step, Any, tuple[list[uuid.UUID], float]]:
         return (yield from self._insert_records([job.record() for job in jobs]))
 
     def _insert_records(self, records: list[dict[str, Any]]) -> Generator[Step, Any, tuple[list[uuid.UUID], float]]:
-        payload = opt.json_text(records, what="job data")
+        payload = payloads.json_text(records, what="job data")
         rows = yield Step(sql.INSERT_JOBS, {"jobs": payload, **self._default_params}, "rows")
         ids: list[uuid.UUID] = []
         missing: dict[str, list[str]] = {"queue": [], "dead_letter": []}
@@ -259,8 +258,8 @@ class Operations:
     ) -> Operation[list[Job]]:
         """``savepoint=False`` (workers, which own their transaction): two round trips fewer, and a collision
         with a concurrent activation raises ``IntegrityError`` for the caller to roll back."""
-        queue_name = opt.queue_name(name)
-        options = opt.FetchOptions.of(batch_size, priority, include_metadata, ignore_start_after)
+        queue_name = names.queue_name(name)
+        options = queues.FetchOptions.of(batch_size, priority, include_metadata, ignore_start_after)
         statement = sql.FETCH_BY_PRIORITY if options.priority else sql.FETCH_BY_AGE
         params = {
             "queue_name": queue_name,
@@ -304,8 +303,8 @@ class Operations:
             ) from exc
 
     def fail(self, name: object, ids: object, output: Any) -> Operation[int]:
-        queue_name = opt.queue_name(name)
-        job_ids = tuple(opt.job_ids(ids, operation="fail"))
+        queue_name = names.queue_name(name)
+        job_ids = tuple(names.job_ids(ids, operation="fail"))
         params = {"queue_name": queue_name, "ids": list(job_ids), "job_output": _output_text(output)}
         rows = yield Step(sql.FAIL, params, "rows")
         yield Expire.jobs(queue_name, job_ids)
@@ -321,15 +320,15 @@ class Operations:
         *,
         savepoint: bool = False,
     ) -> Operation[int]:
-        queue_name = opt.queue_name(name)
-        job_ids = tuple(opt.job_ids(ids, operation=operation))
+        queue_name = names.queue_name(name)
+        job_ids = tuple(names.job_ids(ids, operation=operation))
         params = {"queue_name": queue_name, "ids": list(job_ids), **extra}
         count: int = yield Step(statement, params, "rowcount", savepoint=savepoint)
         yield Expire.jobs(queue_name, job_ids)
         return count
 
     def get_job_by_id(self, name: object, job_id: object, include_archive: object) -> Operation[Job | Archive | None]:
-        params = {"queue_name": opt.queue_name(name), "job_id": opt.job_id(job_id, operation="get_job_by_id")}
+        params = {"queue_name": names.queue_name(name), "job_id": names.job_id(job_id, operation="get_job_by_id")}
         if not isinstance(include_archive, bool):
             raise InvalidOptionError(f"include_archive must be True or False, not {include_archive!r}")
         jobs: list[Job] = yield Step(sql.GET_JOB, params, "entities")
@@ -340,28 +339,34 @@ class Operations:
         archived: list[Archive] = yield Step(sql.GET_ARCHIVED_JOB, params, "entities")
         return archived[0] if archived else None
 
+    def job_states(self, name: object, ids: object) -> Operation[dict[uuid.UUID, JobState]]:
+        """The state of each of the given jobs of the queue that still exists there."""
+        params = {"queue_name": names.queue_name(name), "ids": names.job_ids(ids, operation="job_states")}
+        rows = yield Step(sql.JOB_STATES, params, "rows")
+        return {job_id: state for job_id, state in rows}
+
     # ----------------------------------------------------------------------------------------- pub/sub
 
     def subscribe(self, event: object, name: object) -> Operation[None]:
-        queue_name = opt.queue_name(name)
-        event_name = _event(event)
+        queue_name = names.queue_name(name)
+        event_name = names.event_name(event)
         rows = yield Step(sql.SUBSCRIBE, {"event_name": event_name, "queue_name": queue_name}, "rows")
         if not rows:
             raise QueueNotFoundError(f"queue {queue_name!r} does not exist", (queue_name,))
         yield Expire(((Subscription, (event_name, queue_name)), (Queue, (queue_name,))))
 
     def unsubscribe(self, event: object, name: object) -> Operation[bool]:
-        event_name, queue_name = _event(event), opt.queue_name(name)
+        event_name, queue_name = names.event_name(event), names.queue_name(name)
         count = yield Step(sql.UNSUBSCRIBE, {"event_name": event_name, "queue_name": queue_name}, "rowcount")
         yield Expire(((Subscription, (event_name, queue_name)), (Queue, (queue_name,))))
         return bool(count)
 
     def publish(self, event: object, data: Any, options: Mapping[str, Any]) -> Operation[list[uuid.UUID]]:
-        event_name = _event(event)
-        opt.send_input("publish", data, options)  # validate once, before anything is written
-        names = yield Step(sql.SUBSCRIBERS, {"event_name": event_name}, "rows")
+        event_name = names.event_name(event)
+        job_options.send_input("publish", data, options)  # validate once, before anything is written
+        subscribers = yield Step(sql.SUBSCRIBERS, {"event_name": event_name}, "rows")
         ids: list[uuid.UUID] = []
-        for (queue_name,) in names:
+        for (queue_name,) in subscribers:
             job_id = yield from self.send(queue_name, data, options)
             if job_id is not None:
                 ids.append(job_id)
@@ -372,21 +377,16 @@ class Operations:
     def schedule(
         self, name: object, cron: object, data: Any, tz: object, options: Mapping[str, Any]
     ) -> Operation[None]:
-        queue_name = opt.queue_name(name)
-        cron_text = _cron(cron)
-        timezone = _timezone(tz)
-        _check_cron(cron_text, timezone)
-        opt.send_input(queue_name, data, options)
-        stored = {_camel(key): _json_value(value) for key, value in options.items()}
-        if tz is not None:
-            stored["tz"] = timezone
+        queue_name = names.queue_name(name)
+        cron_text, timezone = schedules.cron_rule(cron, tz)
+        job_options.send_input(queue_name, data, options)
         params = {
             "queue_name": queue_name,
             "cron_expression": cron_text,
             "time_zone": timezone,
             # pg-boss stores a missing payload as SQL NULL, not as the JSON null.
-            "schedule_data": None if data is None else opt.json_text(data),
-            "schedule_options": opt.json_text(stored, what="schedule options"),
+            "schedule_data": None if data is None else payloads.json_text(data),
+            "schedule_options": schedules.stored_options(options, None if tz is None else timezone),
         }
         rows = yield Step(sql.SCHEDULE, params, "rows")
         if not rows:
@@ -394,7 +394,7 @@ class Operations:
         yield Expire(((Schedule, (queue_name,)), (Queue, (queue_name,))))
 
     def unschedule(self, name: object) -> Operation[bool]:
-        queue_name = opt.queue_name(name)
+        queue_name = names.queue_name(name)
         count = yield Step(sql.UNSCHEDULE, {"queue_name": queue_name}, "rowcount")
         yield Expire(((Schedule, (queue_name,)), (Queue, (queue_name,))))
         return bool(count)
@@ -405,7 +405,7 @@ class Operations:
 
     def cron_tick(self, interval_seconds: int) -> Operation[CronTick]:
         """Claim this turn of cron evaluation and, if won, queue a send-it job per due schedule (§9.3)."""
-        claimed = yield Step(sql.CLAIM_CRON, {"interval_seconds": interval_seconds}, "rows")
+        claimed = yield Step(_CLAIMS["cron"], {"interval_seconds": interval_seconds}, "rows")
         if not claimed:
             return CronTick(won=False)
         now: dt.datetime = claimed[0][0]
@@ -414,6 +414,99 @@ class Operations:
         if found:
             yield from self.insert([cron_rules.send_it_job(schedule) for schedule in found])
         return CronTick(won=True, due=[schedule.name for schedule in found], unreadable=unreadable)
+
+    def send_it(self, payloads: Iterable[Any]) -> Operation[list[uuid.UUID]]:
+        """What the send-it worker does with its jobs: insert each one's payload (a due schedule's job) into
+        its queue, with the semantics of pg-boss's ``insert`` (§9.2)."""
+        return (yield from self.insert([cron_rules.target_job(payload) for payload in payloads]))
+
+    # ------------------------------------------------------------------------------ maintenance (§8)
+
+    def _lock_schema(self) -> Generator[Step, Any, None]:
+        for statement in lock_statements(self.schema):
+            yield Step(statement, {}, "rowcount")
+
+    def expire(self) -> Operation[int]:
+        """Fail the active jobs past their ``expire_in``, by their retry rules, under the schema lock."""
+        yield from self._lock_schema()
+        return int((yield Step(sql.EXPIRE, {}, "scalar")))
+
+    def archive(self, completed_after_seconds: int, failed_after_seconds: int) -> Operation[int]:
+        """Move finished jobs past their archive delay, and queued ones past ``keep_until``, to ``archive``."""
+        yield from self._lock_schema()
+        params = {"completed_after_seconds": completed_after_seconds, "failed_after_seconds": failed_after_seconds}
+        return int((yield Step(sql.ARCHIVE, params, "scalar")))
+
+    def drop(self, delete_after_seconds: int) -> Operation[int]:
+        """Delete archived jobs older than ``delete_after_seconds``, under the schema lock."""
+        yield from self._lock_schema()
+        return int((yield Step(sql.DROP_ARCHIVED, {"delete_after_seconds": delete_after_seconds}, "rowcount")))
+
+    def claim(self, clock: Clock, interval_seconds: int) -> Operation[bool]:
+        """Claim this interval's turn of ``clock`` for the cluster; ``True`` if this instance won it."""
+        rows = yield Step(_CLAIMS[clock], {"interval_seconds": interval_seconds}, "rows")
+        return bool(rows)
+
+    def count_states(self) -> Operation[dict[str, Any]]:
+        """Jobs per state, overall and per queue, in pg-boss's ``countStates()`` shape (§8.5)."""
+        return count_states((yield Step(sql.COUNT_STATES, {}, "rows")))
+
+    def queue_snapshots(self) -> Operation[list[QueueSnapshot]]:
+        """Every queue with its jobs by state and the age of its oldest queued job."""
+        rows = yield Step(sql.QUEUE_SNAPSHOTS, {}, "rows")
+        return [
+            QueueSnapshot(
+                name, created, retry, active, completed, cancelled, failed, None if oldest is None else float(oldest)
+            )
+            for name, created, retry, active, completed, cancelled, failed, oldest in rows
+        ]
+
+
+Clock = Literal["maintenance", "monitoring", "cron"]
+"""The cluster-wide turns claimed on ``version``: maintenance (``maintained_on``), state monitoring
+(``monitored_on``) and cron evaluation (``cron_on``)."""
+
+_CLAIMS = {"maintenance": sql.CLAIM_MAINTENANCE, "monitoring": sql.CLAIM_MONITORING, "cron": sql.CLAIM_CRON}
+
+
+@dataclass(frozen=True)
+class MaintenanceResult:
+    """What one maintenance pass did: jobs expired, archived and dropped, and how long it took."""
+
+    expired: int
+    archived: int
+    dropped: int
+    ms: int
+
+
+@dataclass(frozen=True)
+class QueueSnapshot:
+    """One queue's jobs by state, and how long its oldest queued job has waited (``None`` when none waits)."""
+
+    name: str
+    created: int
+    retry: int
+    active: int
+    completed: int
+    cancelled: int
+    failed: int
+    oldest_queued_seconds: float | None
+
+
+def count_states(rows: Iterable[Any]) -> dict[str, Any]:
+    """Shape ``COUNT_STATES`` rows (name, state, count, with ROLLUP subtotals) the way pg-boss does."""
+    states = [state.value for state in JobState]
+    result: dict[str, Any] = dict.fromkeys(states, 0)
+    result["all"] = 0
+    queues: dict[str, dict[str, int]] = {}
+    for name, state, count in rows:
+        if name is None:
+            result["all" if state is None else str(state)] = int(count)
+            continue
+        counts = queues.setdefault(name, {**dict.fromkeys(states, 0), "all": 0})
+        counts["all" if state is None else str(state)] = int(count)
+    result["queues"] = queues
+    return result
 
 
 @dataclass(frozen=True)
@@ -427,67 +520,19 @@ class CronTick:
 
 
 def _output_text(value: Any) -> str | None:
-    stored = opt.output_value(value)
-    return None if stored is None else opt.json_text(stored, what="output")
+    stored = payloads.output_value(value)
+    return None if stored is None else payloads.json_text(stored, what="output")
 
 
-def _event(event: object) -> str:
-    if not isinstance(event, str) or not event:
-        raise InvalidOptionError(f"an event name must be a non-empty string, not {event!r}")
-    if "\x00" in event or not opt.is_utf8(event):
-        raise InvalidOptionError(f"event name {event!r} contains a NUL character or a lone surrogate")
-    if opt.too_long(event):
-        raise InvalidOptionError(f"event name {event[:40]!r}... is {len(event.encode())} bytes; {opt.too_long(event)}")
-    return event
-
-
-def _cron(cron: object) -> str:
-    if not isinstance(cron, str) or not cron.strip():
-        raise InvalidCronError(f"a cron expression must be a non-empty string, not {cron!r}")
-    return cron
-
-
-def _timezone(tz: object) -> str:
-    if tz is None:
-        return "UTC"
-    if not isinstance(tz, str) or not tz:
-        raise InvalidTimezoneError(f"a time zone must be an IANA name such as 'Europe/Paris', not {tz!r}")
-    if tz not in _iana_time_zones():
-        raise InvalidTimezoneError(f"unknown time zone {tz!r}; pg-boss's cron pass would fail on it (trap 14)")
-    return tz
-
-
-@functools.cache
-def _iana_time_zones() -> frozenset[str]:
-    # zoneinfo also lists files of the system's database that are no zone names JavaScript's Intl knows,
-    # and one schedule pg-boss cannot evaluate stops all of them.
-    not_zones = {"Factory", "localtime", "posixrules"}
-    return frozenset(zone for zone in zoneinfo.available_timezones() if zone not in not_zones) | {"UTC"}
-
-
-def _check_cron(cron: str, timezone: str) -> None:
-    cron_rules.previous_match(cron, timezone, dt.datetime.now(dt.timezone.utc))
-
-
-def _camel(key: str) -> str:
-    head, *rest = key.split("_")
-    return head + "".join(part.title() for part in rest)
-
-
-def _json_value(value: Any) -> Any:
-    """An option value as a JavaScript caller would have given it: seconds, ISO strings, plain JSON."""
-    if isinstance(value, dt.timedelta):
-        seconds = value.total_seconds()
-        return int(seconds) if seconds.is_integer() else seconds
-    if isinstance(value, dt.datetime):
-        stamp = opt.start_after_text(value)  # refuses naive datetimes
-        if stamp is not None and value.microsecond % 1000 == 0:
-            # As a JavaScript Date would be stored (toISOString(): milliseconds); microseconds only if any.
-            return stamp[:-4] + "Z"
-        return stamp
-    if isinstance(value, (uuid.UUID, JobState, QueuePolicy)):
-        return str(value)
-    return value
-
-
-__all__ = ["FETCH_ATTEMPTS", "Expire", "Operation", "Operations", "Step"]
+__all__ = [
+    "FETCH_ATTEMPTS",
+    "Clock",
+    "CronTick",
+    "Expire",
+    "MaintenanceResult",
+    "Operation",
+    "Operations",
+    "QueueSnapshot",
+    "Step",
+    "count_states",
+]

@@ -8,6 +8,7 @@ from ``sql/functions_v24.sql``.
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 from importlib import resources
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Connection,
+    Executable,
     MetaData,
     Text,
     bindparam,
@@ -70,15 +72,22 @@ def advisory_lock_key_for(database: str, schema: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-def lock_schema(connection: Connection, schema: str) -> None:
-    """Take pg-boss's schema lock for the rest of the transaction, as pg-boss does for schema changes.
+@functools.lru_cache(maxsize=64)
+def lock_statements(schema: str) -> tuple[Executable, ...]:
+    """The statements that take pg-boss's schema lock for the rest of the transaction, as pg-boss does for
+    schema changes and maintenance: ``lock_timeout`` and ``idle_in_transaction_session_timeout`` of 30 s for
+    the transaction, then ``pg_advisory_xact_lock`` on the schema's key (waiting while another holds it)."""
+    return (
+        text("SET LOCAL lock_timeout = '30s'"),
+        text("SET LOCAL idle_in_transaction_session_timeout = '30s'"),
+        select(func.pg_advisory_xact_lock(advisory_lock_key(validate_schema_name(schema)))),
+    )
 
-    Sets ``lock_timeout`` and ``idle_in_transaction_session_timeout`` to 30 s for the transaction and
-    takes ``pg_advisory_xact_lock`` on the schema's key. Waits while another instance holds it.
-    """
-    connection.execute(text("SET LOCAL lock_timeout = '30s'"))
-    connection.execute(text("SET LOCAL idle_in_transaction_session_timeout = '30s'"))
-    connection.execute(select(func.pg_advisory_xact_lock(advisory_lock_key(schema))))
+
+def lock_schema(connection: Connection, schema: str) -> None:
+    """Run :func:`lock_statements` on ``connection``: the schema lock, held until its transaction ends."""
+    for statement in lock_statements(schema):
+        connection.execute(statement)
 
 
 class SchemaState(enum.Enum):

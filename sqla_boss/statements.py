@@ -51,7 +51,7 @@ from sqlalchemy.types import TypeEngine
 from sqla_boss.identifiers import DEFAULT_SCHEMA, quote_identifier, validate_schema_name
 from sqla_boss.models import Archive, Job, JobState, Queue, QueuePolicy, Schedule, metadata
 from sqla_boss.notify import channel_expression
-from sqla_boss.options import MAX_DURATION_SECONDS
+from sqla_boss.options.values import MAX_DURATION_SECONDS
 
 job = metadata.tables[f"{DEFAULT_SCHEMA}.job"]
 queue = metadata.tables[f"{DEFAULT_SCHEMA}.queue"]
@@ -404,6 +404,8 @@ EXPIRE = _fail(
 """Fail every active job, of every queue, that ran past its ``expire_in`` (§8.1); returns (affected, dead-lettered)."""
 
 GET_JOB = select(Job).where(Job.name == bindparam("queue_name", type_=Text), Job.id == bindparam("job_id"))
+JOB_STATES = select(job.c.id, job.c.state).where(job.c.name == bindparam("queue_name", type_=Text), _ids())
+"""The state of each of the queue's jobs ``:ids`` (the testing kit's runs read which failures were retried)."""
 GET_ARCHIVED_JOB = select(Archive).where(
     Archive.name == bindparam("queue_name", type_=Text), Archive.id == bindparam("job_id")
 )

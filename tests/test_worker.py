@@ -296,7 +296,7 @@ def test_bad_work_options_raise_before_any_thread_starts(
     worker.start()
     assert worker.queues == []
     assert threading.active_count() == before
-    assert worker._threads == []
+    assert list(worker._threads) == []
 
 
 def test_bad_worker_options_raise(sessions: sessionmaker[Session], installed_schema: str) -> None:

@@ -39,6 +39,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PAIRS: tuple[tuple[str, str], ...] = (
     ("sqla_boss/async_driver.py", "sqla_boss/driver.py"),
     ("sqla_boss/async_boss.py", "sqla_boss/boss.py"),
+    ("sqla_boss/async_maintenance.py", "sqla_boss/maintenance.py"),
+    ("sqla_boss/async_worker.py", "sqla_boss/worker.py"),
+    ("sqla_boss/testing/async_runner.py", "sqla_boss/testing/runner.py"),
 )
 """(asyncio source, generated sync module), relative to the repository root."""
 
@@ -54,7 +57,7 @@ NAMES: dict[str, str] = {
     "AsyncWorker": "Worker",
     "AsyncHandler": "Handler",
     "async_runner": "runner",
-    "AsyncRunner": "Runner",
+    "_AsyncRunner": "_Runner",
     "async_run_jobs": "run_jobs",
     "async_drain": "drain",
     # sqla_boss.flavours: the primitives that differ, in pairs

@@ -19,7 +19,9 @@ from sqla_boss.testing.assertions import (
     async_sent_jobs,
     sent_jobs,
 )
-from sqla_boss.testing.runner import Handler, RunResult, async_drain, async_run_jobs, drain, run_jobs
+from sqla_boss.testing.async_runner import async_drain, async_run_jobs
+from sqla_boss.testing.runner import drain, run_jobs
+from sqla_boss.testing.runs import Handler, RunResult
 
 if TYPE_CHECKING:
     from sqla_boss.testing.factories import ArchiveFactory, JobFactory, QueueFactory, bind_factories
