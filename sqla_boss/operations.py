@@ -16,13 +16,13 @@ import math
 import uuid
 from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from types import ModuleType
+from typing import Any, ClassVar, Literal, TypeVar
 
 from sqlalchemy import Executable
 from sqlalchemy.exc import IntegrityError
 
 from sqla_boss import cron as cron_rules
-from sqla_boss import statements as sql
 from sqla_boss.errors import (
     DeadLetterQueueNotFoundError,
     InvalidOptionError,
@@ -36,6 +36,7 @@ from sqla_boss.models import Archive, Job, JobState, Queue, QueuePolicy, Schedul
 from sqla_boss.options import jobs as job_options
 from sqla_boss.options import names, payloads, queues, schedules
 from sqla_boss.schema import lock_statements
+from sqla_boss.v24 import statements as v24_statements
 
 T = TypeVar("T")
 
@@ -97,12 +98,20 @@ def _shared_operations(key: tuple[str, tuple[tuple[str, type, Any], ...]]) -> Op
 
 
 class Operations:
-    """The operations for one schema and one set of constructor defaults."""
+    """The operations for one schema and one set of constructor defaults.
+
+    Written for schema version 24: :attr:`sql` is that version's statements. A later version subclasses this
+    class with its own statements module (the same names for what runs the same) and overrides the
+    operations whose rules differ.
+    """
+
+    sql: ClassVar[ModuleType] = v24_statements
+    """The statements of the schema version these operations run."""
 
     def __init__(self, schema: str = DEFAULT_SCHEMA, defaults: Mapping[str, Any] | None = None) -> None:
         self.schema = validate_schema_name(schema)
         self.defaults = job_options.Defaults.from_options(defaults or {})
-        self._functions = sql.queue_functions(schema)
+        self._functions = self.sql.queue_functions(schema)
         self._default_params = {
             "default_retry_limit": self.defaults.retry_limit,
             "default_retry_delay": self.defaults.retry_delay,
@@ -119,7 +128,7 @@ class Operations:
         values = queues.queue_options(options, policy_default=QueuePolicy.standard)
         dead_letter = values.get("deadLetter")
         if dead_letter is not None and dead_letter != queue_name:
-            found = yield Step(sql.QUEUE_EXISTS, {"queue_name": dead_letter}, "scalar")
+            found = yield Step(self.sql.QUEUE_EXISTS, {"queue_name": dead_letter}, "scalar")
             if not found:
                 raise DeadLetterQueueNotFoundError(
                     f"dead letter queue {dead_letter!r} of queue {queue_name!r} does not exist", (dead_letter,)
@@ -131,7 +140,7 @@ class Operations:
         values = queues.queue_options(options, policy_default=None)
         dead_letter = values.get("deadLetter")
         if dead_letter is not None and dead_letter != queue_name:
-            found = yield Step(sql.QUEUE_EXISTS, {"queue_name": dead_letter}, "scalar")
+            found = yield Step(self.sql.QUEUE_EXISTS, {"queue_name": dead_letter}, "scalar")
             if not found:
                 raise DeadLetterQueueNotFoundError(f"dead letter queue {dead_letter!r} does not exist", (dead_letter,))
         params = {
@@ -144,17 +153,17 @@ class Operations:
             "new_retention_minutes": values.get("retentionMinutes"),
             "new_dead_letter": dead_letter,
         }
-        updated = yield Step(sql.UPDATE_QUEUE, params, "rows")
+        updated = yield Step(self.sql.UPDATE_QUEUE, params, "rows")
         if not updated:
             raise QueueNotFoundError(f"queue {queue_name!r} does not exist", (queue_name,))
         yield Expire(((Queue, (queue_name,)),))
 
     def delete_queue(self, name: object) -> Operation[bool]:
         queue_name = names.queue_name(name)
-        found = yield Step(sql.QUEUE_EXISTS, {"queue_name": queue_name}, "scalar")
+        found = yield Step(self.sql.QUEUE_EXISTS, {"queue_name": queue_name}, "scalar")
         if not found:
             return False
-        rows = yield Step(sql.QUEUE_BLOCKERS, {"queue_name": queue_name}, "rows")
+        rows = yield Step(self.sql.QUEUE_BLOCKERS, {"queue_name": queue_name}, "rows")
         has_jobs, dead_letter_of_queue, dead_letter_of_job = rows[0]
         if has_jobs:
             raise QueueNotEmptyError(
@@ -168,28 +177,28 @@ class Operations:
         # on the partition, and PostgreSQL refuses to drop a table with pending trigger events: run them now.
         yield Step(self._functions.check_job_constraints_now, {}, "rowcount")
         yield Step(self._functions.delete, {"queue_name": queue_name}, "rowcount")
-        if (yield Step(sql.ANY_QUEUE, {}, "scalar")):  # with no partition left there is nothing to defer
+        if (yield Step(self.sql.ANY_QUEUE, {}, "scalar")):  # with no partition left there is nothing to defer
             yield Step(self._functions.defer_job_constraints, {}, "rowcount")
         yield Expire(((Queue, (queue_name,)), (Schedule, (queue_name,))))
         return True
 
     def purge_queue(self, name: object) -> Operation[int]:
         queue_name = names.queue_name(name)
-        rows = yield Step(sql.PURGE_QUEUE, {"queue_name": queue_name}, "rows")
+        rows = yield Step(self.sql.PURGE_QUEUE, {"queue_name": queue_name}, "rows")
         yield Expire.jobs(queue_name, (job_id for (job_id,) in rows))
         return len(rows)
 
     def get_queue(self, name: object) -> Operation[Queue | None]:
-        queues: list[Queue] = yield Step(sql.GET_QUEUE, {"queue_name": names.queue_name(name)}, "entities")
+        queues: list[Queue] = yield Step(self.sql.GET_QUEUE, {"queue_name": names.queue_name(name)}, "entities")
         return queues[0] if queues else None
 
     def get_queues(self) -> Operation[list[Queue]]:
-        queues: list[Queue] = yield Step(sql.GET_QUEUES, {}, "entities")
+        queues: list[Queue] = yield Step(self.sql.GET_QUEUES, {}, "entities")
         return queues
 
     def get_queue_size(self, name: object, before: object) -> Operation[int]:
         state = queues.job_state(before, what="state for before")
-        count = yield Step(sql.QUEUE_SIZE, {"queue_name": names.queue_name(name), "before": state}, "scalar")
+        count = yield Step(self.sql.QUEUE_SIZE, {"queue_name": names.queue_name(name), "before": state}, "scalar")
         return int(count or 0)
 
     # ----------------------------------------------------------------------------------------- sending
@@ -223,7 +232,7 @@ class Operations:
 
     def _insert_records(self, records: list[dict[str, Any]]) -> Generator[Step, Any, tuple[list[uuid.UUID], float]]:
         payload = payloads.json_text(records, what="job data")
-        rows = yield Step(sql.INSERT_JOBS, {"jobs": payload, **self._default_params}, "rows")
+        rows = yield Step(self.sql.INSERT_JOBS, {"jobs": payload, **self._default_params}, "rows")
         ids: list[uuid.UUID] = []
         missing: dict[str, list[str]] = {"queue": [], "dead_letter": []}
         now = 0.0
@@ -260,7 +269,7 @@ class Operations:
         with a concurrent activation raises ``IntegrityError`` for the caller to roll back."""
         queue_name = names.queue_name(name)
         options = queues.FetchOptions.of(batch_size, priority, include_metadata, ignore_start_after)
-        statement = sql.FETCH_BY_PRIORITY if options.priority else sql.FETCH_BY_AGE
+        statement = self.sql.FETCH_BY_PRIORITY if options.priority else self.sql.FETCH_BY_AGE
         params = {
             "queue_name": queue_name,
             "batch_size": options.batch_size,
@@ -282,20 +291,20 @@ class Operations:
     # ----------------------------------------------------------------------------------- state changes
 
     def complete(self, name: object, ids: object, output: Any) -> Operation[int]:
-        return self._change(sql.COMPLETE, "complete", name, ids, {"job_output": _output_text(output)})
+        return self._change(self.sql.COMPLETE, "complete", name, ids, {"job_output": _output_text(output)})
 
     def cancel(self, name: object, ids: object) -> Operation[int]:
-        return self._change(sql.CANCEL, "cancel", name, ids, {})
+        return self._change(self.sql.CANCEL, "cancel", name, ids, {})
 
     def retry(self, name: object, ids: object) -> Operation[int]:
-        return self._change(sql.RETRY, "retry", name, ids, {})
+        return self._change(self.sql.RETRY, "retry", name, ids, {})
 
     def delete_job(self, name: object, ids: object) -> Operation[int]:
-        return self._change(sql.DELETE_JOBS, "delete_job", name, ids, {})
+        return self._change(self.sql.DELETE_JOBS, "delete_job", name, ids, {})
 
     def resume(self, name: object, ids: object) -> Operation[int]:
         try:
-            return (yield from self._change(sql.RESUME, "resume", name, ids, {}, savepoint=True))
+            return (yield from self._change(self.sql.RESUME, "resume", name, ids, {}, savepoint=True))
         except IntegrityError as exc:
             raise JobConflictError(
                 "resuming would break the queue's policy or a throttling slot taken since the job was cancelled; "
@@ -306,7 +315,7 @@ class Operations:
         queue_name = names.queue_name(name)
         job_ids = tuple(names.job_ids(ids, operation="fail"))
         params = {"queue_name": queue_name, "ids": list(job_ids), "job_output": _output_text(output)}
-        rows = yield Step(sql.FAIL, params, "rows")
+        rows = yield Step(self.sql.FAIL, params, "rows")
         yield Expire.jobs(queue_name, job_ids)
         return int(rows[0][0])
 
@@ -331,18 +340,18 @@ class Operations:
         params = {"queue_name": names.queue_name(name), "job_id": names.job_id(job_id, operation="get_job_by_id")}
         if not isinstance(include_archive, bool):
             raise InvalidOptionError(f"include_archive must be True or False, not {include_archive!r}")
-        jobs: list[Job] = yield Step(sql.GET_JOB, params, "entities")
+        jobs: list[Job] = yield Step(self.sql.GET_JOB, params, "entities")
         if jobs:
             return jobs[0]
         if not include_archive:
             return None
-        archived: list[Archive] = yield Step(sql.GET_ARCHIVED_JOB, params, "entities")
+        archived: list[Archive] = yield Step(self.sql.GET_ARCHIVED_JOB, params, "entities")
         return archived[0] if archived else None
 
     def job_states(self, name: object, ids: object) -> Operation[dict[uuid.UUID, JobState]]:
         """The state of each of the given jobs of the queue that still exists there."""
         params = {"queue_name": names.queue_name(name), "ids": names.job_ids(ids, operation="job_states")}
-        rows = yield Step(sql.JOB_STATES, params, "rows")
+        rows = yield Step(self.sql.JOB_STATES, params, "rows")
         return {job_id: state for job_id, state in rows}
 
     # ----------------------------------------------------------------------------------------- pub/sub
@@ -350,21 +359,21 @@ class Operations:
     def subscribe(self, event: object, name: object) -> Operation[None]:
         queue_name = names.queue_name(name)
         event_name = names.event_name(event)
-        rows = yield Step(sql.SUBSCRIBE, {"event_name": event_name, "queue_name": queue_name}, "rows")
+        rows = yield Step(self.sql.SUBSCRIBE, {"event_name": event_name, "queue_name": queue_name}, "rows")
         if not rows:
             raise QueueNotFoundError(f"queue {queue_name!r} does not exist", (queue_name,))
         yield Expire(((Subscription, (event_name, queue_name)), (Queue, (queue_name,))))
 
     def unsubscribe(self, event: object, name: object) -> Operation[bool]:
         event_name, queue_name = names.event_name(event), names.queue_name(name)
-        count = yield Step(sql.UNSUBSCRIBE, {"event_name": event_name, "queue_name": queue_name}, "rowcount")
+        count = yield Step(self.sql.UNSUBSCRIBE, {"event_name": event_name, "queue_name": queue_name}, "rowcount")
         yield Expire(((Subscription, (event_name, queue_name)), (Queue, (queue_name,))))
         return bool(count)
 
     def publish(self, event: object, data: Any, options: Mapping[str, Any]) -> Operation[list[uuid.UUID]]:
         event_name = names.event_name(event)
         job_options.send_input("publish", data, options)  # validate once, before anything is written
-        subscribers = yield Step(sql.SUBSCRIBERS, {"event_name": event_name}, "rows")
+        subscribers = yield Step(self.sql.SUBSCRIBERS, {"event_name": event_name}, "rows")
         ids: list[uuid.UUID] = []
         for (queue_name,) in subscribers:
             job_id = yield from self.send(queue_name, data, options)
@@ -388,24 +397,24 @@ class Operations:
             "schedule_data": None if data is None else payloads.json_text(data),
             "schedule_options": schedules.stored_options(options, None if tz is None else timezone),
         }
-        rows = yield Step(sql.SCHEDULE, params, "rows")
+        rows = yield Step(self.sql.SCHEDULE, params, "rows")
         if not rows:
             raise QueueNotFoundError(f"queue {queue_name!r} does not exist", (queue_name,))
         yield Expire(((Schedule, (queue_name,)), (Queue, (queue_name,))))
 
     def unschedule(self, name: object) -> Operation[bool]:
         queue_name = names.queue_name(name)
-        count = yield Step(sql.UNSCHEDULE, {"queue_name": queue_name}, "rowcount")
+        count = yield Step(self.sql.UNSCHEDULE, {"queue_name": queue_name}, "rowcount")
         yield Expire(((Schedule, (queue_name,)), (Queue, (queue_name,))))
         return bool(count)
 
     def get_schedules(self) -> Operation[list[Schedule]]:
-        schedules: list[Schedule] = yield Step(sql.GET_SCHEDULES, {}, "entities")
+        schedules: list[Schedule] = yield Step(self.sql.GET_SCHEDULES, {}, "entities")
         return schedules
 
     def cron_tick(self, interval_seconds: int) -> Operation[CronTick]:
         """Claim this turn of cron evaluation and, if won, queue a send-it job per due schedule (§9.3)."""
-        claimed = yield Step(_CLAIMS["cron"], {"interval_seconds": interval_seconds}, "rows")
+        claimed = yield Step(self.sql.CLAIMS["cron"], {"interval_seconds": interval_seconds}, "rows")
         if not claimed:
             return CronTick(won=False)
         now: dt.datetime = claimed[0][0]
@@ -429,31 +438,31 @@ class Operations:
     def expire(self) -> Operation[int]:
         """Fail the active jobs past their ``expire_in``, by their retry rules, under the schema lock."""
         yield from self._lock_schema()
-        return int((yield Step(sql.EXPIRE, {}, "scalar")))
+        return int((yield Step(self.sql.EXPIRE, {}, "scalar")))
 
     def archive(self, completed_after_seconds: int, failed_after_seconds: int) -> Operation[int]:
         """Move finished jobs past their archive delay, and queued ones past ``keep_until``, to ``archive``."""
         yield from self._lock_schema()
         params = {"completed_after_seconds": completed_after_seconds, "failed_after_seconds": failed_after_seconds}
-        return int((yield Step(sql.ARCHIVE, params, "scalar")))
+        return int((yield Step(self.sql.ARCHIVE, params, "scalar")))
 
     def drop(self, delete_after_seconds: int) -> Operation[int]:
         """Delete archived jobs older than ``delete_after_seconds``, under the schema lock."""
         yield from self._lock_schema()
-        return int((yield Step(sql.DROP_ARCHIVED, {"delete_after_seconds": delete_after_seconds}, "rowcount")))
+        return int((yield Step(self.sql.DROP_ARCHIVED, {"delete_after_seconds": delete_after_seconds}, "rowcount")))
 
     def claim(self, clock: Clock, interval_seconds: int) -> Operation[bool]:
         """Claim this interval's turn of ``clock`` for the cluster; ``True`` if this instance won it."""
-        rows = yield Step(_CLAIMS[clock], {"interval_seconds": interval_seconds}, "rows")
+        rows = yield Step(self.sql.CLAIMS[clock], {"interval_seconds": interval_seconds}, "rows")
         return bool(rows)
 
     def count_states(self) -> Operation[dict[str, Any]]:
         """Jobs per state, overall and per queue, in pg-boss's ``countStates()`` shape (§8.5)."""
-        return count_states((yield Step(sql.COUNT_STATES, {}, "rows")))
+        return count_states((yield Step(self.sql.COUNT_STATES, {}, "rows")))
 
     def queue_snapshots(self) -> Operation[list[QueueSnapshot]]:
         """Every queue with its jobs by state and the age of its oldest queued job."""
-        rows = yield Step(sql.QUEUE_SNAPSHOTS, {}, "rows")
+        rows = yield Step(self.sql.QUEUE_SNAPSHOTS, {}, "rows")
         return [
             QueueSnapshot(
                 name, created, retry, active, completed, cancelled, failed, None if oldest is None else float(oldest)
@@ -465,8 +474,6 @@ class Operations:
 Clock = Literal["maintenance", "monitoring", "cron"]
 """The cluster-wide turns claimed on ``version``: maintenance (``maintained_on``), state monitoring
 (``monitored_on``) and cron evaluation (``cron_on``)."""
-
-_CLAIMS = {"maintenance": sql.CLAIM_MAINTENANCE, "monitoring": sql.CLAIM_MONITORING, "cron": sql.CLAIM_CRON}
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
-"""Installing, adopting and removing the pg-boss 10 schema (version 24) on a connection.
+"""A pg-boss schema in a database, whatever its version: the translation of the models to its name, pg-boss's
+advisory lock, what a schema holds, the opt-in fetch index and the worker role; installing and removing it,
+through the room of its version (:mod:`sqla_boss.v24`).
 
 Everything here runs on the connection it is given and leaves the transaction to the caller (Alembic, in
-the shipped migrations). Table DDL comes from the models; the plpgsql that Core cannot express comes
-from ``sql/functions_v24.sql``.
+the shipped migrations).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import enum
 import functools
 import hashlib
-from importlib import resources
 from typing import Any
 
 from sqlalchemy import (
@@ -22,26 +22,38 @@ from sqlalchemy import (
     bindparam,
     cast,
     func,
-    insert,
     literal,
     select,
     text,
 )
-from sqlalchemy.dialects.postgresql import BIT, BYTEA, CreateEnumType
-from sqlalchemy.schema import CreateIndex, CreateSchema, CreateTable, DropTable, Index
-from sqlalchemy.sql.elements import ColumnElement, TextClause
+from sqlalchemy.dialects.postgresql import BIT, BYTEA
+from sqlalchemy.schema import CreateIndex, Index
+from sqlalchemy.sql.elements import ColumnElement
 
-from sqla_boss.errors import InvalidOptionError, SchemaConflictError, SchemaVersionError
-from sqla_boss.identifiers import DEFAULT_SCHEMA, quote_identifier, quote_literal, validate_schema_name
-from sqla_boss.models import Archive, Job, JobStateType, Queue, Schedule, Subscription, Version, metadata
+from sqla_boss.errors import InvalidOptionError
+from sqla_boss.identifiers import DEFAULT_SCHEMA, quote_identifier, validate_schema_name
+from sqla_boss.models import Version, metadata
+from sqla_boss.v24 import VERSION as SCHEMA_VERSION
 
-SCHEMA_VERSION = 24
-"""The pg-boss schema version sqla_boss speaks: pg-boss 10.1.5 through 10.4.x."""
-
-_TABLES_IN_CREATION_ORDER = tuple(
-    metadata.tables[f"{DEFAULT_SCHEMA}.{model.__tablename__}"]
-    for model in (Version, Queue, Schedule, Subscription, Job, Archive)
-)
+__all__ = [
+    "FETCH_INDEX",
+    "FETCH_INDEX_NAME",
+    "SCHEMA_VERSION",
+    "SchemaState",
+    "advisory_lock_key",
+    "advisory_lock_key_for",
+    "create_fetch_index",
+    "drop_fetch_index",
+    "grant_worker_role",
+    "inspect_schema",
+    "install",
+    "lock_schema",
+    "lock_statements",
+    "schema_has_objects",
+    "schema_translate_map",
+    "translated",
+    "uninstall",
+]
 
 
 def schema_translate_map(schema: str) -> dict[str | None, str]:
@@ -107,13 +119,14 @@ def inspect_schema(connection: Connection, schema: str) -> tuple[SchemaState, in
     regclass = func.to_regclass(literal(f"{quote_identifier(schema)}.version", Text), type_=Text)
     if connection.execute(select(regclass)).scalar_one() is not None:
         version = connection.execute(
-            select(Version.version).limit(1), execution_options=_translate(schema)
+            select(Version.version).limit(1), execution_options=translated(schema)
         ).scalar_one_or_none()
         return SchemaState.installed, version
-    return (SchemaState.foreign if _schema_has_objects(connection, schema) else SchemaState.absent), None
+    return (SchemaState.foreign if schema_has_objects(connection, schema) else SchemaState.absent), None
 
 
-def _schema_has_objects(connection: Connection, schema: str) -> bool:
+def schema_has_objects(connection: Connection, schema: str) -> bool:
+    """Whether ``schema`` holds any table, type or function."""
     statement = text(
         """
         SELECT EXISTS (SELECT FROM pg_class WHERE relnamespace = n.oid)
@@ -129,7 +142,8 @@ def install(connection: Connection, schema: str = DEFAULT_SCHEMA) -> bool:
     """Create the pg-boss schema at version 24 in ``schema``, or adopt one that is already there.
 
     Runs in the caller's transaction and does not commit. Holds pg-boss's advisory lock on the schema
-    until the transaction ends, so it never races a Node pg-boss installing the same schema.
+    until the transaction ends, so it never races a Node pg-boss installing the same schema. The version's
+    own room does the work (:func:`sqla_boss.v24.ddl.install`).
 
     Returns:
         ``True`` if it created the schema objects, ``False`` if pg-boss 24 was already installed.
@@ -139,31 +153,9 @@ def install(connection: Connection, schema: str = DEFAULT_SCHEMA) -> bool:
         SchemaVersionError: the schema holds pg-boss at another version.
         SchemaConflictError: the schema holds other objects but no pg-boss ``version`` table.
     """
-    validate_schema_name(schema)
-    lock_schema(connection, schema)
-    state, version = inspect_schema(connection, schema)
-    if state is SchemaState.installed:
-        if version != SCHEMA_VERSION:
-            raise SchemaVersionError(
-                f"schema {schema!r} holds pg-boss schema version {version}; sqla_boss manages version "
-                f"{SCHEMA_VERSION} (pg-boss 10.1.5 to 10.4.x) and will not change it"
-            )
-        return False
-    if state is SchemaState.foreign:
-        raise SchemaConflictError(
-            f"schema {schema!r} already holds objects but no pg-boss version table; "
-            "install pg-boss into an empty or new schema"
-        )
-    options = _translate(schema)
-    connection.execute(CreateSchema(schema, if_not_exists=True))
-    connection.execute(CreateEnumType(JobStateType), execution_options=options)
-    for table in _TABLES_IN_CREATION_ORDER:
-        connection.execute(CreateTable(table), execution_options=options)
-        for index in sorted(table.indexes, key=lambda index: index.name or ""):
-            connection.execute(CreateIndex(index), execution_options=options)
-    connection.execute(function_ddl(schema))
-    connection.execute(insert(Version).values(version=SCHEMA_VERSION), execution_options=options)
-    return True
+    from sqla_boss.v24 import ddl
+
+    return ddl.install(connection, schema)
 
 
 def uninstall(connection: Connection, schema: str = DEFAULT_SCHEMA) -> None:
@@ -171,17 +163,9 @@ def uninstall(connection: Connection, schema: str = DEFAULT_SCHEMA) -> None:
 
     Runs in the caller's transaction and does not commit; holds pg-boss's advisory lock on the schema.
     """
-    validate_schema_name(schema)
-    lock_schema(connection, schema)
-    options = _translate(schema)
-    quoted = quote_identifier(schema)
-    for function in ("delete_queue(text)", "create_queue(text, json)"):
-        connection.execute(text(f"DROP FUNCTION IF EXISTS {quoted}.{function}"))
-    for table in reversed(_TABLES_IN_CREATION_ORDER):
-        connection.execute(DropTable(table, if_exists=True), execution_options=options)
-    connection.execute(text(f"DROP TYPE IF EXISTS {quoted}.{quote_identifier(str(JobStateType.name))}"))
-    if not _schema_has_objects(connection, schema):
-        connection.execute(text(f"DROP SCHEMA IF EXISTS {quoted}"))
+    from sqla_boss.v24 import ddl
+
+    ddl.uninstall(connection, schema)
 
 
 FETCH_INDEX_NAME = "sqla_boss_job_fetch"
@@ -213,7 +197,7 @@ def create_fetch_index(connection: Connection, schema: str = DEFAULT_SCHEMA) -> 
     """
     validate_schema_name(schema)
     lock_schema(connection, schema)
-    connection.execute(CreateIndex(FETCH_INDEX, if_not_exists=True), execution_options=_translate(schema))
+    connection.execute(CreateIndex(FETCH_INDEX, if_not_exists=True), execution_options=translated(schema))
 
 
 def drop_fetch_index(connection: Connection, schema: str = DEFAULT_SCHEMA) -> None:
@@ -248,12 +232,6 @@ def grant_worker_role(connection: Connection, role: str, schema: str = DEFAULT_S
         connection.execute(text(statement))
 
 
-def function_ddl(schema: str) -> TextClause:
-    """The ``CREATE FUNCTION`` statements of ``create_queue`` and ``delete_queue`` for ``schema``."""
-    template = resources.files("sqla_boss.sql").joinpath("functions_v24.sql").read_text(encoding="utf-8")
-    validate_schema_name(schema)
-    return text(template.format(schema=quote_identifier(schema), schema_literal=quote_literal(schema)))
-
-
-def _translate(schema: str) -> dict[str, Any]:
+def translated(schema: str) -> dict[str, Any]:
+    """The execution options that point the models at ``schema``."""
     return {"schema_translate_map": schema_translate_map(schema)}

@@ -14,7 +14,7 @@ from sqla_boss.errors import InvalidOptionError
 from sqla_boss.identifiers import quote_identifier
 from sqla_boss.maintenance import Maintenance, MaintenanceSettings
 from sqla_boss.schema import schema_translate_map
-from sqla_boss.statements import EXPIRED_OUTPUT
+from sqla_boss.v24.statements import EXPIRED_OUTPUT
 
 
 @pytest.fixture

@@ -111,7 +111,7 @@ def test_wheel_ships_the_migrations(installed: Installed) -> None:
         f"sqla_boss/{SCRIPT_FOLDER}/env.py",
         f"sqla_boss/{SCRIPT_FOLDER}/script.py.mako",
         f"sqla_boss/{SCRIPT_FOLDER}/versions/pgboss_v24.py",
-        "sqla_boss/sql/functions_v24.sql",
+        "sqla_boss/v24/functions.sql",
         "sqla_boss/py.typed",
         "sqla_boss/migrations.py" if (PACKAGE / "migrations.py").is_file() else "sqla_boss/migrations/__init__.py",
     ):

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-from sqla_boss import schema as pgboss_schema
 from sqla_boss.identifiers import quote_identifier
+from sqla_boss.v24 import ddl
 
 revision: str = "pgboss_v24"
 down_revision: str | Sequence[str] | None = None
@@ -21,13 +21,13 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    pgboss_schema.install(op.get_bind(), op.get_context().opts["sqla_boss_schema"])
+    ddl.install(op.get_bind(), op.get_context().opts["sqla_boss_schema"])
 
 
 def downgrade() -> None:
     context = op.get_context()
     schema = context.opts["sqla_boss_schema"]
-    pgboss_schema.uninstall(op.get_bind(), schema)
+    ddl.uninstall(op.get_bind(), schema)
     # The opt-in fetch index went with the job table; forget its revision too, or a later install would
     # believe the index is still there.
     version_table_schema = quote_identifier(context.opts.get("version_table_schema") or "public")

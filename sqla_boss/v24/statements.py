@@ -1,4 +1,5 @@
-"""Every SQL statement the repository runs, built once as SQLAlchemy Core, without I/O.
+"""Every SQL statement of schema version 24 the repository, the workers and maintenance run, built once as
+SQLAlchemy Core, without I/O.
 
 The statements name the tables of the models, so they follow the ``schema_translate_map`` they are
 executed with. Only the calls of the schema's plpgsql functions are per schema (:func:`queue_functions`).
@@ -595,6 +596,9 @@ CLAIM_MONITORING = _claim("monitored_on")
 """Claim this turn of state monitoring (§8.5)."""
 CLAIM_CRON = _claim("cron_on")
 """Claim this turn of cron evaluation (§9.3)."""
+
+CLAIMS = {"maintenance": CLAIM_MAINTENANCE, "monitoring": CLAIM_MONITORING, "cron": CLAIM_CRON}
+"""The claim of each cluster-wide turn, by the name :class:`~sqla_boss.operations.Clock` gives it."""
 
 COUNT_STATES = select(job.c.name, job.c.state, func.count()).group_by(func.rollup(job.c.name), func.rollup(job.c.state))
 """pg-boss's countStates query (§8.5): counts per queue and state, with the ROLLUP subtotals."""
