@@ -139,30 +139,16 @@ def schema_has_objects(connection: Connection, schema: str) -> bool:
 
 
 def install(connection: Connection, schema: str = DEFAULT_SCHEMA) -> bool:
-    """Create the pg-boss schema at version 24 in ``schema``, or adopt one that is already there.
-
-    Runs in the caller's transaction and does not commit. Holds pg-boss's advisory lock on the schema
-    until the transaction ends, so it never races a Node pg-boss installing the same schema. The version's
-    own room does the work (:func:`sqla_boss.v24.ddl.install`).
-
-    Returns:
-        ``True`` if it created the schema objects, ``False`` if pg-boss 24 was already installed.
-
-    Raises:
-        InvalidSchemaNameError: before any SQL runs.
-        SchemaVersionError: the schema holds pg-boss at another version.
-        SchemaConflictError: the schema holds other objects but no pg-boss ``version`` table.
-    """
+    """Create the pg-boss schema in ``schema``, or adopt the one there: :func:`sqla_boss.v24.ddl.install`, which
+    says what it returns, locks and raises. Runs in the caller's transaction and does not commit."""
     from sqla_boss.v24 import ddl
 
     return ddl.install(connection, schema)
 
 
 def uninstall(connection: Connection, schema: str = DEFAULT_SCHEMA) -> None:
-    """Drop every pg-boss object in ``schema``, jobs included, then the schema if nothing else is left.
-
-    Runs in the caller's transaction and does not commit; holds pg-boss's advisory lock on the schema.
-    """
+    """Drop every pg-boss object in ``schema``, jobs included: :func:`sqla_boss.v24.ddl.uninstall`. Runs in the
+    caller's transaction and does not commit."""
     from sqla_boss.v24 import ddl
 
     ddl.uninstall(connection, schema)

@@ -21,7 +21,7 @@ from sqla_boss.options.timing import (
     singleton_seconds,
     start_after_text,
 )
-from sqla_boss.options.values import flag, known, optional_flag, optional_integer, text
+from sqla_boss.options.values import flag, known, optional_flag, optional_integer, optional_text
 
 
 @dataclass(frozen=True)
@@ -159,7 +159,7 @@ def send_input(name: object, data: Any, options: Mapping[str, Any]) -> tuple[Job
     known(options, SEND_OPTIONS, "send")
     json_text(data)
     priority = optional_integer(options, "priority")
-    singleton_key = _optional_text(options, "singleton_key")
+    singleton_key = optional_text(options, "singleton_key")
     next_slot = options.get("singleton_next_slot")
     job = JobInput(
         name=queue_name(name),
@@ -204,7 +204,7 @@ def insert_input(job: Mapping[str, Any]) -> JobInput:
     if "name" not in job:
         raise InvalidOptionError("each job to insert needs a name")
     # The data is checked when the whole batch is serialised (Operations.insert), not once more per job.
-    singleton_key = _optional_text(job, "singleton_key")
+    singleton_key = optional_text(job, "singleton_key")
     raw_singleton = job.get("singleton_seconds")
     return JobInput(
         name=queue_name(job["name"]),
@@ -223,11 +223,6 @@ def insert_input(job: Mapping[str, Any]) -> JobInput:
         retry_backoff=optional_flag(job, "retry_backoff"),
         dead_letter=optional_queue_name(job, "dead_letter"),
     )
-
-
-def _optional_text(options: Mapping[str, Any], key: str) -> str | None:
-    value = options.get(key)
-    return None if value is None else text(key, value)
 
 
 __all__ = [

@@ -55,8 +55,6 @@ def start_after_text(value: object) -> str | None:
     if value is None:
         return None
     if isinstance(value, dt.datetime):
-        if value.tzinfo is None or value.utcoffset() is None:
-            raise InvalidOptionError(f"start_after must be an aware datetime, not the naive {value!r}")
         return utc_text(value, what="start_after")
     if isinstance(value, dt.timedelta) or (isinstance(value, (int, float)) and not isinstance(value, bool)):
         amount = seconds("start_after", value)
@@ -135,7 +133,10 @@ def _interval_seconds(text: str) -> float | None:
 
 
 def utc_text(value: dt.datetime, *, what: str = "a datetime") -> str:
-    """An aware ``datetime`` as the ISO text, in UTC and ending in ``Z``, that pg-boss's SQL reads."""
+    """An aware ``datetime`` as the ISO text, in UTC and ending in ``Z``, that pg-boss's SQL reads; a naive one
+    is refused rather than taken for UTC or local time."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidOptionError(f"{what} must be an aware datetime, not the naive {value!r}")
     try:
         utc = value.astimezone(dt.timezone.utc)
     except OverflowError:
@@ -148,8 +149,6 @@ def keep_until_text(value: object) -> str | None:
     if value is None:
         return None
     if isinstance(value, dt.datetime):
-        if value.tzinfo is None or value.utcoffset() is None:
-            raise InvalidOptionError(f"keep_until must be an aware datetime, not the naive {value!r}")
         return utc_text(value, what="keep_until")
     raise InvalidOptionError(f"keep_until must be an aware datetime, not {value!r}")
 

@@ -116,8 +116,12 @@ def optional_integer(options: Mapping[str, Any], key: str, *, minimum: int | Non
 
 def optional_flag(options: Mapping[str, Any], key: str) -> bool | None:
     """``options[key]`` through :func:`flag`, or ``None`` when absent or ``None``."""
-    value = options.get(key)
-    return None if value is None else flag(key, value)
+    return None if options.get(key) is None else flag(key, options[key])
+
+
+def optional_text(options: Mapping[str, Any], key: str) -> str | None:
+    """``options[key]`` through :func:`text`, or ``None`` when absent or ``None``."""
+    return None if options.get(key) is None else text(key, options[key])
 
 
 __all__ = [
@@ -131,6 +135,7 @@ __all__ = [
     "number_text",
     "optional_flag",
     "optional_integer",
+    "optional_text",
     "seconds",
     "text",
     "too_long",
