@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import inspect
+import re
 from typing import Any
 
 import pytest
 
-from sqla_boss import AsyncBoss, AsyncWorker, Boss, Worker
+from sqla_boss import AsyncBoss, AsyncMaintenance, AsyncWorker, Boss, Maintenance, Worker
+from sqla_boss.testing import async_drain, async_run_jobs, drain, run_jobs
 
 PGBOSS_METHODS = {
     "create_queue",
@@ -46,6 +48,8 @@ _ASYNC_SPELLINGS = (
     ("AsyncSession", "Session"),
     ("AsyncConnection", "Connection"),
     ("AsyncBoss", "Boss"),
+    ("AsyncWorker", "Worker"),
+    ("AsyncMaintenance", "Maintenance"),
     ("AsyncHandler", "Handler"),
 )
 
@@ -108,11 +112,26 @@ def test_async_boss_is_the_twin_of_boss() -> None:
 
 
 def test_async_worker_is_the_twin_of_worker() -> None:
-    """The same constructor, options and defaults; ``start``, ``stop`` and ``run`` are awaited."""
-    assert api_differences(Worker, AsyncWorker, docstrings=False, coroutines={"start", "stop", "run"}) == []
+    """The same constructor, options, defaults and docstrings; ``start``, ``stop`` and ``run`` are awaited."""
+    assert api_differences(Worker, AsyncWorker, coroutines={"start", "stop", "run"}) == []
     sync_properties = {name for name, _ in inspect.getmembers(Worker, lambda m: isinstance(m, property))}
     async_properties = {name for name, _ in inspect.getmembers(AsyncWorker, lambda m: isinstance(m, property))}
     assert sync_properties == async_properties == {"queues"}
+
+
+def test_async_maintenance_is_the_twin_of_maintenance() -> None:
+    assert api_differences(Maintenance, AsyncMaintenance) == []
+
+
+@pytest.mark.parametrize(("sync", "async_"), [(run_jobs, async_run_jobs), (drain, async_drain)])
+def test_the_async_runners_are_the_twins_of_the_runners(sync: Any, async_: Any) -> None:
+    assert _shape(sync) == _shape(async_)
+    articles = re.compile(r"\ban\b")  # "an AsyncWorker" is "a Worker"
+    assert articles.sub("a", _as_sync(inspect.getdoc(async_)).replace("async_", "")) == articles.sub(
+        "a", str(inspect.getdoc(sync))
+    )
+    assert inspect.iscoroutinefunction(async_)
+    assert not inspect.iscoroutinefunction(sync)
 
 
 def test_the_parity_check_sees_a_drift() -> None:

@@ -100,7 +100,7 @@ def test_names_are_renamed_in_code_strings_and_comments_with_fitting_articles() 
 
         def make(session: AsyncSession) -> AsyncBoss:
             """Build an AsyncBoss on an ``AsyncSession``: see sqla_boss.async_boss."""
-            return AsyncBoss(session)  # an AsyncEngine's session, An AsyncWorker
+            return AsyncBoss(session)  # an AsyncEngine's session, An AsyncWorker, an :class:`~sqla_boss.AsyncWorker`
         '''
     )
     assert result == textwrap.dedent(
@@ -109,7 +109,7 @@ def test_names_are_renamed_in_code_strings_and_comments_with_fitting_articles() 
 
         def make(session: Session) -> Boss:
             """Build a Boss on a ``Session``: see sqla_boss.boss."""
-            return Boss(session)  # an Engine's session, A Worker
+            return Boss(session)  # an Engine's session, A Worker, a :class:`~sqla_boss.Worker`
         '''
     )
 

@@ -22,10 +22,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from support import wait_until
 
 from sqla_boss import Boss, Job, Worker, cron
+from sqla_boss.driver import Driver
 from sqla_boss.errors import InvalidCronError, InvalidTimezoneError
 from sqla_boss.models import Schedule
 from sqla_boss.notify import MAX_CHANNEL_BYTES, PREFIX, channel, channel_expression
-from sqla_boss.operations import CronTick
+from sqla_boss.operations import CronTick, operations_for
 from sqla_boss.schema import schema_translate_map
 from sqla_boss.worker import SHUTDOWN_OUTPUT
 
@@ -601,9 +602,12 @@ def test_cron_tick_claims_the_turn_and_reports_unreadable_schedules(
         )
     clear_of_minute_end(engine, 3)  # both wins below must fall in the same minute
 
-    with sessions.begin() as session:
-        boss = Boss(session, installed_schema)
-        first = boss._run(boss._operations.cron_tick(30))
+    def cron_tick() -> CronTick:
+        """The cron evaluation a worker's supervisor runs: the named operation, on the driver."""
+        with sessions.begin() as session:
+            return Driver(installed_schema).run(session, operations_for(installed_schema, {}).cron_tick(30))
+
+    first = cron_tick()
     assert first.won
     assert first.due == ["goodq"]
     [unreadable] = first.unreadable
@@ -611,14 +615,10 @@ def test_cron_tick_claims_the_turn_and_reports_unreadable_schedules(
     assert isinstance(unreadable.error, InvalidTimezoneError)
     assert "Mars/Base" in str(unreadable.error)
 
-    with sessions.begin() as session:
-        boss = Boss(session, installed_schema)
-        assert boss._run(boss._operations.cron_tick(30)) == CronTick(won=False)
+    assert cron_tick() == CronTick(won=False)
 
     set_cron_on_back(engine, installed_schema)
-    with sessions.begin() as session:
-        boss = Boss(session, installed_schema)
-        again = boss._run(boss._operations.cron_tick(30))
+    again = cron_tick()
     assert (again.won, again.due, [u.name for u in again.unreadable]) == (True, ["goodq"], ["badq"])
     [send_it] = send_it_jobs(engine, installed_schema)  # the second win queued no second job this minute
     assert (send_it["singleton_key"], send_it["singleton_on"]) == ("goodq", send_it["minute"])

@@ -217,7 +217,8 @@ class _LineOffsets:
 
 
 _PROSE = re.compile(
-    r"(?:\b(?P<article>an?|An?)(?P<gap>\s+`{0,2}))?(?<![\w])(?P<name>"
+    # an article, then spaces and maybe a Sphinx role's opening (":class:`~sqla_boss.") or backticks, then a name
+    r"(?:\b(?P<article>an?|An?)(?P<gap>\s+(?::[a-z]+:`~?(?:\w+\.)*|`{0,2})))?(?<![\w])(?P<name>"
     + "|".join(sorted(map(re.escape, NAMES), key=len, reverse=True))
     + r")(?!\w)"
 )

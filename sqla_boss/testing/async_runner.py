@@ -180,7 +180,7 @@ class _AsyncRunner:
 
 
 async def _call(handler: Handler, *args: Any) -> Any:
-    """Call ``handler`` in the caller's thread, and await what it returns if that is awaitable."""
+    """Call ``handler`` in the caller's thread (on asyncio, awaiting what it returns if that is awaitable)."""
     result = handler(*args)
     if ASYNC:
         return await result if inspect.isawaitable(result) else result

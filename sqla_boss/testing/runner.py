@@ -106,7 +106,7 @@ def drain(
     """Run the jobs of every queue ``worker`` has handlers for until none of them has a job left to fetch (or
     ``limit`` jobs ran), inside ``session``'s transaction: :func:`run_jobs` for several queues at once.
 
-    ``worker`` is an :class:`~sqla_boss.Worker`, whose registrations are used as they are (handler, batch
+    ``worker`` is a :class:`~sqla_boss.Worker`, whose registrations are used as they are (handler, batch
     size, ``include_metadata``, transactional mode, job defaults and schema; it need not be started, and is
     not), or a mapping ``{queue: handler}`` (one job per batch, pg-boss's completion mode). Each round
     runs one batch per registration, so jobs that handlers send to other queues run too. ``queues`` keeps
@@ -174,7 +174,7 @@ class _Runner:
 
 
 def _call(handler: Handler, *args: Any) -> Any:
-    """Call ``handler`` in the caller's thread, and await what it returns if that is awaitable."""
+    """Call ``handler`` in the caller's thread (on asyncio, awaiting what it returns if that is awaitable)."""
     result = handler(*args)
     return result
 
