@@ -7,17 +7,21 @@ goes through it: the repository, the workers, maintenance and the testing kit.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, TypeVar
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from sqla_boss.binding import bind_session, expire_stale, read_result
+from sqla_boss.binding import bind_session, expire_stale, pool_of, read_result
 from sqla_boss.identifiers import validate_schema_name
-from sqla_boss.operations import Expire, Operation, Step
+from sqla_boss.operations import Expire, Operation, Step, verify_schema
 from sqla_boss.schema import schema_translate_map
 
 T = TypeVar("T")
+
+_VERIFIED: weakref.WeakKeyDictionary[object, set[str]] = weakref.WeakKeyDictionary()
+"""The schemas whose version was checked, by connection pool."""
 
 
 class AsyncDriver:
@@ -55,9 +59,30 @@ class AsyncDriver:
         Does not commit. A step run in a savepoint that fails with ``IntegrityError`` is rolled back to it and
         the error thrown into the operation, so the transaction stays usable; any other error propagates, and
         the transaction is the caller's to roll back. Locks what the operation's statements lock.
+
+        The first run on a connection pool and schema checks that the schema holds a pg-boss version this
+        release runs, and remembers it for the pool's life (two reads that cannot fail).
+
+        Raises:
+            SchemaNotInstalledError, SchemaVersionError: the schema is not one to run on; nothing was written.
         """
+        return await self._steps(bind, operation, connection, verify=True)
+
+    async def _steps(
+        self,
+        bind: AsyncSession | AsyncConnection,
+        operation: Operation[T],
+        connection: AsyncConnection | None,
+        *,
+        verify: bool = False,
+    ) -> T:
         try:
-            step = next(operation)
+            step = next(operation)  # the operation validates its input first: bad input never reaches SQL
+            if verify:
+                verified = _VERIFIED.setdefault(pool_of(bind), set())
+                if self.schema not in verified:
+                    await self._steps(bind, verify_schema(self.schema), connection)
+                    verified.add(self.schema)
             while True:
                 if isinstance(step, Expire):
                     if isinstance(bind, AsyncSession):

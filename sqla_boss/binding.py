@@ -95,6 +95,19 @@ def expire_stale(session: Session | AsyncSession, step: Expire) -> None:
             session.expire(stale)
 
 
+def pool_of(bind: Session | AsyncSession | Connection | AsyncConnection) -> object:
+    """The connection pool behind ``bind``: what an engine, the engines made from it with other execution
+    options, and their sessions and connections all share. No I/O."""
+    if isinstance(bind, AsyncSession):
+        bind = bind.sync_session
+    if isinstance(bind, AsyncConnection):
+        return bind.sync_engine.pool
+    if isinstance(bind, Session):
+        found = bind.get_bind()
+        return found.engine.pool if isinstance(found, Connection) else found.pool
+    return bind.engine.pool
+
+
 def driver_backend_pid(connection: Connection | AsyncConnection) -> int | None:
     """The backend process of ``connection``, as its driver knows it (psycopg does), or ``None``. No I/O."""
     sync = connection.sync_connection if isinstance(connection, AsyncConnection) else connection

@@ -25,7 +25,27 @@ class InvalidDatabaseUrlError(SqlaBossError, ValueError):
 
 
 class SchemaVersionError(SqlaBossError):
-    """The pg-boss schema is at a version this release of sqla_boss does not manage (it manages 24)."""
+    """The pg-boss schema is at a version this release of sqla_boss does not run (it runs 24).
+
+    A Node pg-boss 11 or 12 sharing the schema migrates it past 24 when it starts; sqla_boss then refuses to
+    touch it rather than write rows that the new version reads differently.
+    """
+
+    def __init__(self, message: str, found: int | None = None, supported: tuple[int, ...] = ()) -> None:
+        super().__init__(message)
+        self.found = found
+        """The version the schema holds, when one was read."""
+        self.supported = supported
+        """The versions this release runs."""
+
+
+class SchemaNotInstalledError(SqlaBossError):
+    """The schema holds no pg-boss tables (it does not exist, or holds something else): run ``sqla-boss
+    migrate`` (or :func:`sqla_boss.migrations.upgrade`) first."""
+
+
+class DatabaseUnavailableError(SqlaBossError):
+    """The database could not be reached, or refused what a worker checks at start."""
 
 
 class SchemaConflictError(SqlaBossError):

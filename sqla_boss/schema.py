@@ -18,6 +18,7 @@ from sqlalchemy import (
     Connection,
     Executable,
     MetaData,
+    Select,
     Text,
     bindparam,
     cast,
@@ -30,7 +31,8 @@ from sqlalchemy.dialects.postgresql import BIT, BYTEA
 from sqlalchemy.schema import CreateIndex, Index
 from sqlalchemy.sql.elements import ColumnElement
 
-from sqla_boss.errors import InvalidOptionError
+from sqla_boss import v24
+from sqla_boss.errors import InvalidOptionError, SchemaNotInstalledError, SchemaVersionError
 from sqla_boss.identifiers import DEFAULT_SCHEMA, quote_identifier, validate_schema_name
 from sqla_boss.models import Version, metadata
 from sqla_boss.v24 import VERSION as SCHEMA_VERSION
@@ -38,10 +40,13 @@ from sqla_boss.v24 import VERSION as SCHEMA_VERSION
 __all__ = [
     "FETCH_INDEX",
     "FETCH_INDEX_NAME",
+    "READ_VERSION",
     "SCHEMA_VERSION",
+    "SUPPORTED_VERSIONS",
     "SchemaState",
     "advisory_lock_key",
     "advisory_lock_key_for",
+    "check_schema",
     "create_fetch_index",
     "drop_fetch_index",
     "grant_worker_role",
@@ -51,8 +56,10 @@ __all__ = [
     "lock_statements",
     "schema_has_objects",
     "schema_translate_map",
+    "supported_version",
     "translated",
     "uninstall",
+    "version_table_exists",
 ]
 
 
@@ -113,16 +120,54 @@ class SchemaState(enum.Enum):
     """Objects, but no ``version`` table: not something sqla_boss may install into."""
 
 
+SUPPORTED_VERSIONS: tuple[int, ...] = (SCHEMA_VERSION,)
+"""The pg-boss schema versions this release runs on, one room of the package each (:mod:`sqla_boss.v24`)."""
+
+
+def version_table_exists(schema: str) -> Select[tuple[str | None]]:
+    """Whether ``schema`` has a ``version`` table: a statement that cannot fail, whatever the schema holds."""
+    return select(func.to_regclass(literal(f"{quote_identifier(validate_schema_name(schema))}.version", Text)))
+
+
+READ_VERSION = select(Version.version).limit(1)
+"""The schema's version, as pg-boss reads it (the first row); run it with the schema's translation."""
+
+
+def supported_version(schema: str, version: int | None) -> int:
+    """``version`` when this release runs it; raises otherwise (``None``: no ``version`` table or row).
+
+    Raises:
+        SchemaNotInstalledError: the schema holds no pg-boss tables.
+        SchemaVersionError: the schema holds another version, naming it and the supported ones.
+    """
+    if version is None:
+        raise SchemaNotInstalledError(f"schema {schema!r} holds no pg-boss tables; run sqla-boss migrate")
+    if version not in SUPPORTED_VERSIONS:
+        supported = ", ".join(map(str, SUPPORTED_VERSIONS))
+        raise SchemaVersionError(
+            f"schema {schema!r} holds pg-boss schema version {version}; this sqla_boss runs version {supported} "
+            f"({v24.PGBOSS_RELEASES}); a newer pg-boss may have migrated it",
+            version,
+            SUPPORTED_VERSIONS,
+        )
+    return version
+
+
 def inspect_schema(connection: Connection, schema: str) -> tuple[SchemaState, int | None]:
     """Say whether ``schema`` holds pg-boss, and at which version (pg-boss reads the first row)."""
-    validate_schema_name(schema)
-    regclass = func.to_regclass(literal(f"{quote_identifier(schema)}.version", Text), type_=Text)
-    if connection.execute(select(regclass)).scalar_one() is not None:
-        version = connection.execute(
-            select(Version.version).limit(1), execution_options=translated(schema)
-        ).scalar_one_or_none()
-        return SchemaState.installed, version
+    if connection.execute(version_table_exists(schema)).scalar_one() is not None:
+        return SchemaState.installed, connection.execute(READ_VERSION, execution_options=translated(schema)).scalar()
     return (SchemaState.foreign if schema_has_objects(connection, schema) else SchemaState.absent), None
+
+
+def check_schema(connection: Connection, schema: str) -> int:
+    """The version of the pg-boss schema ``schema``, when this release runs it. Reads only; takes no lock.
+
+    Raises:
+        SchemaNotInstalledError, SchemaVersionError: see :func:`supported_version`.
+    """
+    state, version = inspect_schema(connection, schema)
+    return supported_version(schema, version if state is SchemaState.installed else None)
 
 
 def schema_has_objects(connection: Connection, schema: str) -> bool:
