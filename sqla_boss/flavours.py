@@ -36,7 +36,10 @@ ASYNC: Final = True
 the generator keeps only their ``else:`` branch in the sync twins."""
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-"""The signals that ask a worker's ``run()`` to stop gracefully."""
+"""The signals that ask a worker's ``run()`` to stop: gracefully the first time, at once the second."""
+
+JOIN_SLICE_SECONDS = 0.1
+"""How often a thread waiting for others looks up to see whether it must stop waiting."""
 
 
 @dataclass(frozen=True)
@@ -93,11 +96,15 @@ class Threads:
         self.members.append(thread)
         thread.start()
 
-    def wait(self, timeout: float) -> None:
-        """Wait until every thread has ended, or ``timeout`` seconds have passed."""
+    def wait(self, timeout: float, interrupt: Event | None = None) -> None:
+        """Wait until every thread has ended, ``timeout`` seconds have passed, or ``interrupt`` is set."""
         deadline = time.monotonic() + timeout
         for thread in list(self.members):
-            thread.join(max(0.0, deadline - time.monotonic()))
+            while thread.is_alive() and not (interrupt is not None and interrupt.is_set()):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                thread.join(min(remaining, JOIN_SLICE_SECONDS))
 
     def cancel(self) -> None:
         """Threads cannot be cancelled: once the worker stops, each ends after the call it is in."""
@@ -115,10 +122,22 @@ class Tasks:
     def spawn(self, function: Callable[..., Coroutine[Any, Any, None]], name: str, *args: Any) -> None:
         self.members.append(asyncio.get_running_loop().create_task(function(*args), name=name))
 
-    async def wait(self, timeout: float) -> None:
-        """Wait until every task has ended, or ``timeout`` seconds have passed."""
-        if self.members:
-            await asyncio.wait(self.members, timeout=timeout)
+    async def wait(self, timeout: float, interrupt: AEvent | None = None) -> None:
+        """Wait until every task has ended, ``timeout`` seconds have passed, or ``interrupt`` is set."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        pending: set[asyncio.Future[Any]] = {task for task in self.members if not task.done()}
+        waiter = None if interrupt is None else asyncio.ensure_future(interrupt.wait())
+        try:
+            while pending and (waiter is None or not waiter.done()) and loop.time() < deadline:
+                watched = pending if waiter is None else {*pending, waiter}
+                _, pending = await asyncio.wait(
+                    watched, timeout=deadline - loop.time(), return_when=asyncio.FIRST_COMPLETED
+                )
+                pending.discard(waiter)
+        finally:
+            if waiter is not None:
+                waiter.cancel()
 
     async def cancel(self) -> None:
         """Cancel the tasks still running and wait for them to end."""
@@ -323,15 +342,15 @@ def _cancelled_from_outside() -> bool:
 
 
 @contextlib.contextmanager
-def signals_handled(callback: Callable[[], None]) -> Iterator[None]:
-    """Call ``callback`` on SIGTERM and SIGINT while inside, when on the main thread (signals reach no other);
-    the previous handlers come back on the way out."""
+def signals_handled(callback: Callable[[int], None]) -> Iterator[None]:
+    """Call ``callback(signum)`` on SIGTERM and SIGINT while inside, when on the main thread (signals reach no
+    other); the previous handlers come back on the way out."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handle(signum: int, frame: FrameType | None) -> None:
-        callback()
+        callback(signum)
 
     previous = {signum: signal.signal(signum, handle) for signum in STOP_SIGNALS}
     try:
@@ -342,14 +361,14 @@ def signals_handled(callback: Callable[[], None]) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def signals_handled_async(callback: Callable[[], None]) -> Iterator[None]:
+def signals_handled_async(callback: Callable[[int], None]) -> Iterator[None]:
     """:func:`signals_handled` through the running event loop's signal handlers, when it is the main
     thread's; removed on the way out."""
     loop = asyncio.get_running_loop()
     installed = []
     for signum in STOP_SIGNALS:
         try:
-            loop.add_signal_handler(signum, callback)
+            loop.add_signal_handler(signum, callback, signum)
         except (RuntimeError, NotImplementedError, ValueError):  # not the main thread, or no signals here
             continue
         installed.append(signum)

@@ -103,8 +103,34 @@ def settle(jobs: Sequence[Job], result: Any = None, error: BaseException | None 
 
 
 def log_failure(name: str, ids: Sequence[uuid.UUID], error: Any) -> None:
-    """Log jobs failed by their handler (or its timeout), with the queue and the job ids."""
-    logger.info("job(s) %s of queue %s failed: %r", ", ".join(map(str, ids)), name, error, extra=describe(name, ids))
+    """Log jobs failed by their handler (or its timeout) once, at WARNING, with the queue, the job ids and the
+    handler's traceback."""
+    exc_info = (type(error), error, error.__traceback__) if isinstance(error, BaseException) else None
+    logger.warning(
+        "job(s) %s of queue %s failed: %s",
+        ", ".join(map(str, ids)),
+        name,
+        one_line(error),
+        exc_info=exc_info,
+        extra=describe(name, ids),
+    )
+
+
+def one_line(error: Any) -> str:
+    """An error in one line: its type and the first line of its message (a driver's error, not SQLAlchemy's
+    wrapping of it, which adds the statement and its parameters)."""
+    if not isinstance(error, BaseException):
+        return repr(error)
+    shown = getattr(error, "orig", None) or error
+    text = str(shown).strip().splitlines()
+    return f"{type(shown).__name__}: {text[0]}" if text else type(shown).__name__
+
+
+def log_retry(what: str, error: BaseException, delay: float, name: str = "", *, again: str = "retrying") -> None:
+    """Log a failed step that is tried again in ``delay`` seconds: ``what (the error); retrying in N s``, one line
+    at WARNING, and the traceback at DEBUG, so that an outage is a line per attempt and not a flood."""
+    logger.warning("%s (%s); %s in %.2f s", what, one_line(error), again, delay, extra=describe(name))
+    logger.debug("%s", what, exc_info=error, extra=describe(name))
 
 
 def log_cron_tick(tick: CronTick) -> None:
@@ -120,6 +146,71 @@ def log_cron_tick(tick: CronTick) -> None:
 def backoff(failures: int, polling_interval_seconds: float) -> float:
     """The wait after ``failures`` failed loop iterations in a row: doubling, capped."""
     return float(min(BACKOFF_START * 2 ** min(failures - 1, 30), max(polling_interval_seconds, BACKOFF_CAP)))
+
+
+@dataclass
+class LoopState:
+    """What one worker loop last did, for its health: when its last fetch succeeded, whether a handler is
+    running and since when, and how many iterations in a row failed (monotonic seconds)."""
+
+    queue: str
+    stale_after: float
+    last_fetch: float | None = None
+    handling_since: float | None = None
+    failures: int = 0
+
+    def stale(self, now: float) -> bool:
+        """No fetch succeeded for :attr:`stale_after` seconds while no handler ran: stuck, or cut off."""
+        if self.handling_since is not None:
+            return False
+        return self.last_fetch is None or now - self.last_fetch > self.stale_after
+
+
+STALE_AFTER_MIN_SECONDS = 60.0
+"""A loop is stale after this long without a successful fetch (or four polling intervals, if longer)."""
+
+
+def stale_after(polling_interval_seconds: float) -> float:
+    """How long a loop may go without a successful fetch, and no handler running, before it is unhealthy."""
+    return max(STALE_AFTER_MIN_SECONDS, 4 * polling_interval_seconds)
+
+
+@dataclass(frozen=True)
+class Health:
+    """A worker's health, as :meth:`Worker.health <sqla_boss.Worker.health>` reports it and ``/healthz`` serves it."""
+
+    healthy: bool
+    status: str
+    """``ok``, ``stale`` (a loop made no progress), ``refused`` (the schema), ``stopping`` or ``not started``."""
+    reason: str | None
+    loops: list[dict[str, Any]]
+
+    @classmethod
+    def of(cls, status: str, reason: str | None, loops: Sequence[LoopState], now: float) -> Health:
+        """The health of a worker in ``status`` (``ok`` turns ``stale`` when a loop is)."""
+        stale = [loop for loop in loops if loop.stale(now)]
+        if status == "ok" and stale:
+            status = "stale"
+            reason = "; ".join(
+                f"queue {loop.queue}: no fetch succeeded for "
+                + ("ever" if loop.last_fetch is None else f"{now - loop.last_fetch:.0f} s")
+                for loop in stale
+            )
+        shown = [
+            {
+                "queue": loop.queue,
+                "last_fetch_seconds_ago": None if loop.last_fetch is None else round(now - loop.last_fetch, 3),
+                "handling_for_seconds": None if loop.handling_since is None else round(now - loop.handling_since, 3),
+                "failures": loop.failures,
+                "stale": loop.stale(now),
+            }
+            for loop in loops
+        ]
+        return cls(status == "ok", status, reason, shown)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The health as JSON-ready data."""
+        return {"healthy": self.healthy, "status": self.status, "reason": self.reason, "loops": self.loops}
 
 
 def describe(name: str, ids: Sequence[uuid.UUID] | None = None) -> dict[str, Any]:
@@ -172,7 +263,9 @@ class Timetable:
 __all__ = [
     "SHUTDOWN_OUTPUT",
     "Completion",
+    "Health",
     "Held",
+    "LoopState",
     "Timetable",
     "backoff",
     "completion_output",
@@ -180,7 +273,10 @@ __all__ = [
     "handler_timeout",
     "log_cron_tick",
     "log_failure",
+    "log_retry",
+    "one_line",
     "send_it_registration",
     "settle",
+    "stale_after",
     "timeout_error",
 ]

@@ -35,7 +35,7 @@ from sqla_boss.identifiers import DEFAULT_SCHEMA, validate_schema_name
 from sqla_boss.models import Archive, Job, JobState, Queue, QueuePolicy, Schedule, Subscription
 from sqla_boss.options import jobs as job_options
 from sqla_boss.options import names, payloads, queues, schedules
-from sqla_boss.schema import lock_statements
+from sqla_boss.schema import READ_VERSION, lock_statements, supported_version, version_table_exists
 from sqla_boss.v24 import statements as v24_statements
 
 T = TypeVar("T")
@@ -75,6 +75,15 @@ class Expire:
 
 Operation = Generator[Step | Expire, Any, T]
 """An operation: yields steps, receives their results, returns the method's value."""
+
+
+def verify_schema(schema: str) -> Operation[int]:
+    """Read the schema's pg-boss version and refuse one this release does not run (:func:`~sqla_boss.schema.
+    supported_version`). Its statements cannot fail, so a refusal leaves the caller's transaction usable."""
+    exists = yield Step(version_table_exists(schema), {}, "scalar")
+    version = None if exists is None else (yield Step(READ_VERSION, {}, "scalar"))
+    return supported_version(schema, version)
+
 
 FETCH_ATTEMPTS = 3
 """How often a fetch that collided with a concurrent activation of the same singleton key is retried."""
@@ -200,6 +209,15 @@ class Operations:
         state = queues.job_state(before, what="state for before")
         count = yield Step(self.sql.QUEUE_SIZE, {"queue_name": names.queue_name(name), "before": state}, "scalar")
         return int(count or 0)
+
+    def missing_queues(self, queue_names: Iterable[object]) -> Operation[list[str]]:
+        """Which of ``queue_names`` are no queue of the schema, in their order."""
+        wanted = [names.queue_name(name) for name in queue_names]
+        if not wanted:
+            return []
+        rows = yield Step(self.sql.EXISTING_QUEUES, {"queue_names": wanted}, "rows")
+        found = {name for (name,) in rows}
+        return [name for name in wanted if name not in found]
 
     # ----------------------------------------------------------------------------------------- sending
 
@@ -542,4 +560,5 @@ __all__ = [
     "QueueSnapshot",
     "Step",
     "count_states",
+    "verify_schema",
 ]

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import threading
 import time
 import uuid
@@ -59,28 +60,40 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqla_boss import cron
 from sqla_boss.binding import driver_backend_pid
 from sqla_boss.driver import Driver
-from sqla_boss.errors import InvalidOptionError, SqlaBossError
+from sqla_boss.errors import (
+    DatabaseUnavailableError,
+    InvalidOptionError,
+    QueueNotFoundError,
+    SchemaNotInstalledError,
+    SchemaVersionError,
+    SqlaBossError,
+)
 from sqla_boss.flavours import Caller, Event, Threads, call_handler, signals_handled
 from sqla_boss.handling import (
     SHUTDOWN_OUTPUT,
     Completion,
     HandlerT,
+    Health,
     Held,
+    LoopState,
     Timetable,
     backoff,
     describe,
     handler_timeout,
     log_cron_tick,
     log_failure,
+    log_retry,
+    one_line,
     send_it_registration,
     settle,
+    stale_after,
     timeout_error,
 )
 from sqla_boss.identifiers import DEFAULT_SCHEMA
 from sqla_boss.maintenance import Maintenance
 from sqla_boss.models import Job
 from sqla_boss.notify import channel
-from sqla_boss.operations import Operations, operations_for
+from sqla_boss.operations import Operations, operations_for, verify_schema
 from sqla_boss.options.workers import Registration, WorkerSettings, adjust
 from sqla_boss.schema import schema_translate_map
 
@@ -176,6 +189,11 @@ class Worker:
         self._stopping = Event()
         self._stop_requested = Event()
         self._stopped = Event()
+        self._force = Event()
+        self._signals: list[int] = []
+        self._stop_timeout = 30.0
+        self._refused: SqlaBossError | None = None
+        self._loop_states: list[LoopState] = []
 
     # ----------------------------------------------------------------------------------- registering
 
@@ -284,14 +302,25 @@ class Worker:
     # ------------------------------------------------------------------------------------ life cycle
 
     def start(self) -> None:
-        """Start the loops (``concurrency`` per registration), the listener and the supervisor; return.
+        """Check that the worker can work, then start the loops (``concurrency`` per registration), the
+        listener and the supervisor; return.
 
-        The loops commit their own transactions (see the module documentation). With ``schedule`` on, the
-        ``__pgboss__send-it`` queue is created first if it is missing (as pg-boss's start does).
+        First, within seconds: the database answers, the schema holds a pg-boss version this release runs,
+        and every queue with a handler exists (reads only). Then the loops commit their own transactions (see
+        the module documentation). With ``schedule`` on, the ``__pgboss__send-it`` queue is created first if
+        it is missing (as pg-boss's start does).
 
         Raises:
+            DatabaseUnavailableError: the database cannot be reached, or refused the checks.
+            SchemaNotInstalledError, SchemaVersionError: the schema is not one to work on.
+            QueueNotFoundError: a queue with a handler does not exist.
             SqlaBossError: the worker was started or stopped already.
+            Nothing has started when it raises.
         """
+        with self._lock:
+            if self._started or self._stopping.is_set():
+                raise SqlaBossError("a worker can be started only once")
+        self._check_ready()
         with self._lock:
             if self._started or self._stopping.is_set():
                 raise SqlaBossError("a worker can be started only once")
@@ -320,7 +349,8 @@ class Worker:
         still held is failed with ``{"value": "pg-boss shut down while active"}`` (retry rules apply) in a
         transaction of its own, committed at once (a transactional batch's open transaction is ended first,
         by terminating its backend); a handler still running is then cancelled if it is a coroutine, else
-        ignored. Calling ``stop()`` again waits for the first call to finish.
+        ignored. Calling ``stop()`` again waits for the first call to finish; under :meth:`run`, a second
+        signal ends the graceful wait at once.
         """
         self._stop_requested.set()
         with self._lock:
@@ -333,7 +363,7 @@ class Worker:
             for wake in self._wake.values():
                 wake.set()
             if graceful:
-                self._threads.wait(max(1.0, timeout))
+                self._threads.wait(max(1.0, timeout), self._force)
             with self._lock:
                 self._swept = True
                 held = list(self._held.values())
@@ -344,17 +374,95 @@ class Worker:
         finally:
             self._stopped.set()
 
-    def run(self) -> None:
-        """:meth:`start`, wait until :meth:`stop` is called or SIGTERM / SIGINT arrive, then stop gracefully.
+    def run(self, *, timeout: float = 30.0) -> int | None:
+        """:meth:`start`, wait until :meth:`stop` is called or SIGTERM / SIGINT arrive, then stop.
 
-        The signal handlers are installed only where signals arrive (the main thread, or its event loop) and
-        removed, the previous ones restored, before stopping.
+        The first signal stops gracefully, waiting up to ``timeout`` seconds for the jobs in flight (it says so
+        in the log); a second one, either kind, stops at once: the jobs still held are failed with pg-boss's
+        shutdown output. The signal handlers are installed only where signals arrive (the main thread, or its
+        event loop), and the previous ones are restored on the way out.
+
+        Returns:
+            the signal that forced the stop (the second one), or ``None`` after a graceful stop.
+
+        Raises:
+            what :meth:`start` raises; and, after stopping, the ``SchemaVersionError`` or
+            ``SchemaNotInstalledError`` of a schema the supervisor found changed under the worker.
         """
-        with signals_handled(self._stop_requested.set):
+        self._stop_timeout = max(1.0, timeout)
+        with signals_handled(self._on_signal):
             self.start()
             while not self._stop_requested.wait(0.5):  # a bounded wait, so signals are seen
                 pass
-        self.stop(graceful=True)
+            self.stop(graceful=True, timeout=timeout)
+        if self._refused is not None:
+            raise self._refused
+        return self._signals[-1] if len(self._signals) > 1 else None
+
+    def health(self) -> Health:
+        """Whether the worker is doing its work, for a liveness probe (``sqla-boss work --health-port``).
+
+        Healthy while started, not stopping, the schema still one it runs, and every loop either running a
+        handler or having fetched successfully within the last minute (or four of its polling intervals, if
+        longer). Reads the worker's own state: no I/O, from any thread.
+        """
+        if self._refused is not None:
+            status, reason = "refused", str(self._refused)
+        elif self._stopping.is_set():
+            status, reason = "stopping", None
+        elif not self._started:
+            status, reason = "not started", None
+        else:
+            status, reason = "ok", None
+        return Health.of(status, reason, list(self._loop_states), time.monotonic())
+
+    def _on_signal(self, signum: int) -> None:
+        """SIGTERM or SIGINT under :meth:`run`: the first stops gracefully, a second stops at once."""
+        self._signals.append(signum)
+        name = signal.Signals(signum).name
+        jobs = sum(len(held.ids) for held in list(self._held.values()))
+        if len(self._signals) == 1:
+            logger.warning(
+                "stopping on %s: waiting up to %g s for %d job(s) in flight (signal again to stop now)",
+                name,
+                self._stop_timeout,
+                jobs,
+                extra=describe(""),
+            )
+        else:
+            logger.warning(
+                "stopping now on a second signal (%s): failing the %d job(s) in flight", name, jobs, extra=describe("")
+            )
+            self._force.set()
+        self._stop_requested.set()
+
+    def _check_ready(self) -> None:
+        """The checks of :meth:`start`, in one read-only transaction."""
+        try:
+            with self._sessions() as session:
+                self._driver.run(session, verify_schema(self.schema))
+                missing = self._driver.run(session, self._operations.missing_queues(self.queues))
+        except DBAPIError as error:
+            raise DatabaseUnavailableError(
+                f"cannot work on schema {self.schema!r}: the database refused ({one_line(error)})"
+            ) from error
+        if missing:
+            names = ", ".join(map(repr, missing))
+            raise QueueNotFoundError(
+                f"no queue {names} in schema {self.schema!r} to work on: create it first (sqla-boss create-queue)",
+                tuple(missing),
+            )
+
+    def _refuse(self, error: SqlaBossError) -> None:
+        """The schema changed under the worker: log it once, and stop fetching."""
+        if self._refused is not None:
+            return
+        self._refused = error
+        logger.error("%s; the worker stops fetching", error, extra=describe(""))
+        self._stopping.set()
+        for wake in self._wake.values():
+            wake.set()
+        self._stop_requested.set()
 
     # ------------------------------------------------------------------------------------------ loops
 
@@ -363,7 +471,8 @@ class Worker:
             self._threads.spawn(self._loop, f"sqla_boss-{registration.name}-{index}", registration)
 
     def _loop(self, registration: Registration) -> None:
-        failures = 0
+        state = LoopState(registration.name, stale_after(registration.polling_interval_seconds))
+        self._loop_states.append(state)
         caller = Caller(f"sqla_boss-handler-{registration.name}")
         wake = self._wake[registration.name]
         completions: list[Completion] = []
@@ -371,19 +480,14 @@ class Worker:
             while not self._stopping.is_set():
                 wake.clear()  # a notification from here on wakes the wait below
                 try:
-                    found = self._iterate(registration, caller, completions)
-                except Exception:
-                    failures += 1
-                    delay = backoff(failures, registration.polling_interval_seconds)
-                    logger.exception(
-                        "worker loop of queue %s failed; retrying in %.2f s",
-                        registration.name,
-                        delay,
-                        extra=describe(registration.name),
-                    )
+                    found = self._iterate(registration, caller, completions, state)
+                except Exception as error:
+                    state.failures += 1
+                    delay = backoff(state.failures, registration.polling_interval_seconds)
+                    log_retry(f"worker loop of queue {registration.name} failed", error, delay, registration.name)
                     self._stopping.wait(delay)
                     continue
-                failures = 0
+                state.failures = 0
                 if not found and not self._stopping.is_set():  # stop() sets _stopping before it sets the wakes
                     wake.wait(registration.polling_interval_seconds)
         finally:
@@ -392,8 +496,13 @@ class Worker:
                 try:
                     with self._sessions.begin() as session:
                         self._complete(session, registration.name, completions)
-                except Exception:
-                    logger.exception("could not complete jobs at stop", extra=describe(registration.name))
+                except Exception as error:
+                    logger.error(
+                        "could not complete jobs of queue %s at stop: %s",
+                        registration.name,
+                        one_line(error),
+                        extra=describe(registration.name),
+                    )
 
     def _complete(self, session: Session, name: str, completions: list[Completion]) -> None:
         """Complete what earlier handlers returned, in ``session``'s transaction; the caller clears the list
@@ -451,17 +560,20 @@ class Worker:
         completions.clear()
         return jobs
 
-    def _iterate(self, registration: Registration, caller: Caller, completions: list[Completion]) -> bool:
+    def _iterate(
+        self, registration: Registration, caller: Caller, completions: list[Completion], state: LoopState
+    ) -> bool:
         """One fetch, handler call and completion; ``False`` when the fetch found nothing.
 
         The completions of the previous handler calls commit in the transaction of this fetch: one
         transaction per job instead of two, and still committed before this iteration's handler runs.
         """
         if registration.transactional:
-            return self._iterate_in_transaction(registration, caller, completions)
+            return self._iterate_in_transaction(registration, caller, completions, state)
         name = registration.name
         with self._sessions() as session:
             jobs = self._fetch_and_commit(session, registration, completions)
+        state.last_fetch = time.monotonic()
         if not jobs:
             return jobs is None
         ids = [job.id for job in jobs]
@@ -471,7 +583,11 @@ class Worker:
             return True
         logger.debug("running job(s) %s of queue %s", ", ".join(map(str, ids)), name, extra=describe(name, ids))
         seconds = handler_timeout(jobs)
-        outcome = caller.call(seconds, registration.handler, jobs)
+        state.handling_since = time.monotonic()
+        try:
+            outcome = caller.call(seconds, registration.handler, jobs)
+        finally:
+            state.handling_since = None
         if not self._release(key):
             return True
         if not outcome.finished:
@@ -485,7 +601,7 @@ class Worker:
         return True
 
     def _iterate_in_transaction(
-        self, registration: Registration, caller: Caller, completions: list[Completion]
+        self, registration: Registration, caller: Caller, completions: list[Completion], state: LoopState
     ) -> bool:
         """Fetch and commit (the jobs are ``active``: a crash from here on uses up a retry, through expiry),
         then run the handler and the completion in one new transaction. Failures that could not be recorded
@@ -497,6 +613,7 @@ class Worker:
         except BaseException:
             session.close()
             raise
+        state.last_fetch = time.monotonic()
         if not jobs:
             session.close()
             return jobs is None
@@ -527,7 +644,11 @@ class Worker:
         seconds = handler_timeout(jobs)
         # A call that outlives its timeout keeps the session (a thread runs on with it, a cancelled coroutine
         # may have left it mid-statement): its connection must never go back to the pool.
-        outcome = caller.call(seconds, in_transaction, if_abandoned=session.invalidate)
+        state.handling_since = time.monotonic()
+        try:
+            outcome = caller.call(seconds, in_transaction, if_abandoned=session.invalidate)
+        finally:
+            state.handling_since = None
         held = self._release(key)
         if not outcome.finished:  # end its transaction from outside: its writes roll back
             self._terminate(pid)
@@ -555,14 +676,15 @@ class Worker:
         log_failure(name, ids, error)
         try:
             self._fail(name, ids, error)
-        except Exception:
+        except Exception as refused:
             logger.warning(
-                "could not record the failure of job(s) %s of queue %s; trying again with the next fetch",
+                "could not record the failure of job(s) %s of queue %s (%s); trying again with the next fetch",
                 ", ".join(map(str, ids)),
                 name,
-                exc_info=True,
+                one_line(refused),
                 extra=describe(name, ids),
             )
+            logger.debug("recording the failure failed", exc_info=True, extra=describe(name, ids))
             pending.append(Completion(ids, error, failed=True))
 
     def _fail(self, name: str, ids: list[uuid.UUID], output: Any) -> None:
@@ -585,8 +707,11 @@ class Worker:
             if held.pid is not None:
                 self._terminate(held.pid)
             self._fail(held.name, held.ids, output)
-        except Exception:
-            logger.exception("could not fail job(s) %s of queue %s", extra["job_id"], held.name, extra=extra)
+        except Exception as error:
+            logger.error(
+                "could not fail job(s) %s of queue %s: %s", extra["job_id"], held.name, one_line(error), extra=extra
+            )
+            logger.debug("failing held jobs failed", exc_info=True, extra=extra)
         else:
             logger.warning("failed job(s) %s of queue %s: %r", extra["job_id"], held.name, output, extra=extra)
 
@@ -602,9 +727,9 @@ class Worker:
             with self._sessions.begin() as session:
                 if self._driver.run(session, self._operations.get_queue(cron.SEND_IT_QUEUE)) is None:
                     self._driver.run(session, self._operations.create_queue(cron.SEND_IT_QUEUE, {}))
-        except Exception:
+        except Exception as error:
             logger.warning(
-                "could not create queue %s", cron.SEND_IT_QUEUE, exc_info=True, extra=describe(cron.SEND_IT_QUEUE)
+                "could not create queue %s: %s", cron.SEND_IT_QUEUE, one_line(error), extra=describe(cron.SEND_IT_QUEUE)
             )
 
     def _send_it(self, jobs: list[Job]) -> None:
@@ -615,15 +740,32 @@ class Worker:
     def _supervise(self) -> None:
         timetable = Timetable(self.settings, time.monotonic())
         while not self._stopping.is_set():
-            for tick in timetable.due(time.monotonic()):
+            ticks = timetable.due(time.monotonic())
+            if ticks and not self._schema_still_runs():
+                return
+            for tick in ticks:
                 try:
                     self._tick(tick)
-                except Exception:
-                    logger.exception("the %s tick failed", tick, extra=describe(""))
+                except Exception as error:
+                    logger.warning("the %s tick failed: %s", tick, one_line(error), extra=describe(""))
+                    logger.debug("the %s tick failed", tick, exc_info=True, extra=describe(""))
             next_at = timetable.next_at()
             if next_at is None:
                 return
             self._stopping.wait(max(0.0, next_at - time.monotonic()))
+
+    def _schema_still_runs(self) -> bool:
+        """Before each supervisor tick: whether the schema still holds a version this release runs (a Node
+        pg-boss upgrade of a shared schema changes it under a running worker); if not, :meth:`_refuse`."""
+        try:
+            with self._sessions() as session:
+                self._driver.run(session, verify_schema(self.schema))
+        except (SchemaVersionError, SchemaNotInstalledError) as error:
+            self._refuse(error)
+            return False
+        except Exception as error:  # an outage: the tick's own statements will say more
+            logger.debug("checking the schema version failed: %s", one_line(error), extra=describe(""))
+        return True
 
     def _tick(self, tick: str) -> None:
         if tick == "maintenance":
@@ -665,10 +807,10 @@ class Worker:
         while not self._stopping.is_set():
             try:
                 raw = self._engine.raw_connection()
-            except Exception:
+            except Exception as error:
                 failures += 1
                 delay = backoff(failures, self.settings.polling_interval_seconds)
-                logger.warning("listener cannot connect; retrying in %.2f s", delay, exc_info=True, extra=describe(""))
+                log_retry("listener cannot connect", error, delay)
                 self._stopping.wait(delay)
                 continue
             connection: Any = raw.driver_connection
@@ -680,12 +822,10 @@ class Worker:
                 connection.rollback()
                 connection.set_autocommit(True)
                 failures = self._serve_notifications(connection, failures)
-            except Exception:
+            except Exception as error:
                 failures += 1
                 delay = backoff(failures, self.settings.polling_interval_seconds)
-                logger.warning(
-                    "listener connection lost; reconnecting in %.2f s", delay, exc_info=True, extra=describe("")
-                )
+                log_retry("listener connection lost", error, delay, again="reconnecting")
                 for wake in self._wake.values():
                     wake.set()  # notifications may have been missed meanwhile: fetch now
                 self._stopping.wait(delay)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import threading
 import time
@@ -18,7 +19,7 @@ from sqlalchemy.pool import NullPool
 from support import wait_until
 
 from sqla_boss import Boss, Job, Worker
-from sqla_boss.errors import InvalidOptionError, InvalidQueueNameError
+from sqla_boss.errors import DatabaseUnavailableError, InvalidOptionError, InvalidQueueNameError
 from sqla_boss.schema import schema_translate_map
 from sqla_boss.worker import SHUTDOWN_OUTPUT
 
@@ -344,19 +345,61 @@ def test_run_stops_on_sigterm_and_restores_the_handler(
     assert signal.getsignal(signal.SIGTERM) is previous
 
 
-def test_database_errors_are_logged_and_backed_off(
-    database_url: URL, workers: list[Worker], caplog: pytest.LogCaptureFixture
+def test_an_unreachable_database_fails_start_at_once_and_starts_nothing(
+    database_url: URL, workers: list[Worker]
 ) -> None:
     unreachable = create_engine(database_url.set(host="127.0.0.1", port=1), poolclass=NullPool)
     worker = Worker(unreachable, "pgboss")
     workers.append(worker)
     worker.work(QUEUE, lambda jobs: None)
-    with caplog.at_level(logging.ERROR, logger="sqla_boss.worker"):
+    before = threading.active_count()
+    started = time.monotonic()
+    with pytest.raises(DatabaseUnavailableError, match=r"cannot work on schema 'pgboss': the database refused"):
         worker.start()
-        wait_until(lambda: len([r for r in caplog.records if getattr(r, "queue", None) == QUEUE]) >= 2, timeout=5)
-        worker.stop()
-    record = next(r for r in caplog.records if getattr(r, "queue", None) == QUEUE)
-    assert QUEUE in record.getMessage()
-    assert record.exc_info
-    assert all(not thread.is_alive() for thread in worker._threads)
+    assert time.monotonic() - started < 5
+    assert threading.active_count() == before
+    assert list(worker._threads) == []
+    assert worker.health().status == "not started"
     unreachable.dispose()
+
+
+def test_an_outage_after_start_is_one_warning_line_per_retry_with_the_traceback_at_debug(
+    engine: Engine,
+    sessions: sessionmaker[Session],
+    installed_schema: str,
+    workers: list[Worker],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    worker = make_worker(workers, sessions, installed_schema, polling_interval_seconds=0.5)
+    worker.work(QUEUE, lambda jobs: None)
+    worker.start()
+    with caplog.at_level(logging.DEBUG, logger="sqla_boss.worker"), engine.connect() as holder:
+        # The job table dropped from under the loops: every fetch fails until it is back.
+        holder.execute(text(f"ALTER TABLE {installed_schema}.job RENAME TO job_gone"))
+        holder.commit()
+        try:
+            wait_until(lambda: len(loop_failures(caplog)) >= 3, timeout=10, what="three failed fetches")
+        finally:
+            holder.execute(text(f"ALTER TABLE {installed_schema}.job_gone RENAME TO job"))
+            holder.commit()
+    failures = loop_failures(caplog)
+    for record in failures:
+        assert record.levelno == logging.WARNING
+        assert record.exc_info is None
+        assert "\n" not in record.getMessage()
+        assert re.search(
+            r"failed \(UndefinedTable: relation .* does not exist\); retrying in [0-9.]+ s$", record.getMessage()
+        )
+    tracebacks = [
+        r for r in caplog.records if r.levelno == logging.DEBUG and r.exc_info and "worker loop" in r.getMessage()
+    ]
+    assert len(tracebacks) >= len(failures) - 1
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def loop_failures(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [
+        r
+        for r in caplog.records
+        if r.levelno >= logging.WARNING and r.getMessage().startswith(f"worker loop of queue {QUEUE} failed")
+    ]

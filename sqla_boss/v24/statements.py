@@ -414,6 +414,8 @@ GET_ARCHIVED_JOB = select(Archive).where(
 # ------------------------------------------------------------------------------------------- queues (§3)
 
 QUEUE_EXISTS = select(exists().where(queue.c.name == bindparam("queue_name", type_=Text)))
+EXISTING_QUEUES = select(queue.c.name).where(queue.c.name == any_(bindparam("queue_names", type_=ARRAY(Text))))
+"""The queues among ``:queue_names`` that exist."""
 ANY_QUEUE = select(exists().where(queue.c.name.is_not(None)))
 GET_QUEUE = select(Queue).where(Queue.name == bindparam("queue_name", type_=Text))
 GET_QUEUES = select(Queue).order_by(Queue.name)
