@@ -56,6 +56,38 @@ def croniter_expression(cron: str) -> str:
     return " ".join([*fields[1:], fields[0]]) if len(fields) == 6 else cron
 
 
+_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12), ("day of week", 0, 7))
+"""The fields of a 5-field expression and their ranges; a 6-field one has seconds (0-59) first."""
+
+
+def check_steps(cron: str) -> None:
+    """Refuse a step that cannot repeat within its field (``*/61`` in the minutes, ``*/24`` in the hours).
+
+    pg-boss's cron-parser, like croniter, accepts such a step and fires once per larger unit (``*/61 * * * *``
+    is hourly), which is never what was meant. Ranges and values are left to croniter, which refuses them as
+    cron-parser does.
+
+    Raises:
+        InvalidCronError: naming the field and its range.
+    """
+    fields = cron.split()
+    named = (("second", 0, 59), *_FIELDS) if len(fields) == 6 else _FIELDS
+    for text, (field, low, high) in zip(fields, named, strict=False):
+        for part in text.split(","):
+            _, slash, step = part.partition("/")
+            if slash and step.isdigit() and int(step) > high - low:
+                raise InvalidCronError(
+                    f"invalid cron expression {cron!r}: a step of {step} in the {field} field ({low}-{high}) never "
+                    f"repeats; cron-parser would fire it once per {_larger(field)}"
+                )
+
+
+def _larger(field: str) -> str:
+    return {"second": "minute", "minute": "hour", "hour": "day", "day of month": "month", "month": "year"}.get(
+        field, "week"
+    )
+
+
 def previous_match(cron: str, timezone: str, now: dt.datetime) -> dt.datetime:
     """The latest time before ``now`` (aware) that ``cron`` matches in ``timezone``.
 
@@ -125,6 +157,7 @@ __all__ = [
     "SEND_IT_QUEUE",
     "SEND_IT_SLOT_SECONDS",
     "Unreadable",
+    "check_steps",
     "croniter_expression",
     "due",
     "previous_match",

@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from sqlalchemy import URL, DateTime, Engine, MetaData, String, create_engine, delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
@@ -27,15 +28,16 @@ from sqla_boss.async_boss import AsyncBoss
 from sqla_boss.async_worker import AsyncWorker
 from sqla_boss.boss import Boss
 from sqla_boss.database import DATABASE_URL_ENV, normalize_url
-from sqla_boss.identifiers import quote_identifier
+from sqla_boss.identifiers import quote_identifier, validate_schema_name
 from sqla_boss.models import Job, JobState
 from sqla_boss.schema import schema_translate_map
 from sqla_boss.worker import Worker
 
 BOSS_SCHEMA = "sqla_boss_demo"
-"""The pg-boss schema the demo installs (never your ``pgboss``)."""
+"""The pg-boss schema the demo installs on its embedded server (never your ``pgboss``); on a server of yours,
+each run takes one of its own (``sqla_boss_demo_<random>``), so that two runs never collide."""
 APP_SCHEMA = "sqla_boss_demo_app"
-"""The schema of the demo's own ``orders`` table."""
+"""The schema the ``orders`` model names; each run translates it to ``<its pg-boss schema>_app``."""
 QUEUE = "order-confirmation"
 WORK_OFF_SECONDS = 60
 
@@ -46,6 +48,9 @@ ORDERS = [
     ("barbara", 8_25, "flaky"),  # the confirmation fails once, then succeeds on its retry
     ("edsger", 64_00, "ok"),
 ]
+
+
+AnyEngine = TypeVar("AnyEngine", Engine, AsyncEngine)
 
 
 class _Base(DeclarativeBase):
@@ -68,6 +73,18 @@ class PaymentDeclined(Exception):
     """The demo's stand-in for a business rule that aborts the order."""
 
 
+@dataclass(frozen=True)
+class Schemas:
+    """The schemas of one run: pg-boss's, and the application's."""
+
+    boss: str
+    app: str
+
+    def translated(self, engine: AnyEngine) -> AnyEngine:
+        """``engine`` with the models of both pointed at this run's schemas."""
+        return engine.execution_options(schema_translate_map={**schema_translate_map(self.boss), APP_SCHEMA: self.app})
+
+
 @dataclass
 class Summary:
     placed: list[str] = field(default_factory=list)
@@ -77,19 +94,30 @@ class Summary:
     states: dict[str, int] = field(default_factory=dict)
 
 
-def run(*, say: Callable[[str], None] = print, use_async: bool = False) -> Summary:
+def run(*, say: Callable[[str], None] = print, use_async: bool = False, schema: str | None = None) -> Summary:
     """Run the demo and print what happens; returns the summary it printed.
 
     With ``use_async`` the orders are placed and worked off through :class:`~sqla_boss.AsyncBoss` on an
-    ``AsyncSession`` (psycopg's async driver); the rows are the same.
+    ``AsyncSession`` (psycopg's async driver); the rows are the same. ``schema``: the pg-boss schema to use
+    (its orders go to ``<schema>_app``); by default :data:`BOSS_SCHEMA` on the embedded server, and a schema of
+    this run's own on a server of yours. On a server of yours, both are dropped at the end.
+
+    Raises:
+        InvalidSchemaNameError: ``schema`` is no name pg-boss can use.
+        EmbeddedPostgresUnavailableError: no ``DATABASE_URL``, and no embedded PostgreSQL installed.
     """
+    if schema is not None:
+        validate_schema_name(schema)
     with _database(say) as (engine, server_mode):
+        if schema is None:
+            schema = f"{BOSS_SCHEMA}_{uuid.uuid4().hex[:8]}" if server_mode else BOSS_SCHEMA
+        schemas = Schemas(schema, validate_schema_name(f"{schema}_app"))
         try:
-            return _run(engine, say, use_async)
+            return _run(engine, say, use_async, schemas)
         finally:
             if server_mode:
-                _clean_up(engine)
-                say(f"Cleaned up: dropped schemas {BOSS_SCHEMA} and {APP_SCHEMA}.")
+                _clean_up(engine, schemas)
+                say(f"Cleaned up: dropped schemas {schemas.boss} and {schemas.app}.")
 
 
 @contextlib.contextmanager
@@ -118,18 +146,18 @@ def _database(say: Callable[[str], None]) -> Iterator[tuple[Engine, bool]]:
         server.stop()
 
 
-def _run(engine: Engine, say: Callable[[str], None], use_async: bool) -> Summary:
+def _run(engine: Engine, say: Callable[[str], None], use_async: bool, schemas: Schemas) -> Summary:
     summary = Summary()
-    migrations.upgrade(engine, schema=BOSS_SCHEMA)
-    with engine.begin() as connection:
-        connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(APP_SCHEMA)}"))
+    migrations.upgrade(engine, schema=schemas.boss)
+    jobs_engine = schemas.translated(engine)
+    with jobs_engine.begin() as connection:
+        connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(schemas.app)}"))
         _Base.metadata.drop_all(connection)
         _Base.metadata.create_all(connection)
-    say(f"Installed the pg-boss schema {BOSS_SCHEMA!r} and created the table {APP_SCHEMA}.orders.\n")
+    say(f"Installed the pg-boss schema {schemas.boss!r} and created the table {schemas.app}.orders.\n")
 
-    jobs_engine = engine.execution_options(schema_translate_map=schema_translate_map(BOSS_SCHEMA))
     with Session(jobs_engine) as session, session.begin():
-        boss = Boss(session, schema=BOSS_SCHEMA)
+        boss = Boss(session, schema=schemas.boss)
         boss.create_queue(QUEUE, retry_limit=1)
         boss.purge_queue(QUEUE)
         # Jobs of earlier runs (the embedded cluster is kept between runs).
@@ -137,9 +165,9 @@ def _run(engine: Engine, say: Callable[[str], None], use_async: bool) -> Summary
 
     say("Placing orders; each order and its confirmation job commit in one transaction:")
     if use_async:
-        asyncio.run(_place_and_work_async(engine.url, summary, say))
+        asyncio.run(_place_and_work_async(engine.url, schemas, summary, say))
     else:
-        _place_and_work(jobs_engine, summary, say)
+        _place_and_work(jobs_engine, schemas.boss, summary, say)
 
     with Session(jobs_engine) as session:
         rows = session.execute(
@@ -157,21 +185,21 @@ def _run(engine: Engine, say: Callable[[str], None], use_async: bool) -> Summary
     return summary
 
 
-def _place_and_work(jobs_engine: Engine, summary: Summary, say: Callable[[str], None]) -> None:
+def _place_and_work(jobs_engine: Engine, schema: str, summary: Summary, say: Callable[[str], None]) -> None:
     for customer, cents, behaviour in ORDERS:
         try:
             with Session(jobs_engine, expire_on_commit=False) as session, session.begin():
                 order = Order(customer=customer, total_cents=cents)
                 session.add(order)
                 session.flush()
-                order.job_id = Boss(session, schema=BOSS_SCHEMA).send(QUEUE, _payload(order, behaviour))
+                order.job_id = Boss(session, schema=schema).send(QUEUE, _payload(order, behaviour))
                 _check_payment(order, behaviour)
             _placed(order, summary, say)
         except PaymentDeclined as exc:
             _declined(customer, cents, exc, summary, say)
 
     say("\nWorking off the queue with a Worker (transactional: each confirmation commits with its job):")
-    worker = Worker(jobs_engine, BOSS_SCHEMA, supervise=False, schedule=False, polling_interval_seconds=0.5)
+    worker = Worker(jobs_engine, schema, supervise=False, schedule=False, polling_interval_seconds=0.5)
 
     @worker.work(QUEUE, concurrency=2, transactional=True)
     def confirm(jobs: list[Job], session: Session) -> dict[str, str]:
@@ -189,9 +217,9 @@ def _place_and_work(jobs_engine: Engine, summary: Summary, say: Callable[[str], 
         worker.stop()
 
 
-async def _place_and_work_async(url: URL, summary: Summary, say: Callable[[str], None]) -> None:
+async def _place_and_work_async(url: URL, schemas: Schemas, summary: Summary, say: Callable[[str], None]) -> None:
     engine = create_async_engine(url, poolclass=NullPool)
-    jobs_engine = engine.execution_options(schema_translate_map=schema_translate_map(BOSS_SCHEMA))
+    jobs_engine = schemas.translated(engine)
     try:
         for customer, cents, behaviour in ORDERS:
             try:
@@ -199,14 +227,14 @@ async def _place_and_work_async(url: URL, summary: Summary, say: Callable[[str],
                     order = Order(customer=customer, total_cents=cents)
                     session.add(order)
                     await session.flush()
-                    order.job_id = await AsyncBoss(session, schema=BOSS_SCHEMA).send(QUEUE, _payload(order, behaviour))
+                    order.job_id = await AsyncBoss(session, schema=schemas.boss).send(QUEUE, _payload(order, behaviour))
                     _check_payment(order, behaviour)
                 _placed(order, summary, say)
             except PaymentDeclined as exc:
                 _declined(customer, cents, exc, summary, say)
 
         say("\nWorking off the queue with an AsyncWorker (transactional: each confirmation commits with its job):")
-        worker = AsyncWorker(jobs_engine, BOSS_SCHEMA, supervise=False, schedule=False, polling_interval_seconds=0.5)
+        worker = AsyncWorker(jobs_engine, schemas.boss, supervise=False, schedule=False, polling_interval_seconds=0.5)
 
         @worker.work(QUEUE, concurrency=2, transactional=True)
         async def confirm(jobs: list[Job], session: AsyncSession) -> dict[str, str]:
@@ -282,9 +310,9 @@ def _outcome(job: Job, summary: Summary, say: Callable[[str], None]) -> Exceptio
     return None
 
 
-def _clean_up(engine: Engine) -> None:
+def _clean_up(engine: Engine, schemas: Schemas) -> None:
     with engine.begin() as connection:
-        for schema in (APP_SCHEMA, BOSS_SCHEMA):
+        for schema in (schemas.app, schemas.boss):
             connection.execute(text(f"DROP SCHEMA IF EXISTS {quote_identifier(schema)} CASCADE"))
-        version_table = quote_identifier(migrations.version_table_name(BOSS_SCHEMA))
+        version_table = quote_identifier(migrations.version_table_name(schemas.boss))
         connection.execute(text(f"DROP TABLE IF EXISTS public.{version_table}"))

@@ -48,6 +48,10 @@ class DatabaseUnavailableError(SqlaBossError):
     """The database could not be reached, or refused what a worker checks at start."""
 
 
+class MigrationError(SqlaBossError):
+    """Alembic cannot run the revision asked for (an unknown revision, a revision of another branch)."""
+
+
 class SchemaConflictError(SqlaBossError):
     """The schema already holds objects but no pg-boss ``version`` table, so installing would clash."""
 
@@ -83,6 +87,10 @@ class QueueNotFoundError(SqlaBossError, LookupError):
         super().__init__(message)
         self.names = names
         """The queue names that were not found."""
+
+
+class JobNotFoundError(SqlaBossError, LookupError):
+    """No job has the id given (in the queue given, or in the schema)."""
 
 
 class DeadLetterQueueNotFoundError(QueueNotFoundError):

@@ -14,6 +14,7 @@ schema, so the schema stays identical to the one pg-boss creates.
 
 from __future__ import annotations
 
+import enum
 import re
 from collections.abc import Callable, Iterator, MutableMapping
 from contextlib import contextmanager
@@ -23,13 +24,16 @@ from typing import Literal
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.environment import IncludeNameFn, IncludeObjectFn
-from sqlalchemy import URL, Connection, Engine
+from alembic.util.exc import CommandError
+from sqlalchemy import URL, Connection, Engine, text
 from sqlalchemy.pool import NullPool
 from sqlalchemy.sql.schema import SchemaItem, Table
 
 from sqla_boss.database import create_sync_engine
-from sqla_boss.identifiers import DEFAULT_SCHEMA, validate_schema_name
+from sqla_boss.errors import MigrationError
+from sqla_boss.identifiers import DEFAULT_SCHEMA, quote_identifier, validate_schema_name
 from sqla_boss.models import metadata as models_metadata
+from sqla_boss.schema import SchemaState, inspect_schema, supported_version
 
 SCRIPT_LOCATION = str(Path(__file__).parent / "alembic")
 """The folder holding ``env.py`` and ``versions/``; in an ``alembic.ini`` also ``sqla_boss:alembic``."""
@@ -102,6 +106,21 @@ def make_config(
     return config
 
 
+class Outcome(enum.Enum):
+    """What :func:`upgrade` or :func:`downgrade` did."""
+
+    installed = "installed"
+    """The pg-boss schema was created (or the fetch index, with ``fetch_index``)."""
+    adopted = "adopted"
+    """A schema pg-boss had installed is now tracked by our revisions; nothing in it changed."""
+    migrated = "migrated"
+    """Moved to another revision."""
+    removed = "removed"
+    """Down to ``base``: the schema (or the fetch index) is gone, and so is our version table."""
+    unchanged = "unchanged"
+    """Already at the revision asked for: nothing was done."""
+
+
 def upgrade(
     bind: Connection | Engine | str | URL,
     *,
@@ -109,8 +128,8 @@ def upgrade(
     revision: str = "head",
     version_table_schema: str = DEFAULT_VERSION_TABLE_SCHEMA,
     fetch_index: bool = False,
-) -> None:
-    """Upgrade (install or adopt) the pg-boss schema ``schema`` to ``revision``.
+) -> Outcome:
+    """Upgrade (install or adopt) the pg-boss schema ``schema`` to ``revision``; returns what it did.
 
     ``fetch_index=True`` runs the opt-in fetch index revision instead (``head`` creates the index on a
     schema already at pg-boss version 24; see :data:`sqla_boss.schema.FETCH_INDEX`).
@@ -118,10 +137,15 @@ def upgrade(
     On a ``Connection`` with a transaction open (inside ``context.begin_transaction()`` of your ``env.py``,
     or after ``connection.begin()``) it runs in that transaction and does not commit; on a ``Connection``
     with none open, Alembic begins one and commits it. Given an engine or a URL it opens its own connection
-    and commits. Holds pg-boss's advisory lock on the schema while it
-    runs. Raises :class:`~sqla_boss.errors.SchemaVersionError` for a schema at another pg-boss version.
+    and commits. Holds pg-boss's advisory lock on the schema while it runs.
+
+    Raises:
+        SchemaVersionError: the schema holds another pg-boss version, even where our revisions say they are at
+            head (a Node pg-boss 11 or 12 migrated it since); nothing is done.
+        SchemaConflictError: the schema holds other objects but no pg-boss ``version`` table.
+        MigrationError: Alembic cannot run the revision asked for (an unknown one, say).
     """
-    _run(command.upgrade, bind, schema, revision, version_table_schema, fetch_index)
+    return _run(command.upgrade, bind, schema, revision, version_table_schema, fetch_index)
 
 
 def downgrade(
@@ -131,14 +155,19 @@ def downgrade(
     revision: str = "base",
     version_table_schema: str = DEFAULT_VERSION_TABLE_SCHEMA,
     fetch_index: bool = False,
-) -> None:
-    """Downgrade ``schema`` to ``revision``; ``"base"`` drops every pg-boss object, jobs included.
+) -> Outcome:
+    """Downgrade ``schema`` to ``revision``; ``"base"`` drops every pg-boss object, jobs included, and our
+    version table of the schema. Returns what it did.
 
-    ``fetch_index=True`` downgrades the opt-in fetch index revision instead: ``base`` drops only the index.
+    ``fetch_index=True`` downgrades the opt-in fetch index revision instead: ``base`` drops only the index (and
+    its version table).
 
     Commits as :func:`upgrade` does.
+
+    Raises:
+        MigrationError: Alembic cannot run the revision asked for.
     """
-    _run(command.downgrade, bind, schema, revision, version_table_schema, fetch_index)
+    return _run(command.downgrade, bind, schema, revision, version_table_schema, fetch_index)
 
 
 def _run(
@@ -148,14 +177,37 @@ def _run(
     revision: str,
     version_table_schema: str,
     fetch_index: bool = False,
-) -> None:
+) -> Outcome:
     validate_schema_name(schema)  # before connecting: a bad name never reaches the server
     validate_schema_name(version_table_schema)
+    upgrading = alembic_command is command.upgrade
     with _connection(bind) as connection, _keep_callers_alembic_proxies():
+        state, version = inspect_schema(connection, schema)
+        if upgrading and state is SchemaState.installed:
+            supported_version(schema, version)  # refused before Alembic runs, whatever its table says
+        before = current_revision(connection, schema, version_table_schema, fetch_index=fetch_index)
         config = make_config(
             schema=schema, connection=connection, version_table_schema=version_table_schema, fetch_index=fetch_index
         )
-        alembic_command(config, revision)
+        try:
+            alembic_command(config, revision)
+        except CommandError as exc:
+            raise MigrationError(f"cannot {'upgrade' if upgrading else 'downgrade'} to {revision!r}: {exc}") from exc
+        after = current_revision(connection, schema, version_table_schema, fetch_index=fetch_index)
+        if after == before:
+            return Outcome.unchanged
+        if after is None:
+            _drop_version_table(connection, schema, version_table_schema, fetch_index)
+            return Outcome.removed
+        if before is None and upgrading:
+            return Outcome.adopted if state is SchemaState.installed and not fetch_index else Outcome.installed
+        return Outcome.migrated
+
+
+def _drop_version_table(connection: Connection, schema: str, version_table_schema: str, fetch_index: bool) -> None:
+    """Drop our version table of ``schema``, which the way down to ``base`` leaves empty."""
+    table = fetch_index_version_table_name(schema) if fetch_index else version_table_name(schema)
+    connection.execute(text(f"DROP TABLE IF EXISTS {quote_identifier(version_table_schema)}.{quote_identifier(table)}"))
 
 
 @contextmanager
@@ -259,6 +311,7 @@ __all__ = [
     "DEFAULT_VERSION_TABLE_SCHEMA",
     "FETCH_INDEX_LOCATION",
     "SCRIPT_LOCATION",
+    "Outcome",
     "current_revision",
     "downgrade",
     "fetch_index_version_table_name",

@@ -35,6 +35,7 @@ from sqla_boss.identifiers import DEFAULT_SCHEMA, validate_schema_name
 from sqla_boss.models import Archive, Job, JobState, Queue, QueuePolicy, Schedule, Subscription
 from sqla_boss.options import jobs as job_options
 from sqla_boss.options import names, payloads, queues, schedules
+from sqla_boss.options.values import integer
 from sqla_boss.schema import READ_VERSION, lock_statements, supported_version, version_table_exists
 from sqla_boss.v24 import statements as v24_statements
 
@@ -371,6 +372,40 @@ class Operations:
         params = {"queue_name": names.queue_name(name), "ids": names.job_ids(ids, operation="job_states")}
         rows = yield Step(self.sql.JOB_STATES, params, "rows")
         return {job_id: state for job_id, state in rows}
+
+    def newest_jobs(self, name: object, state: object, limit: object) -> Operation[list[Job]]:
+        """The queue's newest jobs (in ``state``, unless it is ``None``), at most ``limit``, as ORM objects."""
+        params = {"queue_name": names.queue_name(name), "limit": integer("limit", limit, minimum=1)}
+        if state is None:
+            jobs: list[Job] = yield Step(self.sql.NEWEST_JOBS, params, "entities")
+        else:
+            jobs = yield Step(self.sql.NEWEST_JOBS_IN_STATE, {**params, "state": queues.job_state(state)}, "entities")
+        return jobs
+
+    def find_job(self, job_id: object) -> Operation[Job | Archive | None]:
+        """A job by its id alone, in whichever queue; else its latest archived copy; else ``None``."""
+        params = {"job_id": names.job_id(job_id, operation="find_job")}
+        jobs: list[Job] = yield Step(self.sql.FIND_JOB, params, "entities")
+        if jobs:
+            return jobs[0]
+        archived: list[Archive] = yield Step(self.sql.FIND_ARCHIVED_JOB, params, "entities")
+        return archived[0] if archived else None
+
+    def locate_jobs(self, ids: object) -> Operation[tuple[dict[str, list[uuid.UUID]], list[uuid.UUID]]]:
+        """The given jobs by queue, and the ids no queue holds (in the order given)."""
+        wanted = names.job_ids(ids, operation="locate_jobs")
+        rows = yield Step(self.sql.QUEUES_OF_JOBS, {"ids": wanted}, "rows")
+        by_queue: dict[str, list[uuid.UUID]] = {}
+        for queue_name, job_id in rows:
+            by_queue.setdefault(queue_name, []).append(job_id)
+        found = {job_id for ids_of_queue in by_queue.values() for job_id in ids_of_queue}
+        return by_queue, [job_id for job_id in wanted if job_id not in found]
+
+    def job_ids_in_state(self, name: object, state: object) -> Operation[list[uuid.UUID]]:
+        """The ids of the queue's jobs in ``state``."""
+        params = {"queue_name": names.queue_name(name), "state": queues.job_state(state)}
+        rows = yield Step(self.sql.JOB_IDS_IN_STATE, params, "rows")
+        return [job_id for (job_id,) in rows]
 
     # ----------------------------------------------------------------------------------------- pub/sub
 

@@ -144,9 +144,14 @@ def supported_version(schema: str, version: int | None) -> int:
         raise SchemaNotInstalledError(f"schema {schema!r} holds no pg-boss tables; run sqla-boss migrate")
     if version not in SUPPORTED_VERSIONS:
         supported = ", ".join(map(str, SUPPORTED_VERSIONS))
+        why = (
+            "pg-boss 10.4 migrates it to 24 when it starts"
+            if version < min(SUPPORTED_VERSIONS)
+            else "a newer pg-boss migrated it, and cannot go back"
+        )
         raise SchemaVersionError(
             f"schema {schema!r} holds pg-boss schema version {version}; this sqla_boss runs version {supported} "
-            f"({v24.PGBOSS_RELEASES}); a newer pg-boss may have migrated it",
+            f"({v24.PGBOSS_RELEASES}); {why}",
             version,
             SUPPORTED_VERSIONS,
         )

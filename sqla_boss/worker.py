@@ -111,7 +111,12 @@ __all__ = ["LISTEN_POLL_SECONDS", "SHUTDOWN_OUTPUT", "Handler", "Worker", "handl
 
 def _session_factory(bind: Engine | sessionmaker[Session], schema: str) -> tuple[sessionmaker[Session], Engine]:
     if isinstance(bind, Engine):
-        engine = bind.execution_options(schema_translate_map=schema_translate_map(schema))
+        # Added to the engine's own translation: the application's models may be translated too.
+        translation = {
+            **(bind.get_execution_options().get("schema_translate_map") or {}),
+            **schema_translate_map(schema),
+        }
+        engine = bind.execution_options(schema_translate_map=translation)
         return sessionmaker(bind=engine, expire_on_commit=False), engine
     if isinstance(bind, sessionmaker):
         bound = bind.kw.get("bind")
@@ -340,6 +345,14 @@ class Worker:
                 self._threads.spawn(self._listen, "sqla_boss-listener")
             if Timetable(self.settings, 0.0).next_at() is not None:
                 self._threads.spawn(self._supervise, "sqla_boss-supervisor")
+        loops = sum(registration.concurrency for registration in self._registrations if not registration.internal)
+        logger.info(
+            "started on schema %r: %d loop(s) on queue(s) %s",
+            self.schema,
+            loops,
+            ", ".join(self.queues),
+            extra=describe(""),
+        )
 
     def stop(self, *, graceful: bool = True, timeout: float = 30.0) -> None:
         """Stop fetching, wait for handlers in flight, then fail the jobs still held.

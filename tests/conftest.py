@@ -7,9 +7,9 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import URL, Engine, create_engine, text
 from sqlalchemy.pool import NullPool
-from support import drop_schema, unique_name
+from support import Run, drop_schema, unique_name
 
-from sqla_boss import migrations
+from sqla_boss import cli, migrations
 from sqla_boss.identifiers import quote_identifier
 
 # connection, session, boss, make_boss, committing_session_factory: on Boss and on AsyncBoss; pytester, for
@@ -65,3 +65,18 @@ def fresh_engine(fresh_database: URL) -> Iterator[Engine]:
     engine = create_engine(fresh_database, poolclass=NullPool)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+def run(
+    monkeypatch: pytest.MonkeyPatch, database_url: URL, installed_schema: str, capsys: pytest.CaptureFixture[str]
+) -> Run:
+    """Run ``sqla-boss COMMAND ... --schema <the test's schema>``; returns (exit status, stdout, stderr)."""
+    monkeypatch.setenv("DATABASE_URL", database_url.render_as_string(hide_password=False))
+
+    def run(*args: str, schema: str | None = None) -> tuple[int, str, str]:
+        status = cli.main([*args, "--schema", schema or installed_schema])
+        out, err = capsys.readouterr()
+        return status, out, err
+
+    return run

@@ -21,6 +21,10 @@ ROOT = Path(__file__).resolve().parent.parent
 """The repository root."""
 
 
+Run = Callable[..., tuple[int, str, str]]
+"""The ``run`` fixture's function: ``run(COMMAND, ..., schema=None)`` -> (exit status, stdout, stderr)."""
+
+
 def unique_name(prefix: str) -> str:
     """A fresh lower-case identifier, so tests never share a schema or a database."""
     return f"{prefix}_{uuid.uuid4().hex[:12]}"

@@ -49,10 +49,11 @@ def assert_installed(engine: Engine, schema: str) -> None:
     assert recorded(engine, schema) == ([SCHEMA_VERSION], ["pgboss_v24"])
 
 
-def assert_removed(engine: Engine, schema: str) -> None:
+def assert_removed(engine: Engine, schema: str, *, by_alembic: bool = False) -> None:
     assert not schema_exists(engine, schema)
-    # Alembic keeps its (now empty) version table after a downgrade to base.
-    assert recorded(engine, schema) == (None, [])
+    # Down to base, sqla-boss (and migrations.downgrade) also drop the version table Alembic created; Alembic's
+    # own command leaves it, empty.
+    assert recorded(engine, schema) == (None, [] if by_alembic else None)
 
 
 def assert_nothing_named(engine: Engine, name: str) -> None:
@@ -230,7 +231,7 @@ def test_repository_alembic_ini_round_trip(schema_name: str, engine: Engine, dat
 
     done = alembic(*x_schema, "downgrade", "base", database_url=url)
     assert done.returncode == 0, done
-    assert_removed(engine, schema_name)
+    assert_removed(engine, schema_name, by_alembic=True)
 
     done = alembic(*x_schema, "upgrade", "head", database_url=url)
     assert done.returncode == 0, done

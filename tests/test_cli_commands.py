@@ -4,30 +4,11 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
 
-import pytest
-from sqlalchemy import URL, Engine, text
+from sqlalchemy import Engine, text
+from support import Run
 
-from sqla_boss import cli
 from sqla_boss.identifiers import quote_identifier
-
-Run = Callable[..., tuple[int, str, str]]
-
-
-@pytest.fixture
-def run(
-    monkeypatch: pytest.MonkeyPatch, database_url: URL, installed_schema: str, capsys: pytest.CaptureFixture[str]
-) -> Run:
-    """Run ``sqla-boss COMMAND ... --schema <the test's schema>``; returns (exit status, stdout, stderr)."""
-    monkeypatch.setenv("DATABASE_URL", database_url.render_as_string(hide_password=False))
-
-    def run(*args: str) -> tuple[int, str, str]:
-        status = cli.main([*args, "--schema", installed_schema])
-        out, err = capsys.readouterr()
-        return status, out, err
-
-    return run
 
 
 def test_current_reports_the_installed_version(run: Run, installed_schema: str) -> None:

@@ -22,13 +22,14 @@ def cron_rule(cron: object, tz: object) -> tuple[str, str]:
     be one pg-boss's cron-parser (and croniter) can evaluate in that zone.
 
     Raises:
-        InvalidCronError: an empty or unreadable expression.
+        InvalidCronError: an empty or unreadable expression, or a step that never repeats in its field.
         InvalidTimezoneError: an unknown zone.
     """
     if not isinstance(cron, str) or not cron.strip():
         raise InvalidCronError(f"a cron expression must be a non-empty string, not {cron!r}")
     timezone = time_zone(tz)
     cron_rules.previous_match(cron, timezone, dt.datetime.now(dt.timezone.utc))
+    cron_rules.check_steps(cron)
     return cron, timezone
 
 

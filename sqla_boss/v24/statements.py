@@ -405,6 +405,27 @@ EXPIRE = _fail(
 """Fail every active job, of every queue, that ran past its ``expire_in`` (§8.1); returns (affected, dead-lettered)."""
 
 GET_JOB = select(Job).where(Job.name == bindparam("queue_name", type_=Text), Job.id == bindparam("job_id"))
+FIND_JOB = select(Job).where(Job.id == bindparam("job_id")).order_by(Job.name).limit(1)
+"""A job by its id alone, in whichever queue (ids are UUIDs: one queue holds it)."""
+FIND_ARCHIVED_JOB = (
+    select(Archive).where(Archive.id == bindparam("job_id")).order_by(Archive.archived_on.desc()).limit(1)
+)
+"""An archived job by its id alone, the latest archived copy."""
+QUEUES_OF_JOBS = select(job.c.name, job.c.id).where(_ids())
+"""The queue of each of the jobs ``:ids`` that exist."""
+JOB_IDS_IN_STATE = select(job.c.id).where(
+    job.c.name == bindparam("queue_name", type_=Text), job.c.state == bindparam("state")
+)
+"""The ids of the queue's jobs in one state."""
+NEWEST_JOBS = (
+    select(Job)
+    .where(Job.name == bindparam("queue_name", type_=Text))
+    .order_by(Job.created_on.desc(), Job.id)
+    .limit(bindparam("limit", type_=Integer))
+)
+"""The queue's newest jobs, at most ``:limit``."""
+NEWEST_JOBS_IN_STATE = NEWEST_JOBS.where(Job.state == bindparam("state"))
+"""The queue's newest jobs in one state, at most ``:limit``."""
 JOB_STATES = select(job.c.id, job.c.state).where(job.c.name == bindparam("queue_name", type_=Text), _ids())
 """The state of each of the queue's jobs ``:ids`` (the testing kit's runs read which failures were retried)."""
 GET_ARCHIVED_JOB = select(Archive).where(

@@ -309,7 +309,7 @@ def test_a_worker_under_mixed_load_keeps_going_and_its_memory_stays_flat(
     schema = soak_schema
     process = worker_process
     log = tmp_path / "worker.log"
-    wait_until(lambda: "sqla-boss: Worker on schema" in log.read_text() or process.poll() is not None, 30, "start")
+    wait_until(lambda: "started on schema" in log.read_text() or process.poll() is not None, 30, "start")
     assert process.poll() is None, log.read_text()
 
     sent, stop = Sent(), threading.Event()

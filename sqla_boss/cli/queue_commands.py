@@ -1,0 +1,120 @@
+"""``sqla-boss queues``, ``create-queue``, ``update-queue``, ``delete-queue`` and ``purge``. Each commits at once."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from sqlalchemy import URL
+
+from sqla_boss.boss import Boss
+from sqla_boss.cli.common import Commands, add_command, age, dumps, engine_for, session_for, table
+from sqla_boss.errors import QueueNotFoundError
+from sqla_boss.maintenance import Maintenance
+from sqla_boss.models import JobState, QueuePolicy
+
+
+def add(commands: Commands) -> None:
+    """Register the queue commands."""
+    add_command(
+        commands,
+        "queues",
+        "queues with their jobs by state and the age of the oldest queued job",
+        _queues,
+        json_output=True,
+    )
+    create = add_command(commands, "create-queue", "create a queue (nothing changes if it exists)", _create)
+    create.add_argument("queue")
+    _queue_options(create, policy_default=QueuePolicy.standard.value)
+    update = add_command(commands, "update-queue", "change a queue's settings; those not given stay", _update)
+    update.add_argument("queue")
+    _queue_options(update, policy_default=None)
+    delete = add_command(commands, "delete-queue", "delete an empty queue, its schedule and subscriptions", _delete)
+    delete.add_argument("queue")
+    purge = add_command(commands, "purge", "delete the queued (created and retry) jobs of a queue", _purge)
+    purge.add_argument("queue")
+
+
+def _queue_options(sub: argparse.ArgumentParser, *, policy_default: str | None) -> None:
+    policies = [policy.value for policy in QueuePolicy]
+    sub.add_argument("--policy", choices=policies, default=policy_default, help="the queue's policy")
+    sub.add_argument("--retry-limit", type=int, help="retries of a failed job")
+    sub.add_argument("--retry-delay", type=int, help="seconds before a retry")
+    backoff = sub.add_mutually_exclusive_group()
+    backoff.add_argument("--retry-backoff", dest="retry_backoff", action="store_true", default=None)
+    backoff.add_argument("--no-retry-backoff", dest="retry_backoff", action="store_false")
+    sub.add_argument("--expire-in-seconds", type=int, help="how long a job may stay active")
+    sub.add_argument("--retention-minutes", type=int, help="how long a queued job is kept")
+    sub.add_argument("--dead-letter", help="the queue failed jobs are copied to")
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    settings = {
+        "policy": args.policy,
+        "retry_limit": args.retry_limit,
+        "retry_delay": args.retry_delay,
+        "retry_backoff": args.retry_backoff,
+        "expire_in_seconds": args.expire_in_seconds,
+        "retention_minutes": args.retention_minutes,
+        "dead_letter": args.dead_letter,
+    }
+    return {key: value for key, value in settings.items() if value is not None}
+
+
+def _queues(args: argparse.Namespace, url: URL) -> int:
+    with engine_for(url) as engine:
+        snapshots = Maintenance(engine, args.schema).queue_snapshots()
+    rows = [
+        {
+            "name": snapshot.name,
+            **{state.value: getattr(snapshot, state.value) for state in JobState},
+            "oldest_queued_seconds": snapshot.oldest_queued_seconds,
+        }
+        for snapshot in snapshots
+    ]
+    if args.json:
+        print(dumps(rows))
+        return 0
+    headers = ["queue", *(state.value for state in JobState), "oldest queued"]
+    cells = [
+        [row["name"], *(str(row[state.value]) for state in JobState), age(row["oldest_queued_seconds"])] for row in rows
+    ]
+    print(table(headers, cells) if cells else "no queues")
+    return 0
+
+
+def _create(args: argparse.Namespace, url: URL) -> int:
+    with session_for(url, args.schema) as session, session.begin():
+        boss = Boss(session, args.schema)
+        existed = boss.get_queue(args.queue) is not None
+        boss.create_queue(args.queue, **_settings(args))
+    if existed:
+        print(f"queue {args.queue!r} exists already; its settings stay as they are (see update-queue)")
+    else:
+        print(f"created queue {args.queue!r}")
+    return 0
+
+
+def _update(args: argparse.Namespace, url: URL) -> int:
+    with session_for(url, args.schema) as session, session.begin():
+        Boss(session, args.schema).update_queue(args.queue, **_settings(args))
+    print(f"updated queue {args.queue!r}")
+    return 0
+
+
+def _delete(args: argparse.Namespace, url: URL) -> int:
+    with session_for(url, args.schema) as session, session.begin():
+        if not Boss(session, args.schema).delete_queue(args.queue):
+            raise QueueNotFoundError(f"no queue {args.queue!r} in schema {args.schema!r}", (args.queue,))
+    print(f"deleted queue {args.queue!r}")
+    return 0
+
+
+def _purge(args: argparse.Namespace, url: URL) -> int:
+    with session_for(url, args.schema) as session, session.begin():
+        boss = Boss(session, args.schema)
+        if boss.get_queue(args.queue) is None:
+            raise QueueNotFoundError(f"no queue {args.queue!r} in schema {args.schema!r}", (args.queue,))
+        purged = boss.purge_queue(args.queue)
+    print(f"purged {purged} queued job(s) of queue {args.queue!r}")
+    return 0
