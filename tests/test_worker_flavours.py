@@ -23,6 +23,13 @@ from sqlalchemy.pool import NullPool
 from support import LoopThread, wait_until
 
 from sqla_boss import AsyncWorker, Boss, Job, Worker
+from sqla_boss.errors import (
+    DatabaseUnavailableError,
+    QueueNotFoundError,
+    SchemaNotInstalledError,
+    SchemaVersionError,
+)
+from sqla_boss.handling import Health, LoopState, stale_after
 from sqla_boss.schema import schema_translate_map
 
 QUEUE = "jobs"
@@ -62,10 +69,13 @@ class Running:
         self, flavour: str, url: URL, schema: str, handler: Callable[..., Any], *, transactional: bool, **engine: Any
     ) -> None:
         def register(worker: Any) -> None:
+            self.worker = worker
             worker.work(QUEUE, handler, transactional=transactional)
 
         self._thread: _AsyncRunning | None = None
         self._worker: Worker | None = None
+        self.worker: Any = None
+        """The running Worker or AsyncWorker (its health() may be read from any thread)."""
         self._engine: Engine | None = None
         if flavour == "threads":
             self._engine = create_engine(url, poolclass=NullPool, **engine)
@@ -209,3 +219,97 @@ def test_a_failure_the_database_refuses_after_a_transactional_timeout_is_kept_fo
         holder.rollback()
     wait_until(lambda: job_of(engine, installed_schema, job_id)["state"] == "failed", what="the failure recorded")
     assert job_of(engine, installed_schema, job_id)["output"]["message"] == TIMEOUT_MESSAGE
+
+
+# ------------------------------------------------------------------------------------ start checks, health
+
+
+def start_error(flavour: str, url: URL, schema: str, queue: str) -> BaseException | None:
+    """What ``start()`` raises for a worker with a handler on ``queue``, on either flavour (``None``: it started)."""
+    if flavour == "threads":
+        engine = create_engine(url, poolclass=NullPool)
+        worker = Worker(engine, schema, supervise=False, schedule=False, listen=False)
+        worker.work(queue, lambda jobs: None)
+        try:
+            worker.start()
+        except Exception as error:
+            assert list(worker._threads) == []  # nothing started
+            assert worker.health().status == "not started"
+            return error
+        finally:
+            worker.stop(graceful=False)
+            engine.dispose()
+        return None
+
+    async def main() -> BaseException | None:
+        engine = create_async_engine(url, poolclass=NullPool)
+        worker = AsyncWorker(engine, schema, supervise=False, schedule=False, listen=False)
+        worker.work(queue, lambda jobs: None)
+        try:
+            await worker.start()
+        except Exception as error:
+            assert list(worker._tasks) == []
+            return error
+        finally:
+            await worker.stop(graceful=False)
+            await engine.dispose()
+        return None
+
+    return asyncio.run(main())
+
+
+@pytest.mark.parametrize("flavour", ["threads", "asyncio"])
+def test_start_refuses_what_it_cannot_work_on_and_starts_nothing(
+    engine: Engine, database_url: URL, installed_schema: str, flavour: str
+) -> None:
+    error = start_error(flavour, database_url, installed_schema, "nosuch")
+    assert isinstance(error, QueueNotFoundError)
+    assert error.names == ("nosuch",)
+    assert isinstance(start_error(flavour, database_url, "nosuch_schema", QUEUE), SchemaNotInstalledError)
+    with engine.begin() as connection:
+        connection.execute(text(f"UPDATE {installed_schema}.version SET version = 46"))
+    assert isinstance(start_error(flavour, database_url, installed_schema, QUEUE), SchemaVersionError)
+    unreachable = database_url.set(port=1)
+    assert isinstance(start_error(flavour, unreachable, installed_schema, QUEUE), DatabaseUnavailableError)
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_health_reports_each_loop_of_a_working_worker(
+    engine: Engine, database_url: URL, installed_schema: str, running: list[Running], flavour: str
+) -> None:
+    reports: list[Any] = []
+
+    def outcome(jobs: list[Job]) -> Any:
+        reports.append(current.health())  # asked from inside a handler: that loop is busy
+        return None
+
+    send(engine, installed_schema)  # the queue, and no job yet
+    handler = handler_of(flavour, outcome, transactional=False)
+    running.append(Running(flavour, database_url, installed_schema, handler, transactional=False))
+    current = running[-1].worker
+    send(engine, installed_schema, {"n": 1})
+    wait_until(lambda: reports, what="the handler's report")
+    [busy] = reports
+    assert busy.healthy
+    assert busy.status == "ok"
+    [loop] = busy.loops
+    assert loop["queue"] == QUEUE
+    assert loop["handling_for_seconds"] is not None
+    wait_until(lambda: current.health().loops[0]["handling_for_seconds"] is None, what="the handler done")
+    idle = current.health()
+    assert idle.healthy
+    assert idle.loops[0]["last_fetch_seconds_ago"] < 5
+
+
+def test_a_loop_is_stale_when_it_has_not_fetched_for_a_minute_and_runs_no_handler() -> None:
+    loop = LoopState(QUEUE, stale_after(0.5), last_fetch=100.0)
+    assert stale_after(0.5) == 60.0
+    assert stale_after(30) == 120.0
+    assert not loop.stale(150.0)
+    assert loop.stale(161.0)
+    loop.handling_since = 155.0  # a long handler is work, not a stall
+    assert not loop.stale(1000.0)
+    health = Health.of("ok", None, [LoopState(QUEUE, 60.0, last_fetch=100.0)], 200.0)
+    assert (health.healthy, health.status) == (False, "stale")
+    assert health.reason == f"queue {QUEUE}: no fetch succeeded for 100 s"
+    assert Health.of("stopping", None, [], 0.0).healthy is False
