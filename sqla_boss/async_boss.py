@@ -14,7 +14,7 @@ from sqla_boss.binding import bind_session
 from sqla_boss.identifiers import DEFAULT_SCHEMA
 from sqla_boss.models import Archive, Job, JobState, Queue, QueuePolicy, Schedule
 from sqla_boss.operations import Operation, operations_for
-from sqla_boss.options.jobs import send_options
+from sqla_boss.options.jobs import fixed_options
 from sqla_boss.options.queues import queue_settings
 
 T = TypeVar("T")
@@ -75,6 +75,18 @@ class AsyncBoss:
         your transaction and does not commit; takes the locks of ``CREATE TABLE`` and ``ATTACH PARTITION``
         on the ``job`` table until your transaction ends.
 
+        Args:
+            name: the queue's name: at least one of ``[A-Za-z0-9_-]``, at most 1,024 bytes of UTF-8.
+            policy: ``standard`` (default), ``short`` (at most one queued job), ``singleton`` (at most one active
+                job), or ``stately`` (at most one queued and one active job); per ``singleton_key`` when jobs
+                have one.
+            retry_limit: how often a failed job of the queue is retried (pg-boss's default: 2).
+            retry_delay: seconds (or a ``timedelta``) before a retry (default 0).
+            retry_backoff: double the delay at each retry, with jitter (default ``False``).
+            expire_in_seconds: how long a job may stay active before expiry fails it (default 15 minutes).
+            retention_minutes: how long a queued job is kept before it is archived unrun (default 14 days).
+            dead_letter: the queue a job is copied to when it fails for good.
+
         Raises:
             InvalidQueueNameError, InvalidOptionError: before anything is written.
             DeadLetterQueueNotFoundError: ``dead_letter`` names no queue.
@@ -96,7 +108,7 @@ class AsyncBoss:
         """Change a queue's settings; ``None`` keeps a setting (pg-boss would reset the policy to standard).
 
         Jobs already sent keep the settings they were given. Runs in your transaction and does not commit;
-        locks the queue's row.
+        locks the queue's row. The settings are :meth:`create_queue`'s.
 
         Raises:
             QueueNotFoundError: the queue does not exist (pg-boss silently does nothing).
@@ -158,30 +170,40 @@ class AsyncBoss:
         return await self._run(self._operations.send(name, data, options))
 
     async def send_after(
-        self, name: str, data: Any, options: Mapping[str, Any] | None, after: dt.datetime | dt.timedelta | float | str
+        self, name: str, data: Any = None, *, after: dt.datetime | dt.timedelta | float | str, **options: Any
     ) -> uuid.UUID | None:
-        """:meth:`send` with ``start_after=after``. Does not commit; locks nothing but the new row."""
-        return await self._run(self._operations.send(name, data, send_options(options, start_after=after)))
+        """:meth:`send` with ``start_after=after``: the job waits until then (an aware ``datetime``, a
+        ``timedelta`` or seconds from now, or :meth:`send`'s text forms). ``options`` are :meth:`send`'s.
+
+        Does not commit; locks nothing but the new row.
+
+        Raises:
+            InvalidOptionError: also for a ``start_after`` in ``options`` beside ``after``.
+        """
+        return await self._run(
+            self._operations.send(name, data, fixed_options(options, "send_after", start_after=after))
+        )
 
     async def send_throttled(
-        self, name: str, data: Any, options: Mapping[str, Any] | None, seconds: int, key: str | None = None
+        self, name: str, data: Any = None, *, seconds: int, key: str | None = None, **options: Any
     ) -> uuid.UUID | None:
         """:meth:`send` at most once per ``seconds``-long slot (per ``key``); ``None`` if the slot is taken.
 
-        Does not commit; locks nothing but the new row.
+        ``options`` are :meth:`send`'s but the ``singleton_*`` ones, which these arguments set. Does not commit;
+        locks nothing but the new row.
         """
         fixed = {"singleton_seconds": seconds, "singleton_next_slot": False, "singleton_key": key}
-        return await self._run(self._operations.send(name, data, send_options(options, **fixed)))
+        return await self._run(self._operations.send(name, data, fixed_options(options, "send_throttled", **fixed)))
 
     async def send_debounced(
-        self, name: str, data: Any, options: Mapping[str, Any] | None, seconds: int, key: str | None = None
+        self, name: str, data: Any = None, *, seconds: int, key: str | None = None, **options: Any
     ) -> uuid.UUID | None:
         """Like :meth:`send_throttled`, but a send in a taken slot goes to the next slot, starting then.
 
         ``None`` when the next slot is taken too. Does not commit; locks nothing but the new row.
         """
         fixed = {"singleton_seconds": seconds, "singleton_next_slot": True, "singleton_key": key}
-        return await self._run(self._operations.send(name, data, send_options(options, **fixed)))
+        return await self._run(self._operations.send(name, data, fixed_options(options, "send_debounced", **fixed)))
 
     async def insert(self, jobs: Iterable[Mapping[str, Any]]) -> list[uuid.UUID]:
         """Insert many jobs in one statement; returns the ids inserted, in no particular order.

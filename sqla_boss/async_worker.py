@@ -484,7 +484,7 @@ class AsyncWorker:
             self._tasks.spawn(self._loop, f"sqla_boss-{registration.name}-{index}", registration)
 
     async def _loop(self, registration: Registration) -> None:
-        state = LoopState(registration.name, stale_after(registration.polling_interval_seconds))
+        state = LoopState(registration.name, stale_after(registration.polling_interval_seconds), time.monotonic())
         self._loop_states.append(state)
         caller = ACaller(f"sqla_boss-handler-{registration.name}")
         wake = self._wake[registration.name]

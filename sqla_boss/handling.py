@@ -155,15 +155,17 @@ class LoopState:
 
     queue: str
     stale_after: float
+    started: float = 0.0
     last_fetch: float | None = None
     handling_since: float | None = None
     failures: int = 0
 
     def stale(self, now: float) -> bool:
-        """No fetch succeeded for :attr:`stale_after` seconds while no handler ran: stuck, or cut off."""
+        """No fetch succeeded for :attr:`stale_after` seconds (since the loop started, if none ever did) while
+        no handler ran: stuck, or cut off."""
         if self.handling_since is not None:
             return False
-        return self.last_fetch is None or now - self.last_fetch > self.stale_after
+        return now - (self.started if self.last_fetch is None else self.last_fetch) > self.stale_after
 
 
 STALE_AFTER_MIN_SECONDS = 60.0
@@ -193,7 +195,7 @@ class Health:
             status = "stale"
             reason = "; ".join(
                 f"queue {loop.queue}: no fetch succeeded for "
-                + ("ever" if loop.last_fetch is None else f"{now - loop.last_fetch:.0f} s")
+                + f"{now - (loop.started if loop.last_fetch is None else loop.last_fetch):.0f} s"
                 for loop in stale
             )
         shown = [

@@ -250,7 +250,7 @@ class Operations:
         return (yield from self._insert_records([job.record() for job in jobs]))
 
     def _insert_records(self, records: list[dict[str, Any]]) -> Generator[Step, Any, tuple[list[uuid.UUID], float]]:
-        payload = payloads.json_text(records, what="job data")
+        payload = payloads.json_text(records, what="job data", wrapping=2)  # the list, and each job's record
         rows = yield Step(self.sql.INSERT_JOBS, {"jobs": payload, **self._default_params}, "rows")
         ids: list[uuid.UUID] = []
         missing: dict[str, list[str]] = {"queue": [], "dead_letter": []}

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -9,7 +12,7 @@ from sqlalchemy import URL, Engine, create_engine, text
 from sqlalchemy.pool import NullPool
 from support import Run, drop_schema, unique_name
 
-from sqla_boss import cli, migrations
+from sqla_boss import migrations
 from sqla_boss.identifiers import quote_identifier
 
 # connection, session, boss, make_boss, committing_session_factory: on Boss and on AsyncBoss; pytester, for
@@ -68,15 +71,14 @@ def fresh_engine(fresh_database: URL) -> Iterator[Engine]:
 
 
 @pytest.fixture
-def run(
-    monkeypatch: pytest.MonkeyPatch, database_url: URL, installed_schema: str, capsys: pytest.CaptureFixture[str]
-) -> Run:
-    """Run ``sqla-boss COMMAND ... --schema <the test's schema>``; returns (exit status, stdout, stderr)."""
-    monkeypatch.setenv("DATABASE_URL", database_url.render_as_string(hide_password=False))
+def run(database_url: URL, installed_schema: str) -> Run:
+    """Run ``sqla-boss COMMAND ... --schema <the test's schema>`` as a process, as a user would; returns (exit
+    status, stdout, stderr)."""
+    environment = {**os.environ, "DATABASE_URL": database_url.render_as_string(hide_password=False)}
 
     def run(*args: str, schema: str | None = None) -> tuple[int, str, str]:
-        status = cli.main([*args, "--schema", schema or installed_schema])
-        out, err = capsys.readouterr()
-        return status, out, err
+        command = [sys.executable, "-m", "sqla_boss.cli", *args, "--schema", schema or installed_schema]
+        result = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=120, check=False)
+        return result.returncode, result.stdout, result.stderr
 
     return run

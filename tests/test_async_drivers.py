@@ -109,13 +109,13 @@ def test_async_boss_runs_unchanged_on_the_driver(
             assert (job.data, job.priority, job.retry_delay, job.singleton_key) == ("text", 5, 30, "k")
             assert (job.start_after - job.created_on, job.expire_in) == (dt.timedelta(hours=2), dt.timedelta(minutes=2))
             assert job.keep_until - job.start_after == dt.timedelta(days=2)
-            at = await boss.send_after("q", None, {"priority": 1}, FAR_START)
+            at = await boss.send_after("q", None, after=FAR_START, priority=1)
             job = await boss.get_job_by_id("q", str(at))
             assert isinstance(job, Job)
             assert (job.data, job.start_after) == (None, FAR_START)
 
             # A taken throttling slot answers None; insert leaves out a row whose id is taken.
-            throttled = [await boss.send_throttled("q", {"t": n}, None, 600, "t") for n in range(2)]
+            throttled = [await boss.send_throttled("q", {"t": n}, seconds=600, key="t") for n in range(2)]
             assert throttled[0] is not None
             assert throttled[1] is None
             ids["throttled"] = throttled[0]

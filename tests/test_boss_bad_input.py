@@ -35,6 +35,7 @@ from sqla_boss.errors import (
     QueueNotFoundError,
     SqlaBossError,
 )
+from sqla_boss.options.payloads import MAX_JSON_DEPTH
 from sqla_boss.schema import schema_translate_map
 
 NAN = math.nan
@@ -124,9 +125,9 @@ _NAME_CALLS: dict[str, Callable[[Boss, Any, Jobs], Any]] = {
     "get_queue": lambda boss, name, jobs: boss.get_queue(name),
     "get_queue_size": lambda boss, name, jobs: boss.get_queue_size(name),
     "send": lambda boss, name, jobs: boss.send(name, {"x": 1}),
-    "send_after": lambda boss, name, jobs: boss.send_after(name, None, None, 5),
-    "send_throttled": lambda boss, name, jobs: boss.send_throttled(name, None, None, 60),
-    "send_debounced": lambda boss, name, jobs: boss.send_debounced(name, None, None, 60),
+    "send_after": lambda boss, name, jobs: boss.send_after(name, None, after=5),
+    "send_throttled": lambda boss, name, jobs: boss.send_throttled(name, None, seconds=60),
+    "send_debounced": lambda boss, name, jobs: boss.send_debounced(name, None, seconds=60),
     "insert": lambda boss, name, jobs: boss.insert([{"name": "q"}, {"name": name}]),
     "fetch": lambda boss, name, jobs: boss.fetch(name),
     "complete": lambda boss, name, jobs: boss.complete(name, jobs.active),
@@ -364,18 +365,18 @@ _CASES = [
     _case(lambda b, j: b.send("q", None, retention_hours="2"), InvalidOptionError, "send-retention-str"),
     _case(lambda b, j: b.send("q", None, retention_minutes=INF), InvalidOptionError, "send-retention-inf"),
     # ---- send_after / send_throttled / send_debounced
-    _case(lambda b, j: b.send_after("q", None, None, NAIVE), InvalidOptionError, "send_after-naive"),
-    _case(lambda b, j: b.send_after("q", None, None, "soon"), InvalidOptionError, "send_after-word"),
-    _case(lambda b, j: b.send_after("q", None, {"foo": 1}, 5), InvalidOptionError, "send_after-unknown-option"),
-    _case(lambda b, j: b.send_after("q", {1}, None, 5), PayloadError, "send_after-data-set"),
-    _case(lambda b, j: b.send_throttled("q", None, None, "60"), InvalidOptionError, "send_throttled-seconds-str"),  # type: ignore[arg-type]
-    _case(lambda b, j: b.send_throttled("q", None, None, NAN), InvalidOptionError, "send_throttled-seconds-nan"),  # type: ignore[arg-type]
-    _case(lambda b, j: b.send_throttled("q", None, None, 43201), InvalidOptionError, "send_throttled-seconds-huge"),
-    _case(lambda b, j: b.send_throttled("q", None, None, 60, 5), InvalidOptionError, "send_throttled-key-int"),  # type: ignore[arg-type]
-    _case(lambda b, j: b.send_throttled("missing", None, None, 60), QueueNotFoundError, "send_throttled-missing"),
-    _case(lambda b, j: b.send_debounced("q", None, None, 1.5), InvalidOptionError, "send_debounced-seconds-frac"),  # type: ignore[arg-type]
-    _case(lambda b, j: b.send_debounced("q", NAN, None, 60), PayloadError, "send_debounced-data-nan"),
-    _case(lambda b, j: b.send_debounced("missing", None, None, 60), QueueNotFoundError, "send_debounced-missing"),
+    _case(lambda b, j: b.send_after("q", None, after=NAIVE), InvalidOptionError, "send_after-naive"),
+    _case(lambda b, j: b.send_after("q", None, after="soon"), InvalidOptionError, "send_after-word"),
+    _case(lambda b, j: b.send_after("q", None, after=5, foo=1), InvalidOptionError, "send_after-unknown-option"),
+    _case(lambda b, j: b.send_after("q", {1}, after=5), PayloadError, "send_after-data-set"),
+    _case(lambda b, j: b.send_throttled("q", None, seconds="60"), InvalidOptionError, "send_throttled-seconds-str"),  # type: ignore[arg-type]
+    _case(lambda b, j: b.send_throttled("q", None, seconds=NAN), InvalidOptionError, "send_throttled-seconds-nan"),  # type: ignore[arg-type]
+    _case(lambda b, j: b.send_throttled("q", None, seconds=43201), InvalidOptionError, "send_throttled-seconds-huge"),
+    _case(lambda b, j: b.send_throttled("q", None, seconds=60, key=5), InvalidOptionError, "send_throttled-key-int"),  # type: ignore[arg-type]
+    _case(lambda b, j: b.send_throttled("missing", None, seconds=60), QueueNotFoundError, "send_throttled-missing"),
+    _case(lambda b, j: b.send_debounced("q", None, seconds=1.5), InvalidOptionError, "send_debounced-seconds-frac"),  # type: ignore[arg-type]
+    _case(lambda b, j: b.send_debounced("q", NAN, seconds=60), PayloadError, "send_debounced-data-nan"),
+    _case(lambda b, j: b.send_debounced("missing", None, seconds=60), QueueNotFoundError, "send_debounced-missing"),
     # ---- insert
     _case(lambda b, j: b.insert({"name": "q"}), InvalidOptionError, "insert-a-mapping"),  # type: ignore[arg-type]
     _case(lambda b, j: b.insert("q"), InvalidOptionError, "insert-a-string"),  # type: ignore[arg-type]
@@ -552,3 +553,25 @@ def test_the_snapshot_sees_a_write(boss: Boss, session: Session, installed_schem
     assert snapshot(session, installed_schema)["tables"] != before["tables"]
     boss.cancel("q", jobs.created)
     assert snapshot(session, installed_schema)["job"] != before["job"]
+
+
+def nested(depth: int) -> Any:
+    value: Any = "bottom"
+    for level in range(depth - 1):
+        value = [value] if level % 2 else {"down": value}
+    return [value]
+
+
+def test_json_deeper_than_the_limit_is_refused_on_every_python(boss: Boss, session: Session) -> None:
+    """One depth rule, whatever the Python: 3.11's json gives up near 1,000 levels, 3.13's goes far deeper."""
+    boss.create_queue("deep")
+    job_id = boss.send("deep", nested(MAX_JSON_DEPTH))
+    assert boss.get_job_by_id("deep", job_id).data == nested(MAX_JSON_DEPTH)
+    for data in (nested(MAX_JSON_DEPTH + 1), nested(5000)):
+        with pytest.raises(PayloadError, match=f"nested more than {MAX_JSON_DEPTH} levels deep"):
+            boss.send("deep", data)
+    looped: list[Any] = []
+    looped.append(looped)
+    with pytest.raises(PayloadError, match="nested more than"):
+        boss.send("deep", {"loop": looped})
+    assert_usable(boss, "deep")

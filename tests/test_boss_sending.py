@@ -291,11 +291,11 @@ def test_start_after_in_the_past_is_kept(boss: Boss, session: Session, q: str) -
 
 
 def test_send_after_is_send_with_start_after(boss: Boss, session: Session, q: str) -> None:
-    job = load(session, q, boss.send_after(q, {"later": True}, {"priority": 3}, 60))
+    job = load(session, q, boss.send_after(q, {"later": True}, after=60, priority=3))
     assert (job.data, job.priority) == ({"later": True}, 3)
     assert job.start_after - db_now(session) == dt.timedelta(seconds=60)
     options = {"priority": 1}
-    boss.send_after(q, None, options, dt.timedelta(hours=1))
+    boss.send_after(q, None, after=dt.timedelta(hours=1), **options)
     assert options == {"priority": 1}  # the caller's mapping is not changed
 
 
@@ -346,40 +346,40 @@ def test_a_singleton_key_alone_does_not_throttle_a_standard_queue(boss: Boss, se
 
 
 def test_send_throttled_keeps_one_job_per_slot_and_key(boss: Boss, session: Session, q: str) -> None:
-    first = boss.send_throttled(q, {"n": 1}, None, 60)
+    first = boss.send_throttled(q, {"n": 1}, seconds=60)
     assert first is not None
-    assert boss.send_throttled(q, {"n": 2}, None, 60) is None
+    assert boss.send_throttled(q, {"n": 2}, seconds=60) is None
     assert_usable(boss, q)
-    keyed = boss.send_throttled(q, {"n": 3}, {"priority": 4}, 60, "k")
+    keyed = boss.send_throttled(q, {"n": 3}, seconds=60, key="k", priority=4)
     assert keyed is not None
-    assert boss.send_throttled(q, {"n": 4}, None, 60, "k") is None
+    assert boss.send_throttled(q, {"n": 4}, seconds=60, key="k") is None
     assert (load(session, q, keyed).singleton_key, load(session, q, keyed).priority) == ("k", 4)
     # Slots are told apart by their start only: a 120 s slot that starts with the 60 s one is the same slot.
     epoch = db_epoch(session)
     same_start = _slot(epoch, 120) == _slot(epoch, 60)
-    assert (boss.send_throttled(q, {"n": 5}, None, 120, "k") is None) is same_start
+    assert (boss.send_throttled(q, {"n": 5}, seconds=120, key="k") is None) is same_start
 
 
 def test_a_completed_or_failed_job_still_holds_its_slot(boss: Boss, session: Session, q: str) -> None:
-    completed = boss.send_throttled(q, None, None, 60, "done")
-    failed = boss.send_throttled(q, None, {"retry_limit": 0}, 60, "failed")
+    completed = boss.send_throttled(q, None, seconds=60, key="done")
+    failed = boss.send_throttled(q, None, seconds=60, key="failed", retry_limit=0)
     assert None not in (completed, failed)
     assert {job.id for job in boss.fetch(q, batch_size=5)} == {completed, failed}
     assert boss.complete(q, completed) == 1
     assert boss.fail(q, failed) == 1
     assert load(session, q, failed).state is JobState.failed
-    assert boss.send_throttled(q, None, None, 60, "done") is None
-    assert boss.send_throttled(q, None, None, 60, "failed") is None
+    assert boss.send_throttled(q, None, seconds=60, key="done") is None
+    assert boss.send_throttled(q, None, seconds=60, key="failed") is None
     assert_usable(boss, q)
 
 
 def test_cancelling_or_deleting_frees_the_slot(boss: Boss, session: Session, q: str) -> None:
-    cancelled = boss.send_throttled(q, None, None, 60, "c")
-    deleted = boss.send_throttled(q, None, None, 60, "d")
+    cancelled = boss.send_throttled(q, None, seconds=60, key="c")
+    deleted = boss.send_throttled(q, None, seconds=60, key="d")
     assert boss.cancel(q, cancelled) == 1
     assert boss.delete_job(q, deleted) == 1
-    again_c = boss.send_throttled(q, None, None, 60, "c")
-    again_d = boss.send_throttled(q, None, None, 60, "d")
+    again_c = boss.send_throttled(q, None, seconds=60, key="c")
+    again_d = boss.send_throttled(q, None, seconds=60, key="d")
     assert again_c is not None
     assert again_c != cancelled
     assert again_d is not None
@@ -389,10 +389,10 @@ def test_cancelling_or_deleting_frees_the_slot(boss: Boss, session: Session, q: 
 
 def test_send_debounced_moves_to_the_next_slot_once(boss: Boss, session: Session, q: str) -> None:
     epoch, now = db_epoch(session), db_now(session)
-    first = boss.send_debounced(q, {"n": 1}, None, 60, "k")
-    second = boss.send_debounced(q, {"n": 2}, None, 60, "k")
+    first = boss.send_debounced(q, {"n": 1}, seconds=60, key="k")
+    second = boss.send_debounced(q, {"n": 2}, seconds=60, key="k")
     assert None not in (first, second)
-    assert boss.send_debounced(q, {"n": 3}, None, 60, "k") is None
+    assert boss.send_debounced(q, {"n": 3}, seconds=60, key="k") is None
     assert_usable(boss, q)
 
     one, two = load(session, q, first), load(session, q, second)
@@ -406,11 +406,11 @@ def test_send_debounced_moves_to_the_next_slot_once(boss: Boss, session: Session
     assert now < two.start_after <= now + dt.timedelta(seconds=61)
     assert (two.data, two.singleton_key) == ({"n": 2}, "k")
     # Another key debounces on its own.
-    assert boss.send_debounced(q, None, None, 60, "other") is not None
+    assert boss.send_debounced(q, None, seconds=60, key="other") is not None
 
 
 def test_send_debounced_in_a_free_slot_starts_now(boss: Boss, session: Session, q: str) -> None:
-    job = load(session, q, boss.send_debounced(q, None, None, 300))
+    job = load(session, q, boss.send_debounced(q, None, seconds=300))
     assert job.start_after == db_now(session)
     assert job.singleton_on == _slot(db_epoch(session), 300)
 

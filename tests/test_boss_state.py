@@ -294,9 +294,9 @@ def test_resume_accepts_only_cancelled_jobs(boss: Boss, session: Session, q: str
 def test_resume_into_a_taken_throttling_slot_raises_and_changes_nothing(boss: Boss, session: Session, q: str) -> None:
     innocent = boss.send(q)
     boss.cancel(q, innocent)
-    cancelled = boss.send_throttled(q, None, None, 60, "k")
+    cancelled = boss.send_throttled(q, None, seconds=60, key="k")
     boss.cancel(q, cancelled)
-    taken = boss.send_throttled(q, None, None, 60, "k")
+    taken = boss.send_throttled(q, None, seconds=60, key="k")
     assert taken is not None
     with pytest.raises(JobConflictError):
         boss.resume(q, [innocent, cancelled])

@@ -317,10 +317,10 @@ class Send:
         if self.method == "send":
             return boss.send(queue, data, **options)
         if self.method == "send_after":
-            return boss.send_after(queue, data, options or None, py_value(self.after))
+            return boss.send_after(queue, data, after=py_value(self.after), **options)
         assert self.seconds is not None
         method = boss.send_throttled if self.method == "send_throttled" else boss.send_debounced
-        return method(queue, data, options or None, self.seconds, self.key)
+        return method(queue, data, seconds=self.seconds, key=self.key, **options)
 
     def node(self, script: Script, queue: str) -> int:
         data, options = js_value(self.data), js_options(self.options)

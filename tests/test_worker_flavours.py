@@ -302,11 +302,14 @@ def test_health_reports_each_loop_of_a_working_worker(
 
 
 def test_a_loop_is_stale_when_it_has_not_fetched_for_a_minute_and_runs_no_handler() -> None:
-    loop = LoopState(QUEUE, stale_after(0.5), last_fetch=100.0)
+    loop = LoopState(QUEUE, stale_after(0.5), started=90.0, last_fetch=100.0)
     assert stale_after(0.5) == 60.0
     assert stale_after(30) == 120.0
     assert not loop.stale(150.0)
     assert loop.stale(161.0)
+    starting = LoopState(QUEUE, 60.0, started=100.0)  # no fetch yet: judged from its start
+    assert not starting.stale(159.0)
+    assert starting.stale(161.0)
     loop.handling_since = 155.0  # a long handler is work, not a stall
     assert not loop.stale(1000.0)
     health = Health.of("ok", None, [LoopState(QUEUE, 60.0, last_fetch=100.0)], 200.0)

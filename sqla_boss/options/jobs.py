@@ -144,13 +144,17 @@ INSERT_FIELDS = frozenset(
 """The fields pg-boss's batch ``insert`` honours; it silently ignores all others, sqla_boss refuses them."""
 
 
-def send_options(options: object, **fixed: Any) -> dict[str, Any]:
-    """The ``options`` mapping of ``send_after``/``send_throttled``/``send_debounced``, with their own keys over
-    it; :func:`send_input` then refuses what is no send option (``name``, ``data`` included)."""
-    if options is None:
-        return fixed
-    if not isinstance(options, Mapping):
-        raise InvalidOptionError(f"options must be a mapping of send options or None, not {type(options).__name__}")
+def fixed_options(options: Mapping[str, Any], method: str, **fixed: Any) -> dict[str, Any]:
+    """The send ``options`` of ``send_after`` / ``send_throttled`` / ``send_debounced`` with what their own
+    arguments set; an option that would contradict one of those arguments is refused (:func:`send_input` then
+    refuses what is no send option)."""
+    given = sorted(
+        key for key in options if key in fixed or (key.startswith("singleton_") and "singleton_key" in fixed)
+    )
+    if given:
+        raise InvalidOptionError(
+            f"{method}() sets {', '.join(given)} from its own arguments; do not give it as an option"
+        )
     return {**options, **fixed}
 
 
@@ -230,8 +234,8 @@ __all__ = [
     "SEND_OPTIONS",
     "Defaults",
     "JobInput",
+    "fixed_options",
     "insert_input",
     "insert_record",
     "send_input",
-    "send_options",
 ]

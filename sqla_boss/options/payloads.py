@@ -14,18 +14,25 @@ from sqla_boss.errors import PayloadError
 _JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
-def json_text(value: Any, *, what: str = "data") -> str:
-    """``value`` as JSON text; refuses what JSON cannot carry (NaN, infinities, other objects)."""
+MAX_JSON_DEPTH = 500
+"""The deepest nesting of arrays and objects sqla_boss stores: one rule on every Python (whose ``json`` gives up
+at different depths) and well inside what PostgreSQL's ``jsonb`` parses with its default stack."""
+
+
+def json_text(value: Any, *, what: str = "data", wrapping: int = 0) -> str:
+    """``value`` as JSON text; refuses what JSON cannot carry faithfully: NaN, infinities, objects JSON does not
+    know, keys that are not strings, NUL characters, lone surrogates, and nesting deeper than
+    :data:`MAX_JSON_DEPTH` (plus ``wrapping`` levels that ``value`` puts around the payloads it holds)."""
+    if isinstance(value, (dict, list, tuple)):
+        _check_structure(value, what, MAX_JSON_DEPTH + wrapping)
     try:
         text = json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
     except (TypeError, ValueError) as exc:
         raise PayloadError(f"{what} cannot be stored as JSON: {exc}") from exc
-    except RecursionError:
+    except RecursionError:  # pragma: no cover - _check_structure refuses such depths first
         raise PayloadError(f"{what} is nested too deeply to be stored as JSON") from None
     if _JSON_NUL.search(text):
         raise PayloadError(f"{what} contains a NUL character (\\u0000), which PostgreSQL's jsonb cannot store")
-    if text.startswith(("{", "[")):
-        _check_keys(value, what)
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -33,20 +40,23 @@ def json_text(value: Any, *, what: str = "data") -> str:
     return text
 
 
-def _check_keys(value: Any, what: str) -> None:
-    """Refuse mapping keys that are not strings: JSON would turn ``1`` and ``None`` into ``"1"`` and ``"null"``
-    silently (and keep one value of ``{1: a, "1": b}``), so the job would not read back as it was sent."""
-    stack = [value]
+def _check_structure(value: Any, what: str, limit: int) -> None:
+    """Refuse nesting deeper than :data:`MAX_JSON_DEPTH`, and mapping keys that are not strings: JSON would turn
+    ``1`` and ``None`` into ``"1"`` and ``"null"`` silently (and keep one value of ``{1: a, "1": b}``), so the job
+    would not read back as it was sent. Iterative, so no depth exhausts Python's stack here."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
-        item = stack.pop()
+        item, depth = stack.pop()
+        if depth > limit:
+            raise PayloadError(f"{what} is nested more than {MAX_JSON_DEPTH} levels deep; sqla_boss stores up to that")
         if isinstance(item, dict):
             for key, member in item.items():
                 if not isinstance(key, str):
                     raise PayloadError(f"{what} has a {type(key).__name__} key {key!r}; JSON object keys are strings")
                 if isinstance(member, (dict, list, tuple)):
-                    stack.append(member)
-        elif isinstance(item, (list, tuple)):
-            stack.extend(member for member in item if isinstance(member, (dict, list, tuple)))
+                    stack.append((member, depth + 1))
+        else:
+            stack.extend((member, depth + 1) for member in item if isinstance(member, (dict, list, tuple)))
 
 
 def check_json(value: Any, *, what: str = "data") -> Any:
@@ -92,4 +102,4 @@ def _safe_repr(value: object) -> str:
         return f"<{type(value).__name__}: repr() raised {type(exc).__name__}>"
 
 
-__all__ = ["check_json", "json_text", "output_value"]
+__all__ = ["MAX_JSON_DEPTH", "check_json", "json_text", "output_value"]

@@ -678,9 +678,9 @@ def poisoned(draw: st.DrawFn, poison: st.SearchStrategy[Any] = POISON) -> Any:
 
 PAYLOAD_ENTRIES: dict[str, Callable[[Any], Case]] = {
     "send": lambda value: Case("send", ("q", value), {}, PayloadError),
-    "send_after": lambda value: Case("send_after", ("q", value, None, 5), {}, PayloadError),
-    "send_throttled": lambda value: Case("send_throttled", ("q", value, None, 60, "k"), {}, PayloadError),
-    "send_debounced": lambda value: Case("send_debounced", ("q", value, None, 60, "k"), {}, PayloadError),
+    "send_after": lambda value: Case("send_after", ("q", value), {"after": 5}, PayloadError),
+    "send_throttled": lambda value: Case("send_throttled", ("q", value), {"seconds": 60, "key": "k"}, PayloadError),
+    "send_debounced": lambda value: Case("send_debounced", ("q", value), {"seconds": 60, "key": "k"}, PayloadError),
     "insert": lambda value: Case("insert", ([{"name": "q"}, {"name": "q", "data": value}],), {}, PayloadError),
     "publish": lambda value: Case("publish", ("event", value), {}, PayloadError),
     "schedule": lambda value: Case("schedule", ("q", "0 * * * *", value), {}, PayloadError),
@@ -696,24 +696,20 @@ def _case(method: str, error: type[SqlaBossError], *args: Any, **kwargs: Any) ->
     return Case(method, args, kwargs, error)
 
 
-def _names(method: str, *rest: Any) -> st.SearchStrategy[Case]:
+def _names(method: str, *rest: Any, **keywords: Any) -> st.SearchStrategy[Case]:
     """Bad queue names as the first argument of ``method``."""
-    return BAD_QUEUE_NAME.map(lambda name: _case(method, InvalidQueueNameError, name, *rest))
+    return BAD_QUEUE_NAME.map(lambda name: _case(method, InvalidQueueNameError, name, *rest, **keywords))
 
 
 def _with_options(method: str, args: tuple[Any, ...], options: st.SearchStrategy[Any]) -> st.SearchStrategy[Case]:
     return options.map(lambda pair: Case(method, args, pair[0], pair[1]))
 
 
-def _options_mapping(
-    method: str, make_args: Callable[[dict[str, Any]], tuple[Any, ...]], overridden: set[str]
-) -> st.SearchStrategy[Case]:
-    """Bad send options passed as the ``options`` mapping of send_after / send_throttled / send_debounced.
-
-    The method's own arguments replace the ``overridden`` options (as in pg-boss), so bad values there are not
-    looked at; ``name`` and ``data`` are no send options (a test below refuses them)."""
-    return bad_send_options(reserved={"name", "data"}, overridden=frozenset(overridden)).map(
-        lambda pair: Case(method, make_args(pair[0]), {}, pair[1])
+def _variant_options(method: str, fixed: dict[str, Any]) -> st.SearchStrategy[Case]:
+    """Bad send options given to send_after / send_throttled / send_debounced beside their own keywords
+    ``fixed``. The options those keywords set are refused too (giving them twice would contradict)."""
+    return bad_send_options(reserved={"name", "data", *fixed}).map(
+        lambda pair: Case(method, ("q", None), {**fixed, **pair[0]}, pair[1])
     )
 
 
@@ -787,32 +783,24 @@ INVALID: dict[str, st.SearchStrategy[Case]] = {
         _with_options("send", ("q", None), bad_send_options(reserved={"name", "data"})),
     ),
     "send_after": st.one_of(
-        _names("send_after", None, None, 5),
+        _names("send_after", None, after=5),
         poisoned().map(PAYLOAD_ENTRIES["send_after"]),
-        BAD_START_AFTER.map(lambda after: _case("send_after", InvalidOptionError, "q", None, None, after)),
-        _options_mapping("send_after", lambda options: ("q", None, options, 5), {"start_after"}),
+        BAD_START_AFTER.map(lambda after: _case("send_after", InvalidOptionError, "q", None, after=after)),
+        _variant_options("send_after", {"after": 5}),
     ),
     "send_throttled": st.one_of(
-        _names("send_throttled", None, None, 60),
+        _names("send_throttled", None, seconds=60),
         poisoned().map(PAYLOAD_ENTRIES["send_throttled"]),
-        BAD_SINGLETON_SECONDS.map(lambda s: _case("send_throttled", InvalidOptionError, "q", None, None, s)),
-        BAD_SINGLETON_KEY.map(lambda key: _case("send_throttled", InvalidOptionError, "q", None, None, 60, key)),
-        _options_mapping(
-            "send_throttled",
-            lambda options: ("q", None, options, 60),
-            {"singleton_seconds", "singleton_next_slot", "singleton_key"},
-        ),
+        BAD_SINGLETON_SECONDS.map(lambda s: _case("send_throttled", InvalidOptionError, "q", None, seconds=s)),
+        BAD_SINGLETON_KEY.map(lambda key: _case("send_throttled", InvalidOptionError, "q", None, seconds=60, key=key)),
+        _variant_options("send_throttled", {"seconds": 60}),
     ),
     "send_debounced": st.one_of(
-        _names("send_debounced", None, None, 60),
+        _names("send_debounced", None, seconds=60),
         poisoned().map(PAYLOAD_ENTRIES["send_debounced"]),
-        BAD_SINGLETON_SECONDS.map(lambda s: _case("send_debounced", InvalidOptionError, "q", None, None, s)),
-        BAD_SINGLETON_KEY.map(lambda key: _case("send_debounced", InvalidOptionError, "q", None, None, 60, key)),
-        _options_mapping(
-            "send_debounced",
-            lambda options: ("q", None, options, 60),
-            {"singleton_seconds", "singleton_next_slot", "singleton_key"},
-        ),
+        BAD_SINGLETON_SECONDS.map(lambda s: _case("send_debounced", InvalidOptionError, "q", None, seconds=s)),
+        BAD_SINGLETON_KEY.map(lambda key: _case("send_debounced", InvalidOptionError, "q", None, seconds=60, key=key)),
+        _variant_options("send_debounced", {"seconds": 60}),
     ),
     "insert": bad_insert(),
     "fetch": st.one_of(
@@ -944,13 +932,14 @@ def failures_of(world: World, cases: list[Case]) -> list[str]:
     return failures
 
 
-def test_send_variants_refuse_options_that_are_no_send_options(world: World) -> None:
+def test_send_variants_refuse_options_their_own_arguments_set(world: World) -> None:
     failures = failures_of(
         world,
         [
-            _case("send_after", InvalidOptionError, "q", None, {"name": "other"}, 5),
-            _case("send_throttled", InvalidOptionError, "q", None, {"data": 1}, 60),
-            _case("send_debounced", InvalidOptionError, "q", None, [("priority", 1)], 60),
+            _case("send_after", InvalidOptionError, "q", None, after=5, start_after=10),
+            _case("send_throttled", InvalidOptionError, "q", None, seconds=60, singleton_key="other"),
+            _case("send_debounced", InvalidOptionError, "q", None, seconds=60, singleton_next_slot=False),
+            _case("send_throttled", InvalidOptionError, "q", None, seconds=60, singleton_minutes=1),
         ],
     )
     assert not failures, "\n".join(failures)
@@ -1097,8 +1086,8 @@ def check_singleton_key(world: World, key: str, label: str) -> None:
         if not valid_text(key):
             for role, call in {
                 "send": lambda: boss.send("q", None, singleton_key=key),
-                "send_throttled": lambda: boss.send_throttled("q", None, None, 60, key),
-                "send_debounced": lambda: boss.send_debounced("q", None, None, 60, key),
+                "send_throttled": lambda: boss.send_throttled("q", None, seconds=60, key=key),
+                "send_debounced": lambda: boss.send_debounced("q", None, seconds=60, key=key),
                 "insert": lambda: boss.insert([{"name": "q", "singleton_key": key}]),
                 "schedule": lambda: boss.schedule("q", "0 * * * *", singleton_key=key),
             }.items():
@@ -1114,8 +1103,8 @@ def check_singleton_key(world: World, key: str, label: str) -> None:
         ).scalar_one()
         assert raw == key, label
         # It really is the throttling key and the short policy's key: a second send in the slot is refused.
-        assert boss.send_throttled("q", None, None, 60, key) is not None, label
-        assert boss.send_throttled("q", None, None, 60, key) is None, label
+        assert boss.send_throttled("q", None, seconds=60, key=key) is not None, label
+        assert boss.send_throttled("q", None, seconds=60, key=key) is None, label
         assert boss.send("sq", None, singleton_key=key) is not None, label
         assert boss.send("sq", None, singleton_key=key) is None, label
         [inserted] = boss.insert([{"name": "dlq", "singleton_key": key}])
@@ -1275,9 +1264,9 @@ def _injection_calls(payload: str) -> dict[str, Callable[[Boss, World], Any]]:
         "send(id)": lambda b, w: b.send("q", None, id=p),
         "send(start_after)": lambda b, w: b.send("q", None, start_after=p),
         "send(option name)": lambda b, w: b.send("q", None, **{p: 1}),
-        "send_after(after)": lambda b, w: b.send_after("q", None, None, p),
-        "send_throttled(key)": lambda b, w: b.send_throttled("q", None, None, 60, p),
-        "send_debounced(key)": lambda b, w: b.send_debounced("q", None, None, 60, p),
+        "send_after(after)": lambda b, w: b.send_after("q", None, after=p),
+        "send_throttled(key)": lambda b, w: b.send_throttled("q", None, seconds=60, key=p),
+        "send_debounced(key)": lambda b, w: b.send_debounced("q", None, seconds=60, key=p),
         "insert(name)": lambda b, w: b.insert([{"name": p, "data": p}]),
         "insert(singleton_key)": lambda b, w: b.insert([{"name": "q", "singleton_key": p}]),
         "insert(dead_letter)": lambda b, w: b.insert([{"name": "q", "dead_letter": p}]),
@@ -1768,7 +1757,7 @@ def test_aware_datetimes_out_of_range_in_utc_are_refused(world: World) -> None:
         [
             _case("send", InvalidOptionError, "q", None, start_after="9999-12-31T23:59:59-01:00"),
             _case("send", InvalidOptionError, "q", None, start_after="0001-01-01T00:00:00+01:00"),
-            _case("send_after", InvalidOptionError, "q", None, None, dt.datetime(1, 1, 1, tzinfo=PLUS_ONE_HOUR)),
+            _case("send_after", InvalidOptionError, "q", None, after=dt.datetime(1, 1, 1, tzinfo=PLUS_ONE_HOUR)),
             _case("insert", InvalidOptionError, [{"name": "q", "keep_until": last_instant}]),
         ],
     )

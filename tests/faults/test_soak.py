@@ -209,7 +209,7 @@ def send_round(boss: Boss, index: int, sent: Sent) -> None:
     if index % 4 == 0:
         ok.append(_sent(boss.send("booked", {"n": index})))
     if index % 5 == 0:
-        throttled = boss.send_throttled("plain", {"n": index}, None, 2, "throttled")
+        throttled = boss.send_throttled("plain", {"n": index}, seconds=2, key="throttled")
         if throttled is None:
             sent.refused += 1
         else:

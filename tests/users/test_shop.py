@@ -258,7 +258,7 @@ def test_a_retry_delay_leaves_the_retry_for_later(boss: Boss, boss_session: Sess
 
 
 def test_scheduled_jobs_run_only_when_asked(boss: Boss, boss_session: Session, mailer: shop.Mailer) -> None:
-    boss.send_after("emails", {"to": "ada@example.com", "template": "reminder"}, None, dt.timedelta(days=1))
+    boss.send_after("emails", {"to": "ada@example.com", "template": "reminder"}, after=dt.timedelta(days=1))
 
     assert run_jobs(boss_session, "emails", shop.send_confirmation).counts["completed"] == 0
     assert run_jobs(boss_session, "emails", shop.send_confirmation, ignore_start_after=True).counts["completed"] == 1
