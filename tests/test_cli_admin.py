@@ -43,6 +43,8 @@ def test_create_update_purge_and_delete_a_queue(run: Run, engine: Engine, instal
     status, out, _ = run("create-queue", "emails", "--retry-limit", "9")
     assert status == 0
     assert "exists already" in out
+    status, out, _ = run("create-queue", "emails", "--json")
+    assert json.loads(out) == {"queue": "emails", "created": False}
     status, out, _ = run("update-queue", "emails", "--retry-limit", "5", "--no-retry-backoff")
     assert (status, out) == (0, "updated queue 'emails'\n")
     with boss_of(engine, installed_schema) as session:
@@ -54,8 +56,8 @@ def test_create_update_purge_and_delete_a_queue(run: Run, engine: Engine, instal
     for n in range(3):
         status, out, _ = run("send", "emails", json.dumps({"n": n}), "--singleton-key", f"k{n}")
         assert status == 0, out
-    status, out, _ = run("purge", "emails")
-    assert (status, out) == (0, "purged 3 queued job(s) of queue 'emails'\n")
+    status, out, _ = run("purge", "emails", "--json")
+    assert (status, json.loads(out)) == (0, {"queue": "emails", "purged": 3})
     status, out, _ = run("delete-queue", "emails")
     assert (status, out) == (0, "deleted queue 'emails'\n")
     status, _, err = run("delete-queue", "emails")

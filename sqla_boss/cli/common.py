@@ -66,12 +66,6 @@ def session_for(url: URL, schema: str) -> Iterator[Session]:
             yield session
 
 
-def checked_engine(engine: Engine, schema: str) -> None:
-    """Refuse a schema this release does not run, before a command that works on it (one read)."""
-    with engine.connect() as connection:
-        check_schema(connection, schema)
-
-
 def json_argument(text: str, what: str) -> Any:
     """A command-line argument as JSON."""
     try:
@@ -141,7 +135,6 @@ __all__ = [
     "Handler",
     "add_command",
     "age",
-    "checked_engine",
     "dumps",
     "engine_for",
     "json_argument",

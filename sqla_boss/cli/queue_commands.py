@@ -23,15 +23,23 @@ def add(commands: Commands) -> None:
         _queues,
         json_output=True,
     )
-    create = add_command(commands, "create-queue", "create a queue (nothing changes if it exists)", _create)
+    create = add_command(
+        commands, "create-queue", "create a queue (nothing changes if it exists)", _create, json_output=True
+    )
     create.add_argument("queue")
     _queue_options(create, policy_default=QueuePolicy.standard.value)
-    update = add_command(commands, "update-queue", "change a queue's settings; those not given stay", _update)
+    update = add_command(
+        commands, "update-queue", "change a queue's settings; those not given stay", _update, json_output=True
+    )
     update.add_argument("queue")
     _queue_options(update, policy_default=None)
-    delete = add_command(commands, "delete-queue", "delete an empty queue, its schedule and subscriptions", _delete)
+    delete = add_command(
+        commands, "delete-queue", "delete an empty queue, its schedule and subscriptions", _delete, json_output=True
+    )
     delete.add_argument("queue")
-    purge = add_command(commands, "purge", "delete the queued (created and retry) jobs of a queue", _purge)
+    purge = add_command(
+        commands, "purge", "delete the queued (created and retry) jobs of a queue", _purge, json_output=True
+    )
     purge.add_argument("queue")
 
 
@@ -88,7 +96,9 @@ def _create(args: argparse.Namespace, url: URL) -> int:
         boss = Boss(session, args.schema)
         existed = boss.get_queue(args.queue) is not None
         boss.create_queue(args.queue, **_settings(args))
-    if existed:
+    if args.json:
+        print(dumps({"queue": args.queue, "created": not existed}))
+    elif existed:
         print(f"queue {args.queue!r} exists already; its settings stay as they are (see update-queue)")
     else:
         print(f"created queue {args.queue!r}")
@@ -98,7 +108,7 @@ def _create(args: argparse.Namespace, url: URL) -> int:
 def _update(args: argparse.Namespace, url: URL) -> int:
     with session_for(url, args.schema) as session, session.begin():
         Boss(session, args.schema).update_queue(args.queue, **_settings(args))
-    print(f"updated queue {args.queue!r}")
+    print(dumps({"queue": args.queue, "updated": True}) if args.json else f"updated queue {args.queue!r}")
     return 0
 
 
@@ -106,7 +116,7 @@ def _delete(args: argparse.Namespace, url: URL) -> int:
     with session_for(url, args.schema) as session, session.begin():
         if not Boss(session, args.schema).delete_queue(args.queue):
             raise QueueNotFoundError(f"no queue {args.queue!r} in schema {args.schema!r}", (args.queue,))
-    print(f"deleted queue {args.queue!r}")
+    print(dumps({"queue": args.queue, "deleted": True}) if args.json else f"deleted queue {args.queue!r}")
     return 0
 
 
@@ -116,5 +126,8 @@ def _purge(args: argparse.Namespace, url: URL) -> int:
         if boss.get_queue(args.queue) is None:
             raise QueueNotFoundError(f"no queue {args.queue!r} in schema {args.schema!r}", (args.queue,))
         purged = boss.purge_queue(args.queue)
-    print(f"purged {purged} queued job(s) of queue {args.queue!r}")
+    if args.json:
+        print(dumps({"queue": args.queue, "purged": purged}))
+    else:
+        print(f"purged {purged} queued job(s) of queue {args.queue!r}")
     return 0
