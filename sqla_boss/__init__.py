@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from sqla_boss.async_boss import AsyncBoss
 from sqla_boss.async_maintenance import AsyncMaintenance
 from sqla_boss.async_worker import AsyncWorker
@@ -33,6 +35,10 @@ from sqla_boss.schema import SCHEMA_VERSION, schema_translate_map
 from sqla_boss.worker import Worker
 
 __version__ = "0.1.0"
+
+# A library's logs go where the application sends them; with none configured, Python's last-resort handler would
+# print every warning, tracebacks included, on standard error (the demo's planned failure, say).
+logging.getLogger("sqla_boss").addHandler(logging.NullHandler())
 
 __all__ = [
     "DEFAULT_SCHEMA",

@@ -324,6 +324,7 @@ def test_two_demos_on_one_database_do_not_collide(database_url: URL) -> None:
     for demo, (out, err) in zip(demos, results, strict=True):
         assert demo.returncode == 0, err
         assert "orders committed : 4 (4 confirmed)" in out
+        assert err == ""  # the planned failure is the demo's to tell, not a logged traceback
 
 
 def test_the_demo_on_an_unreachable_database_is_one_line(database_url: URL) -> None:
