@@ -250,14 +250,15 @@ class Operations:
         return (yield from self._insert_records([job.record() for job in jobs]))
 
     def _insert_records(self, records: list[dict[str, Any]]) -> Generator[Step, Any, tuple[list[uuid.UUID], float]]:
-        payload = payloads.json_text(records, what="job data", wrapping=2)  # the list, and each job's record
+        # Each job's data passed check_structure (send_input, insert_record); the list and records are ours.
+        payload = payloads.json_text(records, what="job data", structure_checked=True)
         rows = yield Step(self.sql.INSERT_JOBS, {"jobs": payload, **self._default_params}, "rows")
         ids: list[uuid.UUID] = []
         missing: dict[str, list[str]] = {"queue": [], "dead_letter": []}
         now = 0.0
-        for kind, value in rows:
+        for kind, value, job_id in rows:
             if kind == "id":
-                ids.append(uuid.UUID(value))
+                ids.append(job_id)
             elif kind == "now":
                 now = float(value)
             elif kind != "notified":

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqla_boss.errors import InvalidOptionError
 from sqla_boss.options.names import job_id, optional_queue_name, queue_name
-from sqla_boss.options.payloads import json_text
+from sqla_boss.options.payloads import check_structure, json_text
 from sqla_boss.options.timing import (
     EXPIRE_OPTIONS,
     RETENTION_OPTIONS,
@@ -195,9 +195,12 @@ def insert_record(job: Mapping[str, Any]) -> dict[str, Any]:
         data = job.get("data")
         record = {"name": queue_name(job["name"])}
         if data is not None:
+            check_structure(data, what="job data")
             record["data"] = data
         return record
-    return insert_input(job).record()
+    validated = insert_input(job)
+    check_structure(validated.data, what="job data")
+    return validated.record()
 
 
 def insert_input(job: Mapping[str, Any]) -> JobInput:
@@ -207,7 +210,7 @@ def insert_input(job: Mapping[str, Any]) -> JobInput:
     known(job, INSERT_FIELDS, "insert")
     if "name" not in job:
         raise InvalidOptionError("each job to insert needs a name")
-    # The data is checked when the whole batch is serialised (Operations.insert), not once more per job.
+    # The data's structure is checked by insert_record, its text when the whole batch is serialised.
     singleton_key = optional_text(job, "singleton_key")
     raw_singleton = job.get("singleton_seconds")
     return JobInput(

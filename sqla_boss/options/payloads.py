@@ -19,11 +19,14 @@ MAX_JSON_DEPTH = 500
 at different depths) and well inside what PostgreSQL's ``jsonb`` parses with its default stack."""
 
 
-def json_text(value: Any, *, what: str = "data", wrapping: int = 0) -> str:
+def json_text(value: Any, *, what: str = "data", wrapping: int = 0, structure_checked: bool = False) -> str:
     """``value`` as JSON text; refuses what JSON cannot carry faithfully: NaN, infinities, objects JSON does not
     know, keys that are not strings, NUL characters, lone surrogates, and nesting deeper than
-    :data:`MAX_JSON_DEPTH` (plus ``wrapping`` levels that ``value`` puts around the payloads it holds)."""
-    if isinstance(value, (dict, list, tuple)):
+    :data:`MAX_JSON_DEPTH` (plus ``wrapping`` levels that ``value`` puts around the payloads it holds).
+
+    ``structure_checked``: the payloads ``value`` holds passed :func:`check_structure` already, and what wraps
+    them is sqla_boss's own, so the nesting and the keys are not walked again."""
+    if not structure_checked and isinstance(value, (dict, list, tuple)):
         _check_structure(value, what, MAX_JSON_DEPTH + wrapping)
     try:
         text = json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
@@ -31,7 +34,7 @@ def json_text(value: Any, *, what: str = "data", wrapping: int = 0) -> str:
         raise PayloadError(f"{what} cannot be stored as JSON: {exc}") from exc
     except RecursionError:  # pragma: no cover - _check_structure refuses such depths first
         raise PayloadError(f"{what} is nested too deeply to be stored as JSON") from None
-    if _JSON_NUL.search(text):
+    if "\\u0000" in text and _JSON_NUL.search(text):  # the substring test first: it runs at C speed
         raise PayloadError(f"{what} contains a NUL character (\\u0000), which PostgreSQL's jsonb cannot store")
     try:
         text.encode("utf-8")
@@ -40,23 +43,33 @@ def json_text(value: Any, *, what: str = "data", wrapping: int = 0) -> str:
     return text
 
 
+def check_structure(value: Any, *, what: str = "data") -> None:
+    """Refuse keys that are not strings and nesting deeper than :data:`MAX_JSON_DEPTH` in ``value``; the rest
+    of :func:`json_text`'s rules are checked on the text it writes."""
+    if isinstance(value, (dict, list, tuple)):
+        _check_structure(value, what, MAX_JSON_DEPTH)
+
+
 def _check_structure(value: Any, what: str, limit: int) -> None:
     """Refuse nesting deeper than :data:`MAX_JSON_DEPTH`, and mapping keys that are not strings: JSON would turn
     ``1`` and ``None`` into ``"1"`` and ``"null"`` silently (and keep one value of ``{1: a, "1": b}``), so the job
     would not read back as it was sent. Iterative, so no depth exhausts Python's stack here."""
+    containers = (dict, list, tuple)
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
         if depth > limit:
             raise PayloadError(f"{what} is nested more than {MAX_JSON_DEPTH} levels deep; sqla_boss stores up to that")
         if isinstance(item, dict):
-            for key, member in item.items():
-                if not isinstance(key, str):
-                    raise PayloadError(f"{what} has a {type(key).__name__} key {key!r}; JSON object keys are strings")
-                if isinstance(member, (dict, list, tuple)):
-                    stack.append((member, depth + 1))
-        else:
-            stack.extend((member, depth + 1) for member in item if isinstance(member, (dict, list, tuple)))
+            try:
+                "".join(item)  # every key a str: checked at C speed (this runs per job of large batches)
+            except TypeError:
+                key = next(key for key in item if not isinstance(key, str))
+                raise PayloadError(
+                    f"{what} has a {type(key).__name__} key {key!r}; JSON object keys are strings"
+                ) from None
+            item = item.values()
+        stack.extend([(member, depth + 1) for member in item if isinstance(member, containers)])
 
 
 def check_json(value: Any, *, what: str = "data") -> Any:
@@ -102,4 +115,4 @@ def _safe_repr(value: object) -> str:
         return f"<{type(value).__name__}: repr() raised {type(exc).__name__}>"
 
 
-__all__ = ["MAX_JSON_DEPTH", "check_json", "json_text", "output_value"]
+__all__ = ["MAX_JSON_DEPTH", "check_json", "check_structure", "json_text", "output_value"]
