@@ -12,8 +12,11 @@ from typing import Any, TypeVar
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.util import greenlet_spawn
 
 from sqla_boss.binding import bind_session, expire_stale, pool_of, read_result
+from sqla_boss.direct import DirectStatement, direct_statement, sync_connection, untouched_transaction
+from sqla_boss.flavours import ASYNC
 from sqla_boss.identifiers import validate_schema_name
 from sqla_boss.operations import Expire, Operation, Step, verify_schema
 from sqla_boss.schema import schema_translate_map
@@ -106,8 +109,31 @@ class AsyncDriver:
     ) -> Any:
         if not step.savepoint:
             return await self._execute(bind, connection, step)
-        async with bind.begin_nested():
+        raw = untouched_transaction(await self._connection(bind, connection))
+        if raw is None:
+            async with bind.begin_nested():
+                return await self._execute(bind, connection, step)
+        # Nothing has run in this transaction yet: rolling it back undoes the step alone, as rolling back to a
+        # savepoint would, without the round trips of SAVEPOINT and RELEASE. The caller's transaction goes on
+        # (psycopg begins the next one with the next statement).
+        try:
             return await self._execute(bind, connection, step)
+        except IntegrityError:
+            await raw.rollback()
+            raise
+
+    async def _connection(
+        self, bind: AsyncSession | AsyncConnection, connection: AsyncConnection | None
+    ) -> AsyncConnection:
+        """The connection Core statements run on: ``connection``, or ``bind``'s once a session's pending changes
+        are flushed, as ``Session.execute`` would, so they reach the database in the order they were made."""
+        if connection is not None:
+            return connection
+        if isinstance(bind, AsyncSession):
+            if bind.autoflush:
+                await bind.flush()
+            return await bind.connection()
+        return bind
 
     async def _execute(
         self, bind: AsyncSession | AsyncConnection, connection: AsyncConnection | None, step: Step
@@ -118,17 +144,35 @@ class AsyncDriver:
             bind_session(bind, self.schema)  # the ORM objects refresh in this schema
             return (await bind.scalars(step.statement, step.params, execution_options=self._entity_options)).all()
         # Core statements go to the connection, in its transaction, past the ORM's execution layer (a
-        # measurable part of a single send); a session's pending changes are flushed first, as
-        # Session.execute would, so they reach the database in the order they were made.
-        if connection is None:
-            if isinstance(bind, AsyncSession):
-                if bind.autoflush:
-                    await bind.flush()
-                connection = await bind.connection()
-            else:
-                connection = bind
-        result = await connection.execute(step.statement, step.params, execution_options=self.execution_options)
-        return read_result(result, step)
+        # measurable part of a single send), and past SQLAlchemy's when nothing can tell (sqla_boss.direct).
+        connection = await self._connection(bind, connection)
+        direct = direct_statement(connection, step.statement, self.schema)
+        if direct is None:
+            result = await connection.execute(step.statement, step.params, execution_options=self.execution_options)
+            return read_result(result, step)
+        return await _run_direct(connection, *direct, step)
+
+
+async def _run_direct(connection: AsyncConnection, statement: DirectStatement, raw: Any, step: Step) -> Any:
+    """Run ``statement`` on psycopg's connection ``raw``, under ``connection`` (see :mod:`sqla_boss.direct`)."""
+    params = statement.parameters(step.params)
+    cursor = None
+    try:
+        cursor = await raw.execute(statement.sql, params)
+        if step.result == "rowcount":
+            return cursor.rowcount
+        if step.result == "scalar":
+            row = await cursor.fetchone()
+            return None if row is None else row[0]
+        return await cursor.fetchall()
+    except BaseException as exc:
+        # SQLAlchemy's own handling: wraps the error, invalidates a broken connection, calls handle_error.
+        sync = sync_connection(connection)
+        if ASYNC:
+            await greenlet_spawn(sync._handle_dbapi_exception, exc, statement.compiled.string, params, cursor, None)
+        else:
+            sync._handle_dbapi_exception(exc, statement.compiled.string, params, cursor, None)
+        raise
 
 
 __all__ = ["AsyncDriver"]

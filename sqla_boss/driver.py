@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from sqla_boss.binding import bind_session, expire_stale, pool_of, read_result
+from sqla_boss.direct import DirectStatement, direct_statement, sync_connection, untouched_transaction
 from sqla_boss.identifiers import validate_schema_name
 from sqla_boss.operations import Expire, Operation, Step, verify_schema
 from sqla_boss.schema import schema_translate_map
@@ -107,8 +108,29 @@ class Driver:
     def _perform(self, bind: Session | Connection, connection: Connection | None, step: Step) -> Any:
         if not step.savepoint:
             return self._execute(bind, connection, step)
-        with bind.begin_nested():
+        raw = untouched_transaction(self._connection(bind, connection))
+        if raw is None:
+            with bind.begin_nested():
+                return self._execute(bind, connection, step)
+        # Nothing has run in this transaction yet: rolling it back undoes the step alone, as rolling back to a
+        # savepoint would, without the round trips of SAVEPOINT and RELEASE. The caller's transaction goes on
+        # (psycopg begins the next one with the next statement).
+        try:
             return self._execute(bind, connection, step)
+        except IntegrityError:
+            raw.rollback()
+            raise
+
+    def _connection(self, bind: Session | Connection, connection: Connection | None) -> Connection:
+        """The connection Core statements run on: ``connection``, or ``bind``'s once a session's pending changes
+        are flushed, as ``Session.execute`` would, so they reach the database in the order they were made."""
+        if connection is not None:
+            return connection
+        if isinstance(bind, Session):
+            if bind.autoflush:
+                bind.flush()
+            return bind.connection()
+        return bind
 
     def _execute(self, bind: Session | Connection, connection: Connection | None, step: Step) -> Any:
         if step.result == "entities":
@@ -117,17 +139,32 @@ class Driver:
             bind_session(bind, self.schema)  # the ORM objects refresh in this schema
             return bind.scalars(step.statement, step.params, execution_options=self._entity_options).all()
         # Core statements go to the connection, in its transaction, past the ORM's execution layer (a
-        # measurable part of a single send); a session's pending changes are flushed first, as
-        # Session.execute would, so they reach the database in the order they were made.
-        if connection is None:
-            if isinstance(bind, Session):
-                if bind.autoflush:
-                    bind.flush()
-                connection = bind.connection()
-            else:
-                connection = bind
-        result = connection.execute(step.statement, step.params, execution_options=self.execution_options)
-        return read_result(result, step)
+        # measurable part of a single send), and past SQLAlchemy's when nothing can tell (sqla_boss.direct).
+        connection = self._connection(bind, connection)
+        direct = direct_statement(connection, step.statement, self.schema)
+        if direct is None:
+            result = connection.execute(step.statement, step.params, execution_options=self.execution_options)
+            return read_result(result, step)
+        return _run_direct(connection, *direct, step)
+
+
+def _run_direct(connection: Connection, statement: DirectStatement, raw: Any, step: Step) -> Any:
+    """Run ``statement`` on psycopg's connection ``raw``, under ``connection`` (see :mod:`sqla_boss.direct`)."""
+    params = statement.parameters(step.params)
+    cursor = None
+    try:
+        cursor = raw.execute(statement.sql, params)
+        if step.result == "rowcount":
+            return cursor.rowcount
+        if step.result == "scalar":
+            row = cursor.fetchone()
+            return None if row is None else row[0]
+        return cursor.fetchall()
+    except BaseException as exc:
+        # SQLAlchemy's own handling: wraps the error, invalidates a broken connection, calls handle_error.
+        sync = sync_connection(connection)
+        sync._handle_dbapi_exception(exc, statement.compiled.string, params, cursor, None)
+        raise
 
 
 __all__ = ["Driver"]

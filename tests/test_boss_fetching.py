@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from support import wait_until
 
 from sqla_boss import Boss, Job, JobState
+from sqla_boss.binding import driver_backend_pid
 
 SYNC_ONLY = pytest.mark.parametrize("api", ["sync"], indirect=True)
 """Tests with threads of their own: each thread needs a sync session (the async driver shares the operations).
@@ -291,6 +292,7 @@ def test_a_second_fetcher_skips_the_rows_the_first_one_holds(
     [(True, True, "b1"), (False, True, None), (False, False, "a2")],
     ids=["other-key", "nothing-left", "winner-rolls-back"],
 )
+@pytest.mark.parametrize("fetch_first", [False, True], ids=["after-a-statement", "first-statement"])
 def test_a_race_for_one_singleton_key_never_aborts_the_loser(
     committing_session_factory: sessionmaker[Session],
     make_boss: Callable[..., Any],
@@ -299,7 +301,10 @@ def test_a_race_for_one_singleton_key_never_aborts_the_loser(
     other_key: bool,
     winner_commits: bool,
     loser_gets: str | None,
+    fetch_first: bool,
 ) -> None:
+    """After a statement, the fetch runs in a savepoint; as the transaction's first statement, it runs bare and
+    a collision rolls back the (empty) transaction instead: the loser's transaction goes on either way."""
     with committing_session_factory.begin() as setup:
         boss = make_boss(setup, schema=installed_schema)
         boss.create_queue("single", policy="singleton")
@@ -313,7 +318,10 @@ def test_a_race_for_one_singleton_key_never_aborts_the_loser(
     with committing_session_factory() as winner, committing_session_factory() as loser:
         assert _ids(make_boss(winner, schema=installed_schema).fetch("single")) == {sent["a1"]}
         loser_boss = make_boss(loser, schema=installed_schema)
-        loser_pid = loser.scalar(select(func.pg_backend_pid()))
+        if fetch_first:  # begin the transaction without a statement, and ask psycopg for the backend
+            loser_pid = driver_backend_pid(loser.connection())
+        else:
+            loser_pid = loser.scalar(select(func.pg_backend_pid()))
         assert isinstance(loser_pid, int)
         result: list[list[Job]] = []
         errors: list[BaseException] = []
