@@ -6,7 +6,8 @@ the statement compiled here, once per dialect and schema, straight on the psycop
 caller's SQLAlchemy connection, in the same transaction. It can tell the difference, and the driver takes
 SQLAlchemy's way, when:
 
-- the driver is not psycopg (sync or async): asyncpg, psycopg2 and the others go through SQLAlchemy;
+- the driver is not psycopg (sync or async): asyncpg, psycopg2 and the others go through SQLAlchemy; nor is
+  it when sync code runs on an async engine (``AsyncSession.run_sync``);
 - the engine echoes, or a listener of the connection or its engine waits for ``before_execute``,
   ``after_execute``, ``before_cursor_execute`` or ``after_cursor_execute`` (logging, tracing, statement
   counters): they see every statement;
@@ -91,7 +92,7 @@ def direct_statement(
     if sync is None or sync.closed or sync.invalidated:
         return None
     dialect = sync.dialect
-    if dialect.driver != "psycopg" or sync.engine.echo:
+    if not _psycopg_of_this_flavour(connection, sync) or sync.engine.echo:
         return None
     if (sync._has_events or sync.engine._has_events) and any(getattr(sync.dispatch, name) for name in _EVENTS):
         return None  # someone listens to the statements (the flags stay set after a listener is removed)
@@ -115,10 +116,17 @@ def untouched_transaction(connection: Connection | AsyncConnection) -> Any | Non
     has run yet (psycopg has not even sent ``BEGIN``), else ``None``. Rolling that transaction back loses
     nothing of the caller's. No I/O."""
     sync = sync_connection(connection)
-    if sync.closed or sync.invalidated or sync.dialect.driver != "psycopg" or not sync.in_transaction():
+    if sync.closed or sync.invalidated or not _psycopg_of_this_flavour(connection, sync) or not sync.in_transaction():
         return None
     raw: Any = sync.connection.driver_connection
     return raw if begins(raw) else None
+
+
+def _psycopg_of_this_flavour(connection: Connection | AsyncConnection, sync: Connection) -> bool:
+    """psycopg underneath, and of the caller's flavour: a sync ``Connection`` of an async engine (the ORM's
+    ``run_sync``) holds psycopg's ``AsyncConnection``, which sync code cannot call."""
+    dialect = sync.dialect
+    return dialect.driver == "psycopg" and bool(dialect.is_async) == isinstance(connection, AsyncConnection)
 
 
 def begins(raw: Any) -> bool:

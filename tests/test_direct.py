@@ -123,6 +123,18 @@ def test_the_short_way_is_taken_only_when_nothing_can_tell(database_url: URL, in
     assert asyncio.run(async_short_way("psycopg"))
     assert not asyncio.run(async_short_way("asyncpg"))
 
+    async def from_sync_code() -> bool:  # AsyncSession.run_sync: psycopg's AsyncConnection under a sync Connection
+        engine = create_async_engine(database_url)
+        try:
+            async with engine.connect() as connection:
+                await connection.begin()
+                assert connection.sync_connection is not None
+                return direct_statement(connection.sync_connection, statements.INSERT_JOBS, installed_schema) is None
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(from_sync_code())
+
 
 @pytest.mark.parametrize("flavour", FLAVOURS)
 def test_a_bare_connection_commits_what_a_call_wrote(
