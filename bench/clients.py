@@ -1,4 +1,5 @@
-"""The workloads, written once per client: sqla_boss sync, sqla_boss async, raw psycopg, and pg-boss (Node).
+"""The workloads, written once per client: sqla_boss sync, sqla_boss async, raw psycopg, and pg-boss (Node);
+the Python peers (procrastinate, pgqueuer) are in :mod:`bench.peers`.
 
 Each function runs one workload on a prepared queue and returns ``(seconds, jobs)``; the harness truncates
 before and verifies the database after. Consumers complete what they fetch: ours in one transaction per
@@ -17,13 +18,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psycopg
-from sqlalchemy import URL, Engine, create_engine, event
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy import URL, Column, Engine, MetaData, Table, Uuid, create_engine, event, insert
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from sqla_boss import AsyncBoss, AsyncWorker, Boss, Job, Worker
@@ -45,6 +46,41 @@ class Timing:
     seconds: float
     jobs: int
     latencies_ms: list[float] | None = None
+    extra: dict[str, float] = field(default_factory=dict)
+    """Other measures of the run by name, e.g. ``rss_end_mib``: the harness keeps them in its row."""
+
+
+def effects_table(schema: str) -> Table:
+    """The table a transactional handler writes one row per job into, in the job's own transaction."""
+    return Table("bench_effects", MetaData(schema=schema), Column("job_id", Uuid, primary_key=True))
+
+
+def rss_worker(target: Target, flavour: str, count: int, batch: int, concurrency: int, seconds: float) -> Timing:
+    """A sqla_boss worker in a process of its own (:mod:`bench.rss`) draining ``count`` jobs; its RSS in MiB at
+    the start (after imports and ``start()``) and the end, and its peak, in ``Timing.extra``."""
+    command = {
+        "url": target.url.render_as_string(hide_password=False),
+        "schema": target.schema,
+        "queue": target.queue,
+        "flavour": flavour,
+        "count": count,
+        "batch": batch,
+        "concurrency": concurrency,
+        "seconds": seconds,
+    }
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.rss"],
+        input=json.dumps(command),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=seconds + 120,
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(f"bench.rss ({flavour}) failed:\n{completed.stderr}")
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    extra = {key: float(value) for key, value in result.items() if key.startswith("rss_")}
+    return Timing(float(result["seconds"]), int(result["jobs"]), extra=extra)
 
 
 # ------------------------------------------------------------------------------------ sqla_boss, sync
@@ -120,20 +156,36 @@ class SyncClient:
             thread.join()
         return Timing(time.perf_counter() - started, done)
 
-    def work(self, count: int, batch: int, concurrency: int, seconds: float) -> Timing:
+    def work(self, count: int, batch: int, concurrency: int, seconds: float, *, transactional: bool = False) -> Timing:
+        """A worker draining the queue; ``transactional``: its handler writes a row per job into
+        :func:`effects_table` in the transaction that completes the jobs."""
         worker = Worker(self.engine, self.target.schema, supervise=False, schedule=False)
+        effects = effects_table(self.target.schema)
         done = 0
         lock = threading.Lock()
         finished = threading.Event()
 
-        def handle(jobs: list[Job]) -> None:
+        def count_done(jobs: list[Job]) -> None:
             nonlocal done
             with lock:
                 done += len(jobs)
                 if done >= count:
                     finished.set()
 
-        worker.work(self.target.queue, handle, batch_size=batch, concurrency=concurrency)
+        def handle(jobs: list[Job]) -> None:
+            count_done(jobs)
+
+        def handle_in_transaction(jobs: list[Job], session: Session) -> None:
+            session.execute(insert(effects), [{"job_id": job.id} for job in jobs])
+            count_done(jobs)
+
+        worker.work(
+            self.target.queue,
+            handle_in_transaction if transactional else handle,
+            batch_size=batch,
+            concurrency=concurrency,
+            transactional=transactional,
+        )
         started = time.perf_counter()
         worker.start()
         finished.wait(seconds)
@@ -251,19 +303,33 @@ class AsyncClient:
 
         return self._run(run())  # type: ignore[no-any-return]
 
-    def work(self, count: int, batch: int, concurrency: int, seconds: float) -> Timing:
+    def work(self, count: int, batch: int, concurrency: int, seconds: float, *, transactional: bool = False) -> Timing:
         async def run() -> Timing:
             worker = AsyncWorker(self.engine, self.target.schema, supervise=False, schedule=False)
+            effects = effects_table(self.target.schema)
             done = 0
             finished = asyncio.Event()
 
-            async def handle(jobs: list[Job]) -> None:
+            def count_done(jobs: list[Job]) -> None:
                 nonlocal done
                 done += len(jobs)
                 if done >= count:
                     finished.set()
 
-            worker.work(self.target.queue, handle, batch_size=batch, concurrency=concurrency)
+            async def handle(jobs: list[Job]) -> None:
+                count_done(jobs)
+
+            async def handle_in_transaction(jobs: list[Job], session: AsyncSession) -> None:
+                await session.execute(insert(effects), [{"job_id": job.id} for job in jobs])
+                count_done(jobs)
+
+            worker.work(
+                self.target.queue,
+                handle_in_transaction if transactional else handle,
+                batch_size=batch,
+                concurrency=concurrency,
+                transactional=transactional,
+            )
             started = time.perf_counter()
             await worker.start()
             with contextlib.suppress(asyncio.TimeoutError):
@@ -396,7 +462,8 @@ class PgBossClient:
         if completed.returncode != 0:
             raise RuntimeError(f"pg-boss {workload} failed:\n{completed.stderr}")
         result = json.loads(completed.stdout.strip().splitlines()[-1])
-        return Timing(float(result.get("seconds", 0.0)), int(result["jobs"]), result.get("latencies_ms"))
+        extra = {key: float(value) for key, value in result.items() if key.startswith("rss_")}
+        return Timing(float(result.get("seconds", 0.0)), int(result["jobs"]), result.get("latencies_ms"), extra)
 
     def send(self, count: int) -> Timing:
         return self._run("send", count=count)
@@ -408,7 +475,23 @@ class PgBossClient:
         return self._run("drain", count=count, batch=batch, consumers=consumers)
 
     def work(self, count: int, batch: int, concurrency: int, seconds: float) -> Timing:
+        """``work()`` with its defaults: one registration, one job per fetch, a 2 s polling interval."""
         return self._run("work", count=count, seconds=seconds)
+
+    def work_tuned(
+        self, count: int, batch: int, registrations: int, polling_interval: float, seconds: float, *, rss: bool = False
+    ) -> Timing:
+        """``registrations`` calls of ``work()`` on the queue, each with ``batchSize`` and
+        ``pollingIntervalSeconds``; ``rss``: report the Node process's RSS too (W8)."""
+        return self._run(
+            "work",
+            count=count,
+            seconds=seconds,
+            batchSize=batch,
+            pollingIntervalSeconds=polling_interval,
+            registrations=registrations,
+            rss=rss,
+        )
 
     def latency(self, count: int, gap: float) -> Timing:
         return self._run("latency", count=count, gapMs=round(gap * 1000))
@@ -421,4 +504,15 @@ def percentile(values: list[float], fraction: float) -> float:
 
 Client = SyncClient | AsyncClient | RawClient | PgBossClient
 ClientFactory = Callable[[Target], Client]
-__all__ = ["AsyncClient", "PgBossClient", "RawClient", "SyncClient", "Target", "Timing", "percentile", "statistics"]
+__all__ = [
+    "AsyncClient",
+    "PgBossClient",
+    "RawClient",
+    "SyncClient",
+    "Target",
+    "Timing",
+    "effects_table",
+    "percentile",
+    "rss_worker",
+    "statistics",
+]

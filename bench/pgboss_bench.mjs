@@ -2,8 +2,10 @@
 //
 // Command (stdin): {"connectionString", "schema", "queue", "workload", "params"}. pg-boss starts on the schema
 // sqla_boss installed (it adopts it unchanged), with supervise and schedule off, so only the workload runs.
-// Workloads: send (W1), insert (W2), drain (W3/W4: consumers x fetch/complete), work (W5: work() with its
-// defaults, for a while), latency (W6: send, then the time until work()'s handler starts).
+// Workloads: send (W1), insert (W2), drain (W3/W4/W7: consumers x fetch/complete), work (W5: work() with its
+// defaults, for a while; or tuned: params batchSize, pollingIntervalSeconds and registrations, that many work()
+// calls on the queue; W8: params rss adds the process's RSS, at the start and the end, and its peak), latency
+// (W6: send, then the time until work()'s handler starts).
 
 import { readFileSync } from 'node:fs'
 import PgBoss from 'pg-boss'
@@ -59,15 +61,39 @@ async function drain () {
 
 async function work () {
   let done = 0
+  const rssStart = process.memoryUsage().rss
+  const handler = async jobs => { done += jobs.length }
   const started = now()
-  await boss.work(queue, async jobs => { done += jobs.length })
+  if (params.batchSize === undefined) {
+    await boss.work(queue, handler)
+  } else {
+    const options = { batchSize: params.batchSize, pollingIntervalSeconds: params.pollingIntervalSeconds }
+    for (let n = 0; n < (params.registrations ?? 1); n++) {
+      await boss.work(queue, options, handler)
+    }
+  }
   while (done < params.count && now() - started < params.seconds * 1000) {
     await new Promise(resolve => setTimeout(resolve, 20))
   }
   const seconds = (now() - started) / 1000
   const jobs = done
   await boss.offWork(queue)
-  return { seconds, jobs }
+  if (!params.rss) return { seconds, jobs }
+  const mib = 1024 * 1024
+  return {
+    seconds,
+    jobs,
+    rss_start_mib: rssStart / mib,
+    rss_end_mib: process.memoryUsage().rss / mib,
+    rss_peak_mib: peakRssKiB() / 1024
+  }
+}
+
+// VmHWM of /proc/self/status (KiB): process.resourceUsage().maxRSS is getrusage's, which Linux carries over
+// the fork and exec that started us (it would report at least the Python harness's RSS).
+function peakRssKiB () {
+  const line = readFileSync('/proc/self/status', 'utf8').split('\n').find(line => line.startsWith('VmHWM:'))
+  return Number(line.split(/\s+/)[1])
 }
 
 async function latency () {
