@@ -88,45 +88,50 @@ def direct_statement(
     """The compiled ``statement`` and the psycopg connection to run it on, or ``None`` when the step must go
     through SQLAlchemy (see the module's docstring). The caller reads the result itself and sends psycopg's
     errors to :func:`sync_connection` ``(connection)._handle_dbapi_exception``. No I/O."""
-    sync = connection.sync_connection if isinstance(connection, AsyncConnection) else connection
-    if sync is None or sync.closed or sync.invalidated:
+    found = _psycopg_under(connection)
+    if found is None:
         return None
-    dialect = sync.dialect
-    if not _psycopg_of_this_flavour(connection, sync) or sync.engine.echo:
+    sync, raw = found
+    if sync.engine.echo:
         return None
     if (sync._has_events or sync.engine._has_events) and any(getattr(sync.dispatch, name) for name in _EVENTS):
         return None  # someone listens to the statements (the flags stay set after a listener is removed)
-    raw: Any = sync.connection.driver_connection
     if not sync.in_transaction() and not raw.autocommit:
         return None
     try:
-        by_statement = _COMPILED[dialect]
+        by_statement = _COMPILED[sync.dialect]
     except KeyError:
-        by_statement = _COMPILED.setdefault(dialect, {})
+        by_statement = _COMPILED.setdefault(sync.dialect, {})
     key = (statement, schema)
     try:
-        found = by_statement[key]
+        compiled = by_statement[key]
     except KeyError:
-        found = by_statement[key] = _compile(statement, schema, dialect)
-    return None if found is None else (found, raw)
+        compiled = by_statement[key] = _compile(statement, schema, sync.dialect)
+    return None if compiled is None else (compiled, raw)
 
 
 def untouched_transaction(connection: Connection | AsyncConnection) -> Any | None:
     """psycopg's connection under ``connection`` when SQLAlchemy has begun a transaction in which no statement
     has run yet (psycopg has not even sent ``BEGIN``), else ``None``. Rolling that transaction back loses
     nothing of the caller's. No I/O."""
-    sync = sync_connection(connection)
-    if sync.closed or sync.invalidated or not _psycopg_of_this_flavour(connection, sync) or not sync.in_transaction():
+    found = _psycopg_under(connection)
+    if found is None:
         return None
-    raw: Any = sync.connection.driver_connection
-    return raw if begins(raw) else None
+    sync, raw = found
+    return raw if sync.in_transaction() and begins(raw) else None
 
 
-def _psycopg_of_this_flavour(connection: Connection | AsyncConnection, sync: Connection) -> bool:
-    """psycopg underneath, and of the caller's flavour: a sync ``Connection`` of an async engine (the ORM's
-    ``run_sync``) holds psycopg's ``AsyncConnection``, which sync code cannot call."""
+def _psycopg_under(connection: Connection | AsyncConnection) -> tuple[Connection, Any] | None:
+    """The SQLAlchemy ``Connection`` and the psycopg connection under it, when it is open, valid, psycopg's, and
+    of the caller's flavour: a sync ``Connection`` of an async engine (the ORM's ``run_sync``) holds psycopg's
+    ``AsyncConnection``, which sync code cannot call."""
+    sync = sync_connection(connection)
+    if sync.closed or sync.invalidated:
+        return None
     dialect = sync.dialect
-    return dialect.driver == "psycopg" and bool(dialect.is_async) == isinstance(connection, AsyncConnection)
+    if dialect.driver != "psycopg" or bool(dialect.is_async) != isinstance(connection, AsyncConnection):
+        return None
+    return sync, sync.connection.driver_connection
 
 
 def begins(raw: Any) -> bool:
