@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import OperationalError
 
 from sqla_boss import migrations
 from sqla_boss.identifiers import quote_identifier
@@ -31,11 +32,34 @@ def unique_name(prefix: str) -> str:
 
 
 def drop_schema(engine: Engine, schema: str) -> None:
-    """Drop ``schema`` and the Alembic version table of our revisions for it."""
-    with engine.begin() as connection:
-        connection.execute(text(f"DROP SCHEMA IF EXISTS {quote_identifier(schema)} CASCADE"))
-        for table in (migrations.version_table_name(schema), migrations.fetch_index_version_table_name(schema)):
-            connection.execute(text(f"DROP TABLE IF EXISTS public.{quote_identifier(table)}"))
+    """Drop ``schema`` and the Alembic version table of our revisions for it.
+
+    A worker stopped without grace does not wait for its loops: one may still be running a fetch when the test
+    ends. Its locks meet the drop's, and PostgreSQL may pick the drop as a deadlock's victim. So the drop waits
+    at most a few seconds for a lock; failing that, it ends the other sessions that hold locks in the schema
+    (the test is over, nothing of it should) and tries again, until a deadline.
+    """
+    deadline = time.monotonic() + 30.0
+    while True:
+        try:
+            with engine.begin() as connection:
+                connection.execute(text("SET LOCAL lock_timeout = '3s'"))
+                connection.execute(text(f"DROP SCHEMA IF EXISTS {quote_identifier(schema)} CASCADE"))
+                for table in (migrations.version_table_name(schema), migrations.fetch_index_version_table_name(schema)):
+                    connection.execute(text(f"DROP TABLE IF EXISTS public.{quote_identifier(table)}"))
+            return
+        except OperationalError as error:
+            if getattr(error.orig, "sqlstate", None) not in ("40P01", "55P03") or time.monotonic() > deadline:
+                raise
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "SELECT pg_terminate_backend(l.pid) FROM pg_locks l "
+                    "JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE n.nspname = :schema AND l.pid <> pg_backend_pid()"
+                ),
+                {"schema": schema},
+            )
 
 
 def _query(bind: Engine | Connection, sql: str, **params: Any) -> list[Any]:
