@@ -1,8 +1,13 @@
-"""Driving the real Node pg-boss 10.4.2 from tests, through our script ``tests/pgboss_node/driver.mjs``.
+"""Driving the real Node pg-boss 10.4.2 and 12.38.0 from tests, through our script ``tests/pgboss_node/driver.mjs``.
 
-The first use on a machine installs the locked Node dependencies (``npm ci``) into a cache directory,
-``$SQLA_BOSS_NODE_CACHE`` or ``~/.cache/sqla_boss/pgboss-10.4.2``, under a file lock so parallel pytest
-processes install once. Later runs reuse it until ``package.json`` or ``package-lock.json`` change.
+``tests/pgboss_node/package.json`` installs both: 10.4.2 as ``pg-boss`` and 12.38.0 under the npm alias
+``pg-boss-12``. The driver loads the package named by ``$PGBOSS_PACKAGE`` (``pg-boss`` when unset), which
+:class:`PgBoss` sets from its ``package`` field for every process it starts.
+
+The first use on a machine installs the locked Node dependencies (``npm ci``, both versions at once) into a
+cache directory, ``$SQLA_BOSS_NODE_CACHE`` or ``~/.cache/sqla_boss/pgboss-10.4.2``, under a file lock so
+parallel pytest processes install once. Later runs reuse it until ``package.json`` or ``package-lock.json``
+change. (pg-boss 12.38 declares Node 22.12+, but runs on Node 20; npm only warns.)
 
 Without ``node`` (20 or later) or ``npm`` the tests that need them are skipped, loudly; with
 ``SQLA_BOSS_REQUIRE_PGBOSS=1`` (as in CI) they fail instead.
@@ -15,6 +20,22 @@ Tests use the ``pgboss`` fixture, imported explicitly by the test module::
 
     def test_something(pgboss: PgBoss, schema_name: str) -> None:
         results = pgboss.run(schema_name, [start(schedule=False), call("createQueue", "q")])
+
+For pg-boss 12.38.0, import ``pgboss12_fixture`` too and use the fixture ``pgboss12`` the same way (its
+``start`` options are 12.x's: no archive options, for one)::
+
+    from pgboss import PgBoss, call, pgboss12_fixture, pgboss_install_fixture, start, static  # noqa: F401
+
+    def test_something_else(pgboss12: PgBoss, schema_name: str) -> None:
+        [sql, _, drift] = pgboss12.run(
+            schema_name,
+            [static("getConstructionPlans", schema_name), start(supervise=False), call("detectSchemaDrift")],
+        )
+
+Instance methods (``detectSchemaDrift``, ``schemaVersion``...) are plain :func:`call` actions after
+:func:`start`; :func:`static` calls a named export of the package (12.x: ``getConstructionPlans``,
+``getMigrationPlans``...) or else a static of its class (10.x: ``PgBoss.getConstructionPlans``...) and needs
+no start; :func:`exports` lists both; :func:`listen` records more events (12.x's ``wip``, ``bam``, ``flow``...).
 
 ``pgboss.spawn(schema, actions)`` runs a list in the background instead, for a pg-boss working alongside the
 test (the driver's ``workSql`` and ``waitSql`` actions): see :meth:`PgBoss.spawn`.
@@ -44,6 +65,14 @@ except ImportError:  # pragma: no cover - Windows: no locking, run one pytest at
     fcntl = None  # type: ignore[assignment]
 
 PGBOSS_VERSION = "10.4.2"
+PGBOSS12_VERSION = "12.38.0"
+PGBOSS_PACKAGE = "pg-boss"
+"""The npm name pg-boss 10.4.2 is installed under (``tests/pgboss_node/package.json``)."""
+PGBOSS12_PACKAGE = "pg-boss-12"
+"""The npm alias pg-boss 12.38.0 is installed under (``"pg-boss-12": "npm:pg-boss@12.38.0"``)."""
+PACKAGE_VERSIONS = {PGBOSS_PACKAGE: PGBOSS_VERSION, PGBOSS12_PACKAGE: PGBOSS12_VERSION}
+PACKAGE_ENV = "PGBOSS_PACKAGE"
+"""The environment variable that tells the driver which package to import."""
 NODE_PROJECT = Path(__file__).resolve().parent / "pgboss_node"
 PACKAGE_FILES = ("package.json", "package-lock.json")
 DRIVER = NODE_PROJECT / "driver.mjs"
@@ -80,13 +109,34 @@ class PgBossDriverError(RuntimeError):
 
 
 def start(**options: Any) -> dict[str, Any]:
-    """The action that creates ``new PgBoss({connectionString, schema, ...options})`` and starts it."""
+    """The action that creates ``new PgBoss({connectionString, schema, ...options})`` and starts it; the options
+    go through as they are, so they must be the version's own."""
     return {"action": "start", "options": options}
 
 
 def call(method: str, *args: Any) -> dict[str, Any]:
     """The action that awaits ``boss[method](...args)``; ``createQueue``, ``send``, ``fetch``, ``stop``..."""
     return {"action": method, "args": list(args)}
+
+
+def static(name: str, *args: Any) -> dict[str, Any]:
+    """The action that awaits the package's named export ``name(...args)`` (12.x: ``getConstructionPlans``,
+    ``getMigrationPlans``...), or else the class's static ``PgBoss[name](...args)`` (10.x); a name that is
+    not a function gives its value (``states``, ``policies``). Needs no :func:`start`."""
+    return {"action": "static", "args": [name, *args]}
+
+
+def exports() -> dict[str, Any]:
+    """The action that returns ``{"package", "version", "exports": [...], "statics": [...]}``: what the loaded
+    pg-boss offers. Needs no :func:`start`."""
+    return {"action": "exports", "args": []}
+
+
+def listen(*events: str) -> dict[str, Any]:
+    """The action that records more pg-boss events in the output's ``events`` (``{"event", "at", "result"}``),
+    e.g. 12.x's ``wip``, ``bam``, ``flow``, ``stopped``; before :func:`start` it also catches what start emits.
+    ``error``, ``warning`` (12.x) and ``maintenance`` (10.x) events are always recorded."""
+    return {"action": "listen", "args": list(events)}
 
 
 def ref(index: int, *path: str | int) -> dict[str, str]:
@@ -203,11 +253,21 @@ def node_connection_string(url: URL) -> str:
 
 @dataclass(frozen=True)
 class PgBoss:
-    """Runs action lists against pg-boss 10.4.2 on one database: one Node process per list."""
+    """Runs action lists against pg-boss on one database: one Node process per list.
+
+    ``package`` picks the pg-boss: :data:`PGBOSS_PACKAGE` (10.4.2, the default) or :data:`PGBOSS12_PACKAGE`
+    (12.38.0); it becomes ``$PGBOSS_PACKAGE`` in each process's environment.
+    """
 
     node: str
     driver: Path
     connection_string: str
+    package: str = PGBOSS_PACKAGE
+
+    @property
+    def version(self) -> str:
+        """The pg-boss version ``package`` is installed at."""
+        return PACKAGE_VERSIONS[self.package]
 
     def run(self, schema: str, actions: Sequence[dict[str, Any]], *, timeout: float = DEFAULT_TIMEOUT) -> list[Any]:
         """Run ``actions`` in one pg-boss process on ``schema``; return one result per action.
@@ -230,6 +290,7 @@ class PgBoss:
                 text=True,
                 timeout=timeout,
                 cwd=self.driver.parent,
+                env=self._environment(),
             )
         except subprocess.TimeoutExpired as exc:
             raise _timed_out(actions, timeout, exc) from None
@@ -256,8 +317,12 @@ class PgBoss:
                 stderr=subprocess.PIPE,
                 text=True,
                 cwd=self.driver.parent,
+                env=self._environment(),
             )
         return SpawnedPgBoss(process, list(actions))
+
+    def _environment(self) -> dict[str, str]:
+        return {**os.environ, PACKAGE_ENV: self.package}
 
     def _command(self, schema: str, actions: Sequence[dict[str, Any]]) -> str:
         return json.dumps({"connectionString": self.connection_string, "schema": schema, "actions": list(actions)})
@@ -351,7 +416,7 @@ def _output(actions: Sequence[dict[str, Any]], returncode: int, stdout: str, std
 def _unavailable(reason: str) -> NoReturn:
     message = (
         f"PGBOSS INTEROP TESTS NOT RUN: {reason}. They prove wire-compatibility with the real pg-boss "
-        f"{PGBOSS_VERSION}; install Node {MIN_NODE_MAJOR}+ and npm to run them"
+        f"{PGBOSS_VERSION} and {PGBOSS12_VERSION}; install Node {MIN_NODE_MAJOR}+ and npm to run them"
     )
     if os.environ.get(REQUIRE_ENV) == "1":
         pytest.fail(f"{message} ({REQUIRE_ENV}=1 makes this an error)", pytrace=False)
@@ -370,6 +435,18 @@ def pgboss_install_fixture() -> tuple[str, Path]:
 
 @pytest.fixture(scope="session", name="pgboss")
 def pgboss_fixture(pgboss_install: tuple[str, Path], database_url: URL) -> PgBoss:
-    """A :class:`PgBoss` runner on the test database."""
+    """A :class:`PgBoss` runner for pg-boss 10.4.2 on the test database."""
     node, driver = pgboss_install
     return PgBoss(node=node, driver=driver, connection_string=node_connection_string(database_url))
+
+
+@pytest.fixture(scope="session", name="pgboss12")
+def pgboss12_fixture(pgboss_install: tuple[str, Path], database_url: URL) -> PgBoss:
+    """A :class:`PgBoss` runner for pg-boss 12.38.0 on the test database."""
+    node, driver = pgboss_install
+    return PgBoss(
+        node=node,
+        driver=driver,
+        connection_string=node_connection_string(database_url),
+        package=PGBOSS12_PACKAGE,
+    )
