@@ -33,7 +33,8 @@ from sqla_boss.database import create_sync_engine
 from sqla_boss.errors import MigrationError
 from sqla_boss.identifiers import DEFAULT_SCHEMA, quote_identifier, validate_schema_name
 from sqla_boss.models import metadata as models_metadata
-from sqla_boss.schema import SchemaState, inspect_schema, supported_version
+from sqla_boss.schema import DEFAULT_PGBOSS, SchemaState, inspect_schema, pgboss_major
+from sqla_boss.v46.from_v24 import Carried
 
 SCRIPT_LOCATION = str(Path(__file__).parent / "alembic")
 """The folder holding ``env.py`` and ``versions/``; in an ``alembic.ini`` also ``sqla_boss:alembic``."""
@@ -42,6 +43,10 @@ FETCH_INDEX_LOCATION = str(Path(__file__).parent / "alembic" / "fetch_index")
 """The opt-in revision of the fetch index (:data:`sqla_boss.schema.FETCH_INDEX`), kept out of ``versions/``."""
 DEFAULT_VERSION_TABLE_SCHEMA = "public"
 """Where the version table of our revisions lives unless told otherwise."""
+
+HEADS: dict[int, str] = {10: "pgboss_v24", 12: "pgboss_v46"}
+"""Where ``head`` leads for each pg-boss release: the revision of its schema version. The history is one line,
+24's revision then 46's; ``head`` stops at 24's unless pg-boss 12 is asked for."""
 
 _PARTITION_NAME = re.compile(r"j[0-9a-f]{56}")
 
@@ -82,13 +87,17 @@ def make_config(
     connection: Connection | None = None,
     version_table_schema: str = DEFAULT_VERSION_TABLE_SCHEMA,
     fetch_index: bool = False,
+    pgboss: int | str = DEFAULT_PGBOSS,
 ) -> Config:
     """An Alembic ``Config`` for our revisions, with no ``alembic.ini`` needed.
 
     Give it a ``connection`` to run in that connection's transaction, or a ``url`` to connect. With
     ``fetch_index``, the config sees only the opt-in fetch index revision, tracked in its own version table.
+    ``pgboss`` (10 or 12) says where ``head`` leads: the schema version of that pg-boss release.
     """
     config = Config()
+    config.attributes["pgboss"] = pgboss_major(pgboss)
+    config.attributes["fetch_index"] = fetch_index
     config.set_main_option("script_location", SCRIPT_LOCATION)
     if fetch_index:
         # One location, which may hold spaces: split it on the OS path separator only (both spellings, for
@@ -128,8 +137,15 @@ def upgrade(
     revision: str = "head",
     version_table_schema: str = DEFAULT_VERSION_TABLE_SCHEMA,
     fetch_index: bool = False,
+    pgboss: int | str = DEFAULT_PGBOSS,
+    carried: list[Carried] | None = None,
 ) -> Outcome:
     """Upgrade (install or adopt) the pg-boss schema ``schema`` to ``revision``; returns what it did.
+
+    ``pgboss`` is the pg-boss release whose schema ``head`` means: 10 (the default) for version 24, 12 for
+    version 46 (pg-boss 12.38). With 12, a version-24 schema is upgraded in place with all its data (see
+    :mod:`sqla_boss.v46.from_v24`; stop every pg-boss 10 instance first), and what it moved is appended to
+    ``carried`` when a list is given.
 
     ``fetch_index=True`` runs the opt-in fetch index revision instead (``head`` creates the index on a
     schema already at pg-boss version 24; see :data:`sqla_boss.schema.FETCH_INDEX`).
@@ -140,12 +156,14 @@ def upgrade(
     and commits. Holds pg-boss's advisory lock on the schema while it runs.
 
     Raises:
-        SchemaVersionError: the schema holds another pg-boss version, even where our revisions say they are at
-            head (a Node pg-boss 11 or 12 migrated it since); nothing is done.
+        InvalidOptionError: ``pgboss`` is neither 10 nor 12.
+        SchemaVersionError: the schema holds a version sqla_boss cannot bring to the one asked for (46 when 10
+            is asked for, 25 to 45, or a newer one), even where our revisions say they are at head; the message
+            says what to do, and nothing is done.
         SchemaConflictError: the schema holds other objects but no pg-boss ``version`` table.
         MigrationError: Alembic cannot run the revision asked for (an unknown one, say).
     """
-    return _run(command.upgrade, bind, schema, revision, version_table_schema, fetch_index)
+    return _run(command.upgrade, bind, schema, revision, version_table_schema, fetch_index, pgboss, carried)
 
 
 def downgrade(
@@ -157,7 +175,7 @@ def downgrade(
     fetch_index: bool = False,
 ) -> Outcome:
     """Downgrade ``schema`` to ``revision``; ``"base"`` drops every pg-boss object, jobs included, and our
-    version table of the schema. Returns what it did.
+    version table of the schema, whichever version it holds. Returns what it did.
 
     ``fetch_index=True`` downgrades the opt-in fetch index revision instead: ``base`` drops only the index (and
     its version table).
@@ -165,7 +183,8 @@ def downgrade(
     Commits as :func:`upgrade` does.
 
     Raises:
-        MigrationError: Alembic cannot run the revision asked for.
+        MigrationError: Alembic cannot run the revision asked for, or it asks to take version 46 back to 24,
+            which sqla_boss refuses.
     """
     return _run(command.downgrade, bind, schema, revision, version_table_schema, fetch_index)
 
@@ -177,29 +196,36 @@ def _run(
     revision: str,
     version_table_schema: str,
     fetch_index: bool = False,
+    pgboss: int | str = DEFAULT_PGBOSS,
+    carried: list[Carried] | None = None,
 ) -> Outcome:
     validate_schema_name(schema)  # before connecting: a bad name never reaches the server
     validate_schema_name(version_table_schema)
+    major = pgboss_major(pgboss)
     upgrading = alembic_command is command.upgrade
     with _connection(bind) as connection, _keep_callers_alembic_proxies():
-        state, version = inspect_schema(connection, schema)
-        if upgrading and state is SchemaState.installed:
-            supported_version(schema, version)  # refused before Alembic runs, whatever its table says
+        state, _version = inspect_schema(connection, schema)
         before = current_revision(connection, schema, version_table_schema, fetch_index=fetch_index)
         config = make_config(
-            schema=schema, connection=connection, version_table_schema=version_table_schema, fetch_index=fetch_index
+            schema=schema,
+            connection=connection,
+            version_table_schema=version_table_schema,
+            fetch_index=fetch_index,
+            pgboss=major,
         )
         try:
-            alembic_command(config, revision)
+            alembic_command(config, revision)  # env.py refuses what check_migration refuses, before any step
         except CommandError as exc:
             raise MigrationError(f"cannot {'upgrade' if upgrading else 'downgrade'} to {revision!r}: {exc}") from exc
+        if carried is not None:
+            carried.extend(config.attributes.get("report", ()))
         after = current_revision(connection, schema, version_table_schema, fetch_index=fetch_index)
         if after == before:
             return Outcome.unchanged
         if after is None:
             _drop_version_table(connection, schema, version_table_schema, fetch_index)
             return Outcome.removed
-        if before is None and upgrading:
+        if before is None and upgrading and not config.attributes.get("report"):
             return Outcome.adopted if state is SchemaState.installed and not fetch_index else Outcome.installed
         return Outcome.migrated
 
@@ -310,6 +336,7 @@ include_object = include_object_for(DEFAULT_SCHEMA)
 __all__ = [
     "DEFAULT_VERSION_TABLE_SCHEMA",
     "FETCH_INDEX_LOCATION",
+    "HEADS",
     "SCRIPT_LOCATION",
     "Outcome",
     "current_revision",

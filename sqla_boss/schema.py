@@ -31,21 +31,25 @@ from sqlalchemy.dialects.postgresql import BIT, BYTEA
 from sqlalchemy.schema import CreateIndex, Index
 from sqlalchemy.sql.elements import ColumnElement
 
-from sqla_boss import v24
+from sqla_boss import v24, v46
 from sqla_boss.errors import InvalidOptionError, SchemaNotInstalledError, SchemaVersionError
 from sqla_boss.identifiers import DEFAULT_SCHEMA, quote_identifier, validate_schema_name
 from sqla_boss.models import Version, metadata
 from sqla_boss.v24 import VERSION as SCHEMA_VERSION
 
 __all__ = [
+    "DEFAULT_PGBOSS",
     "FETCH_INDEX",
     "FETCH_INDEX_NAME",
+    "KNOWN_VERSIONS",
+    "PGBOSS_MAJORS",
     "READ_VERSION",
     "SCHEMA_VERSION",
     "SUPPORTED_VERSIONS",
     "SchemaState",
     "advisory_lock_key",
     "advisory_lock_key_for",
+    "check_migration",
     "check_schema",
     "create_fetch_index",
     "drop_fetch_index",
@@ -54,6 +58,7 @@ __all__ = [
     "install",
     "lock_schema",
     "lock_statements",
+    "pgboss_major",
     "schema_has_objects",
     "schema_translate_map",
     "supported_version",
@@ -121,7 +126,65 @@ class SchemaState(enum.Enum):
 
 
 SUPPORTED_VERSIONS: tuple[int, ...] = (SCHEMA_VERSION,)
-"""The pg-boss schema versions this release runs on, one room of the package each (:mod:`sqla_boss.v24`)."""
+"""The pg-boss schema versions the repository, the workers and maintenance of this release run on."""
+
+KNOWN_VERSIONS: dict[int, str] = {v24.VERSION: v24.PGBOSS_RELEASES, v46.VERSION: v46.PGBOSS_RELEASES}
+"""Every schema version this release installs, adopts or upgrades to, one room of the package each
+(:mod:`sqla_boss.v24`, :mod:`sqla_boss.v46`), with the pg-boss releases that run it."""
+
+PGBOSS_MAJORS: dict[int, int] = {10: v24.VERSION, 12: v46.VERSION}
+"""The choice of ``sqla-boss migrate --pgboss N`` (and ``-x pgboss=N``): the pg-boss major release whose
+schema version to install or upgrade to. 10 is the default."""
+
+DEFAULT_PGBOSS = 10
+"""The pg-boss release whose schema a plain ``sqla-boss migrate`` or ``alembic upgrade head`` installs."""
+
+
+def pgboss_major(value: object) -> int:
+    """``value`` (``10``, ``"12"``...) as a key of :data:`PGBOSS_MAJORS`.
+
+    Raises:
+        InvalidOptionError: another value, naming the ones there are.
+    """
+    text_value = str(value).strip()
+    if text_value.isdigit() and int(text_value) in PGBOSS_MAJORS:
+        return int(text_value)
+    choices = " or ".join(str(major) for major in PGBOSS_MAJORS)
+    raise InvalidOptionError(f"pgboss must be {choices} (the pg-boss release whose schema to install), not {value!r}")
+
+
+def check_migration(schema: str, version: int | None, pgboss: int) -> None:
+    """Refuse, before anything runs, a migration of ``schema`` (at ``version``, ``None`` when not installed) to
+    the schema of pg-boss ``pgboss`` that sqla_boss cannot do, saying what to do instead.
+
+    Possible: installing either version, adopting either, and upgrading 24 to 46 with the data.
+
+    Raises:
+        SchemaVersionError: anything else.
+    """
+    target = PGBOSS_MAJORS[pgboss]
+    if version is None or version == target or (version, target) == (v24.VERSION, v46.VERSION):
+        return
+    known = ", ".join(f"{number} ({releases})" for number, releases in KNOWN_VERSIONS.items())
+    if version == v46.VERSION:
+        why = (
+            "sqla_boss does not take a schema back from 46 to 24 (it would lose what only 46 can hold); "
+            "migrate with --pgboss 12 (alembic -x pgboss=12) to keep it"
+        )
+    elif v24.VERSION < version < v46.VERSION:
+        why = (
+            "an older pg-boss 11 or 12 made it; start pg-boss 12.38 once on it (it migrates the schema to 46), "
+            "then run sqla-boss migrate --pgboss 12 to adopt it"
+        )
+    elif version < v24.VERSION:
+        why = "start pg-boss 10.4 once on it (it migrates the schema to 24), then run sqla-boss migrate"
+    else:
+        why = "a newer pg-boss migrated it, and sqla_boss cannot take it back"
+    raise SchemaVersionError(
+        f"schema {schema!r} holds pg-boss schema version {version}; sqla_boss installs and upgrades {known}: {why}",
+        version,
+        tuple(KNOWN_VERSIONS),
+    )
 
 
 def version_table_exists(schema: str) -> Select[tuple[str | None]]:
@@ -144,11 +207,15 @@ def supported_version(schema: str, version: int | None) -> int:
         raise SchemaNotInstalledError(f"schema {schema!r} holds no pg-boss tables; run sqla-boss migrate")
     if version not in SUPPORTED_VERSIONS:
         supported = ", ".join(map(str, SUPPORTED_VERSIONS))
-        why = (
-            "pg-boss 10.4 migrates it to 24 when it starts"
-            if version < min(SUPPORTED_VERSIONS)
-            else "a newer pg-boss migrated it, and cannot go back"
-        )
+        if version == v46.VERSION:
+            why = (
+                "sqla_boss installs, adopts and upgrades to version 46, but its Boss, workers and maintenance "
+                "run version 24 in this release"
+            )
+        elif version < min(SUPPORTED_VERSIONS):
+            why = "pg-boss 10.4 migrates it to 24 when it starts"
+        else:
+            why = "a newer pg-boss migrated it, and cannot go back"
         raise SchemaVersionError(
             f"schema {schema!r} holds pg-boss schema version {version}; this sqla_boss runs version {supported} "
             f"({v24.PGBOSS_RELEASES}); {why}",

@@ -18,6 +18,7 @@ def test_current_reports_the_installed_version(run: Run, installed_schema: str) 
         "schema": installed_schema,
         "state": "installed",
         "pgboss_version": 24,
+        "pgboss_releases": "pg-boss 10.1.5 to 10.4.x",
         "revision": "pgboss_v24",
         "fetch_index_revision": None,
     }

@@ -92,7 +92,7 @@ def test_refuses_a_schema_at_another_version(engine: Engine, installed_schema: s
     with engine.begin() as connection:
         connection.execute(text(f"UPDATE {installed_schema}.version SET version = :v"), {"v": version})
         connection.execute(text(f"DROP TABLE public.{migrations.version_table_name(installed_schema)}"))
-    with pytest.raises(SchemaVersionError, match=rf"version {version}; this sqla_boss runs version 24"):
+    with pytest.raises(SchemaVersionError, match=rf"version {version}; sqla_boss installs and upgrades 24 "):
         migrations.upgrade(engine, schema=installed_schema)
     with engine.connect() as connection:
         assert recorded_revision(connection, installed_schema) is None

@@ -14,7 +14,20 @@ from sqla_boss.driver import Driver
 from sqla_boss.errors import SqlaBossError
 from sqla_boss.handling import one_line
 from sqla_boss.operations import operations_for
-from sqla_boss.schema import SCHEMA_VERSION, SUPPORTED_VERSIONS, check_schema, inspect_schema
+from sqla_boss.schema import (
+    DEFAULT_PGBOSS,
+    KNOWN_VERSIONS,
+    PGBOSS_MAJORS,
+    SCHEMA_VERSION,
+    SUPPORTED_VERSIONS,
+    SchemaState,
+    check_schema,
+    inspect_schema,
+    pgboss_major,
+)
+from sqla_boss.v24 import VERSION as V24
+from sqla_boss.v46 import VERSION as V46
+from sqla_boss.v46.from_v24 import Carried
 
 EXIT_DATABASE = 1
 EXIT_REFUSED = 2
@@ -32,10 +45,22 @@ def add(commands: Commands) -> None:
 
     fetch_index_help = "the opt-in fetch index revision instead (its own branch and version table)"
     migrate = add_command(
-        commands, "migrate", f"install the pg-boss schema (version {SCHEMA_VERSION}), or adopt pg-boss's", _migrate
+        commands,
+        "migrate",
+        f"install the pg-boss schema (version {SCHEMA_VERSION}; 46 with --pgboss 12), adopt pg-boss's, "
+        "or upgrade 24 to 46 with its jobs",
+        _migrate,
     )
     version_table(migrate)
     migrate.add_argument("--revision", default="head", help="target revision (default: %(default)s)")
+    migrate.add_argument(
+        "--pgboss",
+        type=_pgboss_choice,
+        default=DEFAULT_PGBOSS,
+        metavar="{10,12}",
+        help="the pg-boss release whose schema 'head' means: 10 (version 24, the default) or 12 (version 46, "
+        "pg-boss 12.38); 12 on a version-24 schema upgrades it in place with its jobs",
+    )
     migrate.add_argument("--fetch-index", action="store_true", help=fetch_index_help)
     downgrade = add_command(commands, "downgrade", "downgrade; 'base' drops the pg-boss schema and its jobs", _migrate)
     version_table(downgrade)
@@ -71,23 +96,55 @@ _SAID = {
 }
 
 
+def _pgboss_choice(value: str) -> int:
+    try:
+        return pgboss_major(value)
+    except SqlaBossError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _migrate(args: argparse.Namespace, url: URL) -> int:
     upgrading = args.command == "migrate"
-    action = migrations.upgrade if upgrading else migrations.downgrade
-    outcome = action(
-        url,
-        schema=args.schema,
-        revision=args.revision,
-        version_table_schema=args.version_table_schema,
-        fetch_index=args.fetch_index,
-    )
     what = f"the fetch index of schema {args.schema!r}" if args.fetch_index else f"schema {args.schema!r}"
+    if upgrading:
+        carried: list[Carried] = []
+        if args.pgboss == 12 and not args.fetch_index and _holds_version(url, args.schema, V24):
+            print(
+                f"sqla-boss: upgrading {what} from pg-boss 10's version 24 to pg-boss 12.38's version 46 with its "
+                "jobs, in one transaction: every pg-boss 10 instance on it (Node or sqla_boss) must be stopped first"
+            )
+        outcome = migrations.upgrade(
+            url,
+            schema=args.schema,
+            revision=args.revision,
+            version_table_schema=args.version_table_schema,
+            fetch_index=args.fetch_index,
+            pgboss=args.pgboss,
+            carried=carried,
+        )
+    else:
+        outcome = migrations.downgrade(
+            url,
+            schema=args.schema,
+            revision=args.revision,
+            version_table_schema=args.version_table_schema,
+            fetch_index=args.fetch_index,
+        )
     if args.fetch_index and outcome is migrations.Outcome.installed:
         said = f"created {what}"
+    elif upgrading and carried:
+        said = f"upgraded {what} to pg-boss schema version {V46}: {carried[0].describe()}"
     else:
-        said = _SAID[upgrading, outcome].format(what=what, version=SCHEMA_VERSION, revision=args.revision)
+        version = PGBOSS_MAJORS[args.pgboss] if upgrading else SCHEMA_VERSION
+        said = _SAID[upgrading, outcome].format(what=what, version=version, revision=args.revision)
     print(f"sqla-boss: {said}")
     return 0
+
+
+def _holds_version(url: URL, schema: str, version: int) -> bool:
+    with engine_for(url) as engine, engine.connect() as connection:
+        state, found = inspect_schema(connection, schema)
+    return state is SchemaState.installed and found == version
 
 
 def _current(args: argparse.Namespace, url: URL) -> int:
@@ -95,18 +152,21 @@ def _current(args: argparse.Namespace, url: URL) -> int:
         state, version = inspect_schema(connection, args.schema)
         revision = migrations.current_revision(connection, args.schema, args.version_table_schema)
         index = migrations.current_revision(connection, args.schema, args.version_table_schema, fetch_index=True)
+    releases = None if version is None else KNOWN_VERSIONS.get(version, "not one sqla_boss knows")
     info = {
         "schema": args.schema,
         "state": state.value,
         "pgboss_version": version,
+        "pgboss_releases": releases,
         "revision": revision,
         "fetch_index_revision": index,
     }
     if args.json:
         print(json.dumps(info))
     else:
+        of = "" if releases is None else f" ({releases})"
         print(
-            f"schema {args.schema}: {state.value}, pg-boss version {version}, revision {revision or '(none)'}, "
+            f"schema {args.schema}: {state.value}, pg-boss version {version}{of}, revision {revision or '(none)'}, "
             f"fetch index {index or '(not installed)'}"
         )
     return 0

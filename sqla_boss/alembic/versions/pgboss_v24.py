@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from alembic import op
 
 from sqla_boss.identifiers import quote_identifier
-from sqla_boss.v24 import ddl
+from sqla_boss.schema import SchemaState, inspect_schema
+from sqla_boss.v24 import VERSION, ddl
 
 revision: str = "pgboss_v24"
 down_revision: str | Sequence[str] | None = None
@@ -21,7 +22,15 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    ddl.install(op.get_bind(), op.get_context().opts["sqla_boss_schema"])
+    opts = op.get_context().opts
+    schema = opts["sqla_boss_schema"]
+    if opts.get("sqla_boss_pgboss") == 12:
+        # On the way to version 46 this step only adopts a version-24 schema; the next one installs 46, adopts
+        # it, or upgrades 24 with the data.
+        state, version = inspect_schema(op.get_bind(), schema)
+        if not (state is SchemaState.installed and version == VERSION):
+            return
+    ddl.install(op.get_bind(), schema)
 
 
 def downgrade() -> None:

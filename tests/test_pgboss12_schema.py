@@ -1,0 +1,449 @@
+"""Schema version 46 (pg-boss 12.38): our install against pg-boss 12.38's own, pg-boss 12.38 on ours, and the
+upgrade from version 24 with the data, proven by the real pg-boss 12.38 fetching what was moved."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from catalog import differences, snapshot
+from pgboss import (  # noqa: F401  (the fixtures pgboss12 and pgboss_install)
+    PgBoss,
+    call,
+    node_connection_string,
+    pgboss12_fixture,
+    pgboss_install_fixture,
+    start,
+)
+from sqlalchemy import URL, Engine, create_engine, text
+from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
+from support import drop_schema, unique_name, wait_until
+
+from sqla_boss import Boss, migrations
+from sqla_boss.errors import InvalidOptionError, MigrationError, SchemaVersionError
+from sqla_boss.identifiers import quote_identifier
+from sqla_boss.schema import schema_translate_map
+from sqla_boss.v46 import models as v46
+
+pytestmark = pytest.mark.pgboss
+
+QUIET = start(supervise=False, schedule=False, registerInstance=False)
+"""A pg-boss 12.38 that only does what the actions ask (it still installs or migrates: ``migrate`` is on)."""
+
+POLICIES = ("standard", "short", "singleton", "stately", "exclusive", "key_strict_fifo")
+EVERY_KIND_OF_QUEUE = [
+    *(call("createQueue", f"q_{policy}", {"policy": policy}) for policy in POLICIES),
+    call("createQueue", "q_partitioned", {"partition": True}),
+    call("createQueue", "q_partitioned_fifo", {"partition": True, "policy": "key_strict_fifo"}),
+]
+CLOCKS = ("cron_on", "bam_on", "flow_on", "reindex_on", "monitor_backoff_on")
+
+
+def comparable(engine: Engine, schema: str) -> dict[str, Any]:
+    """The catalog of ``schema``, with the version row's clock readings left out (pg-boss stamps ``bam_on``
+    when it starts)."""
+    with engine.connect() as connection:
+        snap = snapshot(connection, schema)
+    snap["version"] = [{k: v for k, v in row.items() if k not in CLOCKS} for row in snap["version"] or []]
+    return snap
+
+
+@pytest.fixture
+def two_databases(engine: Engine, database_url: URL) -> Iterator[tuple[URL, URL]]:
+    """Two new, empty databases, so both installs can use the default schema name ``pgboss``."""
+    names = [unique_name("sqla_boss_v46"), unique_name("sqla_boss_v46")]
+    autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+    with autocommit.connect() as connection:
+        for name in names:
+            connection.execute(text(f"CREATE DATABASE {quote_identifier(name)}"))
+    try:
+        yield database_url.set(database=names[0]), database_url.set(database=names[1])
+    finally:
+        with autocommit.connect() as connection:
+            for name in names:
+                connection.execute(text(f"DROP DATABASE IF EXISTS {quote_identifier(name)} WITH (FORCE)"))
+
+
+def on(pgboss12: PgBoss, url: URL) -> PgBoss:
+    return dataclasses.replace(pgboss12, connection_string=node_connection_string(url))
+
+
+# ---------------------------------------------------------------------------------- install and adopt
+
+
+def test_our_install_is_pg_boss_12s_own_in_a_custom_schema(engine: Engine, pgboss12: PgBoss) -> None:
+    ours, theirs = unique_name("ours46"), unique_name("theirs46")
+    try:
+        assert migrations.upgrade(engine, schema=ours, pgboss=12) is migrations.Outcome.installed
+        pgboss12.run(theirs, [QUIET])
+        assert differences(comparable(engine, ours), comparable(engine, theirs), names=("ours", "pg-boss")) == []
+        for schema in (ours, theirs):  # pg-boss makes every kind of queue on both: the catalogs stay equal
+            pgboss12.run(schema, [start(supervise=False, schedule=False, migrate=False), *EVERY_KIND_OF_QUEUE])
+        assert differences(comparable(engine, ours), comparable(engine, theirs), names=("ours", "pg-boss")) == []
+    finally:
+        drop_schema(engine, ours)
+        drop_schema(engine, theirs)
+
+
+def test_our_install_is_pg_boss_12s_own_in_the_pgboss_schema(two_databases: tuple[URL, URL], pgboss12: PgBoss) -> None:
+    ours_url, theirs_url = two_databases
+    ours, theirs = (create_engine(url, poolclass=NullPool) for url in two_databases)
+    try:
+        migrations.upgrade(ours, pgboss=12)
+        on(pgboss12, theirs_url).run("pgboss", [QUIET])
+        assert differences(comparable(ours, "pgboss"), comparable(theirs, "pgboss"), names=("ours", "pg-boss")) == []
+        on(pgboss12, ours_url).run("pgboss", [QUIET, *EVERY_KIND_OF_QUEUE])
+        on(pgboss12, theirs_url).run("pgboss", [QUIET, *EVERY_KIND_OF_QUEUE])
+        assert differences(comparable(ours, "pgboss"), comparable(theirs, "pgboss"), names=("ours", "pg-boss")) == []
+    finally:
+        ours.dispose()
+        theirs.dispose()
+
+
+def test_pg_boss_12_starts_on_our_install_without_migrating_and_finds_only_our_own_function_bodies(
+    engine: Engine, schema_name: str, pgboss12: PgBoss
+) -> None:
+    migrations.upgrade(engine, schema=schema_name, pgboss=12)
+    before = comparable(engine, schema_name)
+    # migrate: false refuses any version but 46; detectSchemaDrift diffs the catalog with pg-boss's manifest.
+    (_, drift) = pgboss12.run(
+        schema_name, [start(supervise=False, schedule=False, migrate=False), call("detectSchemaDrift")]
+    )
+    assert {key: value for key, value in drift.items() if key not in ("ok", "mismatchedFunctions")} == {
+        "missingTables": [],
+        "missing": [],
+        "building": [],
+        "invalid": [],
+        "extraIndexes": [],
+        "mismatched": [],
+        "missingFunctions": [],
+        "columnDrift": [],
+        "constraintDrift": [],
+        "enumDrift": None,
+    }
+    # Our plpgsql is written in our own words: only its text differs (docs/differences.md).
+    assert {entry["name"] for entry in drift["mismatchedFunctions"]} <= {
+        "create_queue",
+        "delete_queue",
+        "job_now",
+        "job_table_format",
+        "job_table_run",
+        "job_table_run_async",
+    }
+    pgboss12.run(schema_name, [QUIET])  # migrate: true (the default) finds nothing to do
+    assert differences(comparable(engine, schema_name), before) == []
+    with engine.connect() as connection:
+        assert connection.execute(text(f"SELECT count(*) FROM {schema_name}.bam")).scalar_one() == 0
+
+
+def test_we_adopt_what_pg_boss_12_installed_without_changing_it(
+    engine: Engine, schema_name: str, pgboss12: PgBoss
+) -> None:
+    pgboss12.run(schema_name, [QUIET, *EVERY_KIND_OF_QUEUE])
+    before = comparable(engine, schema_name)
+    assert migrations.upgrade(engine, schema=schema_name, pgboss=12) is migrations.Outcome.adopted
+    assert differences(comparable(engine, schema_name), before) == []
+    with engine.connect() as connection:
+        assert migrations.current_revision(connection, schema_name) == "pgboss_v46"
+
+
+def test_the_models_read_pg_boss_12s_rows(engine: Engine, schema_name: str, pgboss12: PgBoss) -> None:
+    [_, _, job_id, _] = pgboss12.run(
+        schema_name,
+        [
+            QUIET,
+            call("createQueue", "q_part", {"partition": True, "policy": "exclusive"}),
+            call("send", "q_part", {"n": 1}, {"singletonKey": "k", "group": {"id": "g1", "tier": "gold"}}),
+            call("schedule", "q_part", "*/5 * * * *", {"n": 2}, {"key": "every-five"}),
+        ],
+    )
+    translated = engine.execution_options(schema_translate_map=schema_translate_map(schema_name))
+    with Session(translated) as session:
+        job = session.get(v46.Job, ("q_part", uuid.UUID(job_id)))
+        assert job is not None
+        assert (job.data, job.policy, job.group_id, job.group_tier) == (
+            {"n": 1},
+            v46.QueuePolicy.exclusive,
+            "g1",
+            "gold",
+        )
+        assert job.queue.table_name.startswith("j")
+        assert job.queue.partition
+        [schedule] = job.queue.schedules
+        assert (schedule.key, schedule.kind, schedule.data) == ("every-five", "cron", {"n": 2})
+
+
+# ------------------------------------------------------------------------------------------ choosing
+
+
+def test_the_default_stays_version_24_and_refuses_a_version_46_schema(engine: Engine, schema_name: str) -> None:
+    assert migrations.upgrade(engine, schema=schema_name) is migrations.Outcome.installed
+    with engine.connect() as connection:
+        assert connection.execute(text(f"SELECT version FROM {schema_name}.version")).scalar_one() == 24
+    drop_schema(engine, schema_name)
+    migrations.upgrade(engine, schema=schema_name, pgboss=12)
+    with pytest.raises(SchemaVersionError, match=r"version 46.*--pgboss 12"):
+        migrations.upgrade(engine, schema=schema_name)
+    with pytest.raises(InvalidOptionError, match="pgboss must be 10 or 12"):
+        migrations.upgrade(engine, schema=schema_name, pgboss=11)
+
+
+def test_version_46_does_not_go_back_to_24_but_goes_to_base(engine: Engine, schema_name: str) -> None:
+    migrations.upgrade(engine, schema=schema_name, pgboss=12)
+    with pytest.raises(MigrationError, match="does not take a pg-boss schema back from version 46 to 24"):
+        migrations.downgrade(engine, schema=schema_name, revision="pgboss_v24")
+    with engine.connect() as connection:
+        assert connection.execute(text(f"SELECT version FROM {schema_name}.version")).scalar_one() == 46
+    assert migrations.downgrade(engine, schema=schema_name) is migrations.Outcome.removed
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT to_regnamespace(:s)"), {"s": schema_name}).scalar() is None
+
+
+@pytest.mark.parametrize("version", [25, 38, 45])
+def test_a_schema_of_an_older_pg_boss_11_or_12_is_refused_with_the_way_to_46(
+    engine: Engine, schema_name: str, version: int
+) -> None:
+    migrations.upgrade(engine, schema=schema_name, pgboss=12)
+    with engine.begin() as connection:
+        connection.execute(text(f"UPDATE {schema_name}.version SET version = :v"), {"v": version})
+        connection.execute(text(f"DROP TABLE public.{migrations.version_table_name(schema_name)}"))
+    for pgboss in (10, 12):
+        with pytest.raises(SchemaVersionError, match=rf"version {version}.*start pg-boss 12\.38 once on it"):
+            migrations.upgrade(engine, schema=schema_name, pgboss=pgboss)
+
+
+def test_alembic_x_pgboss_12_upgrades_head_to_46_and_plain_head_stays_at_24(
+    engine: Engine, schema_name: str, database_url: URL
+) -> None:
+    from test_cli import alembic, url_string
+
+    url = url_string(database_url)
+    done = alembic("-x", f"schema={schema_name}", "upgrade", "head", database_url=url)
+    assert done.returncode == 0, done
+    with engine.connect() as connection:
+        assert connection.execute(text(f"SELECT version FROM {schema_name}.version")).scalar_one() == 24
+    done = alembic("-x", f"schema={schema_name}", "-x", "pgboss=12", "upgrade", "head", database_url=url)
+    assert done.returncode == 0, done
+    with engine.connect() as connection:
+        assert connection.execute(text(f"SELECT version FROM {schema_name}.version")).scalar_one() == 46
+        assert migrations.current_revision(connection, schema_name) == "pgboss_v46"
+
+
+# ------------------------------------------------------------------------------- 24 -> 46 with the data
+
+
+JOB_COLUMNS = (
+    "id, name, priority, data, state::text AS state, retry_limit, retry_count, retry_delay, retry_backoff, "
+    "singleton_key, singleton_on, start_after, created_on, started_on, completed_on, keep_until, output, dead_letter"
+)
+
+
+def jobs_of(engine: Engine, schema: str, table: str = "job") -> dict[uuid.UUID, dict[str, Any]]:
+    with engine.connect() as connection:
+        rows = connection.execute(text(f"SELECT {JOB_COLUMNS} FROM {schema}.{table}")).mappings()
+        return {row["id"]: dict(row) for row in rows}
+
+
+def a_version_24_schema_with_everything(engine: Engine, schema: str) -> dict[str, Any]:
+    """Queues of every version-24 policy with a dead letter; jobs in every state; archived jobs; a schedule and
+    a subscription. Returns the ids by what they are."""
+    migrations.upgrade(engine, schema=schema)
+    translated = engine.execution_options(schema_translate_map=schema_translate_map(schema))
+    ids: dict[str, Any] = {}
+    with Session(translated) as session:
+        boss = Boss(session, schema)
+        boss.create_queue("dlq")
+        boss.create_queue("work", retry_limit=3, retention_minutes=90, expire_in_seconds=45, dead_letter="dlq")
+        boss.create_queue("shorts", policy="short")
+        ids["queued"] = [boss.send("work", {"n": n, "text": "é\u2603"}, priority=n % 3) for n in range(20)]
+        ids["deferred"] = boss.send("work", {"later": True}, start_after=3600)
+        ids["throttled"] = boss.send_throttled("shorts", {"slot": 1}, seconds=600, key="k1")
+        ids["short"] = boss.send("shorts", {"s": 1}, singleton_key="only")
+        session.commit()
+        fetched = boss.fetch("work", batch_size=4, priority=False)  # the oldest four: queued ones
+        for what, job in zip(
+            ("active", "completed", "failed", "retry"), sorted(fetched, key=lambda j: j.created_on), strict=True
+        ):
+            ids["queued"].remove(job.id)
+            ids[what] = job.id
+        boss.complete("work", ids["completed"], {"done": True})
+        boss.fail("work", [ids["failed"], ids["retry"]], {"boom": 1})
+        session.commit()
+        with engine.begin() as connection:  # "failed" still has retries: spend them so it ends failed
+            connection.execute(
+                text(f"UPDATE {schema}.job SET retry_limit = retry_count WHERE id = :id"), {"id": ids["failed"]}
+            )
+        ids["cancelled"] = ids["queued"].pop()
+        boss.cancel("work", ids["cancelled"])
+        boss.schedule("work", "0 * * * *", {"cron": True}, tz="Europe/Paris")
+        boss.subscribe("events", "work")
+        session.commit()
+    with engine.begin() as connection:  # archive a finished job and a queued one, as pg-boss 10 did
+        for what in ("archived_done", "archived_queued"):
+            source = ids["queued"].pop()
+            if what == "archived_done":
+                connection.execute(
+                    text(f"UPDATE {schema}.job SET state = 'completed', completed_on = NULL WHERE id = :id"),
+                    {"id": source},
+                )
+            connection.execute(
+                text(
+                    f"INSERT INTO {schema}.archive SELECT *, now() - interval '1 hour' FROM {schema}.job WHERE id = :id"
+                ),
+                {"id": source},
+            )
+            connection.execute(text(f"DELETE FROM {schema}.job WHERE id = :id"), {"id": source})
+            ids[what] = source
+    return ids
+
+
+def test_24_is_upgraded_to_46_in_place_with_every_job_and_pg_boss_12_runs_each_queued_one_once(
+    engine: Engine, schema_name: str, pgboss12: PgBoss
+) -> None:
+    ids = a_version_24_schema_with_everything(engine, schema_name)
+    before = jobs_of(engine, schema_name)
+    archived = jobs_of(engine, schema_name, "archive")
+    carried: list[Any] = []
+    outcome = migrations.upgrade(engine, schema=schema_name, pgboss=12, carried=carried)
+    assert outcome is migrations.Outcome.migrated
+    [report] = carried
+    assert (report.queues, report.jobs, report.archived, report.archived_left) == (3, len(before), 1, 1)
+    assert (report.schedules, report.subscriptions, report.duplicate_jobs) == (1, 1, 0)
+
+    after = jobs_of(engine, schema_name)
+    assert set(after) == set(before) | {ids["archived_done"]}
+    for job_id, row in before.items():
+        assert after[job_id] == row  # id, data, output, state, retries, key and slot, every timestamp
+    done = archived[ids["archived_done"]]
+    assert after[ids["archived_done"]]["state"] == "completed"
+    assert after[ids["archived_done"]]["completed_on"] is not None
+    assert after[ids["archived_done"]]["data"] == done["data"]
+    with engine.connect() as connection:
+        queue = connection.execute(text(f"SELECT * FROM {schema_name}.queue WHERE name = 'work'")).mappings().one()
+        assert (queue["retry_limit"], queue["retention_seconds"], queue["expire_seconds"], queue["dead_letter"]) == (
+            3,
+            5400,
+            45,
+            "dlq",
+        )
+        assert (queue["policy"], queue["table_name"], queue["deletion_seconds"]) == ("standard", "job_common", 604800)
+        assert (
+            connection.execute(
+                text(f"SELECT policy FROM {schema_name}.job WHERE id = :id"), {"id": ids["short"]}
+            ).scalar_one()
+            == "short"
+        )
+        expire = (
+            connection.execute(text(f"SELECT DISTINCT expire_seconds FROM {schema_name}.job WHERE name = 'work'"))
+            .scalars()
+            .all()
+        )
+        assert expire == [45]
+        schedule = connection.execute(text(f"SELECT key, kind, cron, timezone FROM {schema_name}.schedule")).one()
+        assert tuple(schedule) == ("", "cron", "0 * * * *", "Europe/Paris")
+
+    runnable = {
+        job_id
+        for job_id, row in before.items()
+        if row["name"] == "work"
+        and row["state"] in ("created", "retry")
+        and row["start_after"] <= dt.datetime.now(dt.timezone.utc)
+    }
+    assert ids["retry"] in runnable
+    assert ids["deferred"] not in runnable
+    results = pgboss12.run(
+        schema_name,
+        [
+            QUIET,  # migrate: true, as users start it: it finds version 46 and migrates nothing
+            call("fetch", "work", {"batchSize": 100}),
+            call("fetch", "work", {"batchSize": 100}),
+            call("getJobById", "work", str(ids["archived_done"])),
+            call("getJobById", "work", str(ids["archived_queued"])),
+        ],
+    )
+    fetched = [uuid.UUID(job["id"]) for job in results[1]]
+    assert len(fetched) == len(set(fetched))
+    assert set(fetched) == runnable
+    assert results[2] == []
+    for job in results[1]:
+        assert job["data"] == before[uuid.UUID(job["id"])]["data"]
+    assert results[3]["state"] == "completed"
+    assert results[3]["id"] == str(ids["archived_done"])
+    assert results[4] is None
+    pgboss12.run(schema_name, [QUIET, call("complete", "work", [str(job_id) for job_id in fetched])])
+    with engine.connect() as connection:
+        assert connection.execute(text(f"SELECT version FROM {schema_name}.version")).scalar_one() == 46
+        assert connection.execute(text(f"SELECT count(*) FROM {schema_name}.bam")).scalar_one() == 0
+        states = dict(
+            connection.execute(
+                text(f"SELECT id, state::text FROM {schema_name}.job WHERE id = ANY(:ids)"), {"ids": list(runnable)}
+            ).all()
+        )
+    assert set(states.values()) == {"completed"}
+
+
+def test_the_upgrade_is_one_transaction_of_the_callers_and_a_rollback_leaves_24_as_it_was(
+    engine: Engine, schema_name: str
+) -> None:
+    a_version_24_schema_with_everything(engine, schema_name)
+    before = jobs_of(engine, schema_name)
+    with engine.connect() as connection:
+        transaction = connection.begin()
+        assert migrations.upgrade(connection, schema=schema_name, pgboss=12) is migrations.Outcome.migrated
+        assert connection.execute(text(f"SELECT version FROM {schema_name}.version")).scalar_one() == 46
+        transaction.rollback()
+    with engine.connect() as connection:
+        assert connection.execute(text(f"SELECT version FROM {schema_name}.version")).scalar_one() == 24
+        assert migrations.current_revision(connection, schema_name) == "pgboss_v24"
+        leftovers = connection.execute(text("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'sqla_boss_v24_%'"))
+        assert leftovers.all() == []
+    assert jobs_of(engine, schema_name) == before
+
+
+def test_a_job_a_pg_boss_10_is_still_sending_when_the_upgrade_starts_is_carried_not_lost(
+    engine: Engine, schema_name: str
+) -> None:
+    """The upgrade locks version 24's tables before it reads them, so a pg-boss 10 transaction still open makes
+    it wait, and the job that transaction commits is copied; read first, it would be dropped with the old
+    schema after its producer was told it was sent."""
+    ids = a_version_24_schema_with_everything(engine, schema_name)
+    before = set(jobs_of(engine, schema_name))
+    outcome: dict[str, BaseException | None] = {}
+
+    def upgrade() -> None:
+        try:
+            migrations.upgrade(engine, schema=schema_name, pgboss=12)
+            outcome["error"] = None
+        except BaseException as error:
+            outcome["error"] = error
+
+    with engine.connect() as producer:
+        producer.begin()
+        late = producer.execute(  # as pg-boss 10 sends, with version 24's expire_in; not committed yet
+            text(f"INSERT INTO {schema_name}.job (name, data, expire_in) VALUES ('work', '{{}}', '1 min') RETURNING id")
+        ).scalar_one()
+        upgrading = threading.Thread(target=upgrade)
+        upgrading.start()
+        wait_until(lambda: upgrade_waits_for_a_lock(engine), what="the upgrade waiting for the producer")
+        producer.commit()
+    upgrading.join(timeout=60)
+    assert outcome == {"error": None}
+    assert set(jobs_of(engine, schema_name)) == before | {ids["archived_done"], late}
+
+
+def upgrade_waits_for_a_lock(engine: Engine) -> bool:
+    with engine.connect() as connection:
+        return bool(
+            connection.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND (query LIKE 'LOCK TABLE%' OR query LIKE 'DROP SCHEMA \"sqla_boss_v24_%')"
+                )
+            ).scalar_one()
+        )
