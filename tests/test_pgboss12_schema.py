@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -357,6 +360,7 @@ def test_24_is_upgraded_to_46_in_place_with_every_job_and_pg_boss_12_runs_each_q
     }
     assert ids["retry"] in runnable
     assert ids["deferred"] not in runnable
+    runnable_shorts = {ids["short"], ids["throttled"]}
     results = pgboss12.run(
         schema_name,
         [
@@ -365,24 +369,42 @@ def test_24_is_upgraded_to_46_in_place_with_every_job_and_pg_boss_12_runs_each_q
             call("fetch", "work", {"batchSize": 100}),
             call("getJobById", "work", str(ids["archived_done"])),
             call("getJobById", "work", str(ids["archived_queued"])),
+            call("fetch", "shorts", {"batchSize": 100}),
+            call("fetch", "shorts", {"batchSize": 100}),
+            call("fetch", "dlq", {"batchSize": 100}),
+            call("detectSchemaDrift"),
         ],
     )
     fetched = [uuid.UUID(job["id"]) for job in results[1]]
     assert len(fetched) == len(set(fetched))
     assert set(fetched) == runnable
     assert results[2] == []
+    assert {uuid.UUID(job["id"]) for job in results[5]} == runnable_shorts
+    assert (len(results[5]), results[6], results[7]) == (2, [], [])
+    drift = results[8]
+    assert [
+        key for key, value in drift.items() if value not in ([], None) and key not in ("ok", "mismatchedFunctions")
+    ] == []
     for job in results[1]:
         assert job["data"] == before[uuid.UUID(job["id"])]["data"]
     assert results[3]["state"] == "completed"
     assert results[3]["id"] == str(ids["archived_done"])
     assert results[4] is None
-    pgboss12.run(schema_name, [QUIET, call("complete", "work", [str(job_id) for job_id in fetched])])
+    pgboss12.run(
+        schema_name,
+        [
+            QUIET,
+            call("complete", "work", [str(job_id) for job_id in fetched]),
+            call("complete", "shorts", [str(job_id) for job_id in runnable_shorts]),
+        ],
+    )
     with engine.connect() as connection:
         assert connection.execute(text(f"SELECT version FROM {schema_name}.version")).scalar_one() == 46
         assert connection.execute(text(f"SELECT count(*) FROM {schema_name}.bam")).scalar_one() == 0
         states = dict(
             connection.execute(
-                text(f"SELECT id, state::text FROM {schema_name}.job WHERE id = ANY(:ids)"), {"ids": list(runnable)}
+                text(f"SELECT id, state::text FROM {schema_name}.job WHERE id = ANY(:ids)"),
+                {"ids": [*runnable, *runnable_shorts]},
             ).all()
         )
     assert set(states.values()) == {"completed"}
@@ -447,3 +469,48 @@ def upgrade_waits_for_a_lock(engine: Engine) -> bool:
                 )
             ).scalar_one()
         )
+
+
+def test_boss_and_the_command_line_know_version_46_and_say_what_runs_it(
+    engine: Engine, schema_name: str, run_in: Any
+) -> None:
+    migrations.upgrade(engine, schema=schema_name, pgboss=12)
+    translated = engine.execution_options(schema_translate_map=schema_translate_map(schema_name))
+    with Session(translated) as session, pytest.raises(SchemaVersionError, match=r"version 46.*run version 24 in this"):
+        Boss(session, schema_name).get_queues()
+    status, out, _ = run_in(schema_name, "current")
+    assert status == 0
+    assert "pg-boss version 46 (pg-boss 12.38), revision pgboss_v46" in out
+    status, out, err = run_in(schema_name, "migrate")
+    assert status == 2
+    assert "--pgboss 12" in out + err
+
+
+def test_migrate_pgboss_12_says_to_stop_pg_boss_10_first_and_what_it_carried(
+    engine: Engine, schema_name: str, run_in: Any
+) -> None:
+    a_version_24_schema_with_everything(engine, schema_name)
+    status, out, err = run_in(schema_name, "migrate", "--pgboss", "12")
+    assert (status, err) == (0, "")
+    first, second = out.splitlines()
+    assert "every pg-boss 10 instance on it (Node or sqla_boss) must be stopped first" in first
+    assert second.startswith(
+        f"sqla-boss: upgraded schema '{schema_name}' to pg-boss schema version 46: carried 3 queue(s)"
+    )
+    assert "left behind 1 archived job(s)" in second
+    status, out, err = run_in(schema_name, "migrate", "--pgboss", "11")
+    assert status == 2
+    assert "pgboss must be 10 or 12" in err
+
+
+@pytest.fixture
+def run_in(database_url: URL) -> Any:
+    """``sqla-boss ARGS --schema SCHEMA`` as a process: (exit status, stdout, stderr)."""
+    environment = {**os.environ, "DATABASE_URL": database_url.render_as_string(hide_password=False)}
+
+    def run(schema: str, *args: str) -> tuple[int, str, str]:
+        command = [sys.executable, "-m", "sqla_boss.cli", *args, "--schema", schema]
+        done = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300, check=False)
+        return done.returncode, done.stdout, done.stderr
+
+    return run

@@ -29,3 +29,9 @@ import warnings  # noqa: E402
 from sqlalchemy.exc import SAWarning  # noqa: E402
 
 warnings.filterwarnings("ignore", category=SAWarning, message="Unmanaged access of declarative attribute")
+
+# Sphinx records the attribute annotations it finds in a class's source into that class's __annotations__,
+# SQLAlchemy's DeclarativeBase (whose source declares __mapper_args__ for type checkers) included; a declarative
+# class made after that believes it has a __mapper_args__. So every model is made before Sphinx reads a class.
+import sqla_boss.migrations  # noqa: E402
+import sqla_boss.v46.models  # noqa: E402, F401
