@@ -35,6 +35,7 @@ from sqla_boss.identifiers import DEFAULT_SCHEMA, quote_identifier, validate_sch
 from sqla_boss.models import metadata as models_metadata
 from sqla_boss.schema import DEFAULT_PGBOSS, SchemaState, inspect_schema, pgboss_major
 from sqla_boss.v46.from_v24 import Carried
+from sqla_boss.v46.models import metadata as v46_metadata
 
 SCRIPT_LOCATION = str(Path(__file__).parent / "alembic")
 """The folder holding ``env.py`` and ``versions/``; in an ``alembic.ini`` also ``sqla_boss:alembic``."""
@@ -305,8 +306,8 @@ def include_object_for(*schemas: str) -> IncludeObject:
         obj: SchemaItem, name: str | None, type_: _NameType, reflected: bool, compare_to: SchemaItem | None
     ) -> bool:
         table = obj if isinstance(obj, Table) else getattr(obj, "table", None)
-        if isinstance(table, Table) and table.metadata is models_metadata:
-            return False  # our models, whatever schema they are translated to
+        if isinstance(table, Table) and any(table.metadata is ours for ours in (models_metadata, v46_metadata)):
+            return False  # our models of either version, whatever schema they are translated to
         if type_ == "table":
             return not _is_pgboss_table(name, getattr(obj, "schema", None), names, version_tables)
         if isinstance(table, Table):

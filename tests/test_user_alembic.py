@@ -295,6 +295,13 @@ def test_filters_hide_reflected_pgboss_objects_and_keep_the_users(
         for index in table.indexes:
             assert include_object(index, index.name, "index", False, None) is True
 
+    # Our models of either schema version are hidden on the model side, wherever they are translated to.
+    from sqla_boss.models import metadata as v24_models
+    from sqla_boss.v46.models import metadata as v46_models
+
+    for table in (*v24_models.tables.values(), *v46_models.tables.values()):
+        assert include_object(table, table.name, "table", False, None) is False, table.fullname
+
     # Filters for another schema do not hide this one's tables (only its partitions, by their name shape).
     other = migrations.include_name_for(unique_name("t"))
     assert other(schema, "schema", {}) is True
