@@ -231,6 +231,12 @@ def _run(
         return Outcome.migrated
 
 
+def forget_fetch_index(connection: Connection, schema: str, version_table_schema: str | None) -> None:
+    """Drop the version table of the opt-in fetch index revision of ``schema``, for the revisions that drop the
+    index with its job table: a later install must not believe the index is still there. Does not commit."""
+    _drop_version_table(connection, schema, version_table_schema or DEFAULT_VERSION_TABLE_SCHEMA, True)
+
+
 def _drop_version_table(connection: Connection, schema: str, version_table_schema: str, fetch_index: bool) -> None:
     """Drop our version table of ``schema``, which the way down to ``base`` leaves empty."""
     table = fetch_index_version_table_name(schema) if fetch_index else version_table_name(schema)
@@ -343,6 +349,7 @@ __all__ = [
     "current_revision",
     "downgrade",
     "fetch_index_version_table_name",
+    "forget_fetch_index",
     "include_name",
     "include_name_for",
     "include_object",

@@ -514,3 +514,14 @@ def run_in(database_url: URL) -> Any:
         return done.returncode, done.stdout, done.stderr
 
     return run
+
+
+def test_the_upgrade_forgets_the_fetch_index_of_version_24_which_went_with_its_job_table(
+    engine: Engine, schema_name: str
+) -> None:
+    migrations.upgrade(engine, schema=schema_name)
+    migrations.upgrade(engine, schema=schema_name, fetch_index=True)
+    migrations.upgrade(engine, schema=schema_name, pgboss=12)
+    with engine.connect() as connection:
+        assert migrations.current_revision(connection, schema_name, fetch_index=True) is None
+        assert migrations.current_revision(connection, schema_name) == "pgboss_v46"

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from alembic import op
 
-from sqla_boss.identifiers import quote_identifier
+from sqla_boss import migrations
 from sqla_boss.schema import SchemaState, inspect_schema
 from sqla_boss.v24 import VERSION, ddl
 
@@ -37,8 +37,4 @@ def downgrade() -> None:
     context = op.get_context()
     schema = context.opts["sqla_boss_schema"]
     ddl.uninstall(op.get_bind(), schema)
-    # The opt-in fetch index went with the job table; forget its revision too, or a later install would
-    # believe the index is still there.
-    version_table_schema = quote_identifier(context.opts.get("version_table_schema") or "public")
-    index_table = quote_identifier(f"alembic_idx_{schema}")
-    op.execute(f"DROP TABLE IF EXISTS {version_table_schema}.{index_table}")
+    migrations.forget_fetch_index(op.get_bind(), schema, context.opts.get("version_table_schema"))

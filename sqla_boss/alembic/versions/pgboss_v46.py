@@ -15,8 +15,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
+from sqla_boss import migrations
 from sqla_boss.errors import MigrationError
-from sqla_boss.identifiers import quote_identifier
 from sqla_boss.schema import SchemaState, inspect_schema
 from sqla_boss.v24 import VERSION as V24
 from sqla_boss.v46 import ddl, from_v24
@@ -36,8 +36,7 @@ def upgrade() -> None:
         carried = from_v24.upgrade(connection, schema)
         context.opts.get("sqla_boss_report", []).append(carried)
         # The opt-in fetch index of version 24 went with its job table.
-        version_table_schema = quote_identifier(context.opts.get("version_table_schema") or "public")
-        op.execute(f"DROP TABLE IF EXISTS {version_table_schema}.{quote_identifier(f'alembic_idx_{schema}')}")
+        migrations.forget_fetch_index(connection, schema, context.opts.get("version_table_schema"))
     else:
         ddl.install(connection, schema)
 
