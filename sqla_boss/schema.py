@@ -32,7 +32,7 @@ from sqlalchemy.schema import CreateIndex, Index
 from sqlalchemy.sql.elements import ColumnElement
 
 from sqla_boss import v24, v46
-from sqla_boss.errors import InvalidOptionError, SchemaNotInstalledError, SchemaVersionError
+from sqla_boss.errors import InvalidOptionError, SchemaConflictError, SchemaNotInstalledError, SchemaVersionError
 from sqla_boss.identifiers import DEFAULT_SCHEMA, quote_identifier, validate_schema_name
 from sqla_boss.models import Version, metadata
 from sqla_boss.v24 import VERSION as SCHEMA_VERSION
@@ -59,6 +59,7 @@ __all__ = [
     "lock_schema",
     "lock_statements",
     "pgboss_major",
+    "prepare_install",
     "schema_has_objects",
     "schema_translate_map",
     "supported_version",
@@ -253,6 +254,36 @@ def schema_has_objects(connection: Connection, schema: str) -> bool:
         """
     ).bindparams(bindparam("schema", schema, Text))
     return bool(connection.execute(statement).scalar())
+
+
+def prepare_install(connection: Connection, schema: str, version: int) -> bool:
+    """The checks every version's ``install`` makes first: validate ``schema``, take pg-boss's schema lock (held
+    until the transaction ends), and say whether to create the schema (``True``) or adopt the ``version`` already
+    there (``False``).
+
+    Raises:
+        InvalidSchemaNameError: before any SQL runs.
+        SchemaVersionError: the schema holds pg-boss at another version.
+        SchemaConflictError: the schema holds other objects but no pg-boss ``version`` table.
+    """
+    validate_schema_name(schema)
+    lock_schema(connection, schema)
+    state, found = inspect_schema(connection, schema)
+    if state is SchemaState.installed:
+        if found != version:
+            raise SchemaVersionError(
+                f"schema {schema!r} holds pg-boss schema version {found}; installing version {version} "
+                f"({KNOWN_VERSIONS[version]}) will not change it",
+                found,
+                (version,),
+            )
+        return False
+    if state is SchemaState.foreign:
+        raise SchemaConflictError(
+            f"schema {schema!r} already holds objects but no pg-boss version table; "
+            "install pg-boss into an empty or new schema"
+        )
+    return True
 
 
 def install(connection: Connection, schema: str = DEFAULT_SCHEMA) -> bool:

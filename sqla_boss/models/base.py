@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import uuid
 from typing import Any
 
@@ -28,17 +29,31 @@ JobStateType = ENUM(
 """``<schema>.job_state``, whose labels are in the order pg-boss's SQL relies on."""
 
 
-class QueuePolicyType(TypeDecorator[QueuePolicy]):
-    """A ``text`` column that holds a queue policy, read and written as :class:`QueuePolicy`."""
+class TextEnum(TypeDecorator[Any]):
+    """A ``text`` column whose values are the members of a string enum: written as their values, read back as
+    members. pg-boss keeps its policies in plain ``text``, so the database type stays ``text``."""
 
     impl = Text
     cache_ok = True
 
-    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
-        return None if value is None else QueuePolicy(value).value
+    def __init__(self, enum_class: type[enum.Enum]) -> None:
+        super().__init__()
+        self.enum_class = enum_class
 
-    def process_result_value(self, value: Any, dialect: Dialect) -> QueuePolicy | None:
-        return None if value is None else QueuePolicy(value)
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else str(self.enum_class(value).value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        return None if value is None else self.enum_class(value)
+
+
+class QueuePolicyType(TextEnum):
+    """A ``text`` column that holds a queue policy, read and written as :class:`QueuePolicy`."""
+
+    cache_ok = True  # SQLAlchemy reads it from each class itself
+
+    def __init__(self) -> None:
+        super().__init__(QueuePolicy)
 
 
 class Base(DeclarativeBase):

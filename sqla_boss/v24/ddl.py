@@ -14,11 +14,10 @@ from sqlalchemy.dialects.postgresql import CreateEnumType
 from sqlalchemy.schema import CreateIndex, CreateSchema, CreateTable, DropTable
 from sqlalchemy.sql.elements import TextClause
 
-from sqla_boss.errors import SchemaConflictError, SchemaVersionError
 from sqla_boss.identifiers import DEFAULT_SCHEMA, quote_identifier, quote_literal, validate_schema_name
 from sqla_boss.models import Archive, Job, JobStateType, Queue, Schedule, Subscription, Version, metadata
-from sqla_boss.schema import SchemaState, inspect_schema, lock_schema, schema_has_objects, translated
-from sqla_boss.v24 import PGBOSS_RELEASES, VERSION
+from sqla_boss.schema import lock_schema, prepare_install, schema_has_objects, translated
+from sqla_boss.v24 import VERSION
 
 _TABLES_IN_CREATION_ORDER = tuple(
     metadata.tables[f"{DEFAULT_SCHEMA}.{model.__tablename__}"]
@@ -40,21 +39,8 @@ def install(connection: Connection, schema: str = DEFAULT_SCHEMA) -> bool:
         SchemaVersionError: the schema holds pg-boss at another version.
         SchemaConflictError: the schema holds other objects but no pg-boss ``version`` table.
     """
-    validate_schema_name(schema)
-    lock_schema(connection, schema)
-    state, version = inspect_schema(connection, schema)
-    if state is SchemaState.installed:
-        if version != VERSION:
-            raise SchemaVersionError(
-                f"schema {schema!r} holds pg-boss schema version {version}; sqla_boss manages version "
-                f"{VERSION} ({PGBOSS_RELEASES}) and will not change it"
-            )
+    if not prepare_install(connection, schema, VERSION):
         return False
-    if state is SchemaState.foreign:
-        raise SchemaConflictError(
-            f"schema {schema!r} already holds objects but no pg-boss version table; "
-            "install pg-boss into an empty or new schema"
-        )
     options = translated(schema)
     connection.execute(CreateSchema(schema, if_not_exists=True))
     connection.execute(CreateEnumType(JobStateType), execution_options=options)

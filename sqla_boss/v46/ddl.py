@@ -16,10 +16,9 @@ from sqlalchemy.dialects.postgresql import CreateEnumType
 from sqlalchemy.schema import CreateIndex, CreateSchema, CreateTable, Table
 from sqlalchemy.sql.elements import TextClause
 
-from sqla_boss.errors import SchemaConflictError, SchemaVersionError
 from sqla_boss.identifiers import DEFAULT_SCHEMA, quote_identifier, quote_literal, validate_schema_name
-from sqla_boss.schema import SchemaState, inspect_schema, lock_schema, schema_has_objects, translated
-from sqla_boss.v46 import PGBOSS_RELEASES, VERSION
+from sqla_boss.schema import lock_schema, prepare_install, schema_has_objects, translated
+from sqla_boss.v46 import VERSION
 from sqla_boss.v46.job_table import common_table_ddl, partition_plpgsql
 from sqla_boss.v46.models import (
     Bam,
@@ -79,20 +78,8 @@ def install(connection: Connection, schema: str = DEFAULT_SCHEMA) -> bool:
             :func:`sqla_boss.v46.from_v24.upgrade`, not here).
         SchemaConflictError: the schema holds other objects but no pg-boss ``version`` table.
     """
-    validate_schema_name(schema)
-    lock_schema(connection, schema)
-    state, version = inspect_schema(connection, schema)
-    if state is SchemaState.installed:
-        if version != VERSION:
-            raise SchemaVersionError(
-                f"schema {schema!r} holds pg-boss schema version {version}, not {VERSION} ({PGBOSS_RELEASES})"
-            )
+    if not prepare_install(connection, schema, VERSION):
         return False
-    if state is SchemaState.foreign:
-        raise SchemaConflictError(
-            f"schema {schema!r} already holds objects but no pg-boss version table; "
-            "install pg-boss into an empty or new schema"
-        )
     create(connection, schema)
     return True
 

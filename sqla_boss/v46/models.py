@@ -25,15 +25,14 @@ from sqlalchemy import (
     MetaData,
     PrimaryKeyConstraint,
     Text,
-    TypeDecorator,
     func,
     text,
 )
 from sqlalchemy.dialects.postgresql import ENUM, JSONB, UUID
-from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from sqla_boss.identifiers import DEFAULT_SCHEMA
+from sqla_boss.models.base import TextEnum
 from sqla_boss.models.enums import JobState
 
 metadata = MetaData(schema=DEFAULT_SCHEMA)
@@ -73,17 +72,13 @@ class QueuePolicy(str, enum.Enum):
         return self.value
 
 
-class QueuePolicyType(TypeDecorator[QueuePolicy]):
+class QueuePolicyType(TextEnum):
     """A ``text`` column holding a version-46 policy, read and written as :class:`QueuePolicy`."""
 
-    impl = Text
-    cache_ok = True
+    cache_ok = True  # SQLAlchemy reads it from each class itself
 
-    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
-        return None if value is None else QueuePolicy(value).value
-
-    def process_result_value(self, value: Any, dialect: Dialect) -> QueuePolicy | None:
-        return None if value is None else QueuePolicy(value)
+    def __init__(self) -> None:
+        super().__init__(QueuePolicy)
 
 
 class Base(DeclarativeBase):
