@@ -525,3 +525,94 @@ def test_the_upgrade_forgets_the_fetch_index_of_version_24_which_went_with_its_j
     with engine.connect() as connection:
         assert migrations.current_revision(connection, schema_name, fetch_index=True) is None
         assert migrations.current_revision(connection, schema_name) == "pgboss_v46"
+
+
+def test_our_functions_do_what_pg_boss_12s_do(engine: Engine, pgboss12: PgBoss) -> None:
+    """Our plpgsql is our own text: the same calls on our install and on pg-boss's give the same results, rows
+    and errors, including pg-boss deleting its queues through our delete_queue."""
+    ours, theirs = unique_name("ours46"), unique_name("theirs46")
+    try:
+        migrations.upgrade(engine, schema=ours, pgboss=12)
+        pgboss12.run(theirs, [QUIET])
+        for schema in (ours, theirs):
+            pgboss12.run(schema, [start(supervise=False, schedule=False, migrate=False), *EVERY_KIND_OF_QUEUE])
+
+        def outcomes(schema: str) -> list[Any]:
+            results: list[Any] = []
+            calls = [
+                (
+                    "SELECT {s}.job_table_format(:c, :t)",
+                    {"c": "CREATE INDEX job_i5 ON {s}.job (name) -- .job_x myjob_i1", "t": "job_common"},
+                ),
+                ("SELECT {s}.job_table_format(:c, :t)", {"c": "ALTER TABLE {s}.job ADD x; job_i12_y", "t": "Odd Name"}),
+                ("SELECT {s}.job_table_run_async('a', 7, :c)", {"c": "CREATE INDEX job_i99 ON {s}.job (name)"}),
+                ("SELECT {s}.job_table_run_async('b', 8, :c, NULL, 'q_partitioned')", {"c": "X {s}.job"}),
+                ("SELECT {s}.job_table_run_async('c', 8, :c, NULL, 'q_short')", {"c": "X {s}.job"}),
+                ("SELECT {s}.job_table_run_async('d', 8, :c, 'tbl', NULL)", {"c": "X {s}.job"}),
+                ("SELECT {s}.job_table_run_async('e', 8, :c, NULL, 'nope')", {"c": "X {s}.job"}),
+                ("SELECT {s}.job_table_run(:c)", {"c": "COMMENT ON TABLE {s}.job IS 'seen'"}),
+                (
+                    "SELECT {s}.job_table_run(:c, NULL, 'q_partitioned_fifo')",
+                    {"c": "COMMENT ON TABLE {s}.job IS 'one'"},
+                ),
+                ("SELECT {s}.delete_queue('q_nope')", {}),
+                ("SELECT {s}.delete_queue('q_partitioned')", {}),
+                ("SELECT {s}.delete_queue('q_short')", {}),
+                ("SELECT {s}.create_queue('q_defaults', '{{\"policy\": \"standard\"}}')", {}),
+                ('SELECT {s}.create_queue(\'q_defaults\', \'{{"policy": "short", "retryLimit": 9}}\')', {}),
+            ]
+            for sql, params in calls:
+                bound = {key: value.replace("{s}", schema) for key, value in params.items()}
+                try:
+                    with engine.begin() as connection:
+                        results.append(connection.execute(text(sql.format(s=schema)), bound).scalar())
+                except Exception as error:
+                    results.append(type(getattr(error, "orig", error)).__name__)
+            with engine.connect() as connection:
+                results.append(
+                    [
+                        tuple(row)
+                        for row in connection.execute(
+                            text(
+                                f"SELECT name, version, status, queue, table_name, command FROM {schema}.bam "
+                                "ORDER BY name, table_name"
+                            )
+                        )
+                    ]
+                )
+                results.append(
+                    connection.execute(
+                        text(
+                            "SELECT c.relname, obj_description(c.oid, 'pg_class') FROM pg_class c "
+                            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = :s "
+                            "AND obj_description(c.oid, 'pg_class') IS NOT NULL ORDER BY 1"
+                        ),
+                        {"s": schema},
+                    ).all()
+                )
+                results.append(
+                    connection.execute(
+                        text(
+                            f"SELECT name, policy, retry_limit, expire_seconds, retention_seconds, deletion_seconds, "
+                            f"partition, table_name FROM {schema}.queue ORDER BY name"
+                        )
+                    ).all()
+                )
+            return [_without(result, schema) for result in results]
+
+        assert outcomes(ours) == outcomes(theirs)
+        assert differences(comparable(engine, ours), comparable(engine, theirs), names=("ours", "pg-boss")) == []
+    finally:
+        drop_schema(engine, ours)
+        drop_schema(engine, theirs)
+
+
+def _without(value: Any, schema: str) -> Any:
+    """``value`` with the schema's name replaced by ``<S>`` in every string, for comparing two schemas."""
+    if isinstance(value, str):
+        return value.replace(schema, "<S>")
+    if isinstance(value, (list, tuple)):
+        return [_without(item, schema) for item in value]
+    if hasattr(value, "_mapping"):
+        return [_without(item, schema) for item in tuple(value)]
+    return value
