@@ -373,6 +373,7 @@ def test_24_is_upgraded_to_46_in_place_with_every_job_and_pg_boss_12_runs_each_q
             call("fetch", "shorts", {"batchSize": 100}),
             call("fetch", "dlq", {"batchSize": 100}),
             call("detectSchemaDrift"),
+            call("fetch", "work", {"batchSize": 100, "ignoreStartAfter": True}),  # the deferred one
         ],
     )
     fetched = [uuid.UUID(job["id"]) for job in results[1]]
@@ -390,6 +391,8 @@ def test_24_is_upgraded_to_46_in_place_with_every_job_and_pg_boss_12_runs_each_q
     assert results[3]["state"] == "completed"
     assert results[3]["id"] == str(ids["archived_done"])
     assert results[4] is None
+    assert [(uuid.UUID(job["id"]), job["data"]) for job in results[9]] == [(ids["deferred"], {"later": True})]
+    fetched.append(ids["deferred"])  # every moved queued job of every queue, each once
     pgboss12.run(
         schema_name,
         [
@@ -404,9 +407,10 @@ def test_24_is_upgraded_to_46_in_place_with_every_job_and_pg_boss_12_runs_each_q
         states = dict(
             connection.execute(
                 text(f"SELECT id, state::text FROM {schema_name}.job WHERE id = ANY(:ids)"),
-                {"ids": [*runnable, *runnable_shorts]},
+                {"ids": [*fetched, *runnable_shorts]},
             ).all()
         )
+    assert len(states) == len(fetched) + len(runnable_shorts)
     assert set(states.values()) == {"completed"}
 
 
