@@ -14,8 +14,9 @@ blocks (such as a placeholder) need no database and pass.
 * ``console`` / ``shell`` / ``sh`` / ``bash``: one command per line (``\\`` continues a line, ``#`` comments
   are fine), each run by bash from the repository root and required to exit 0. No ``$`` prompts.
 * ``js`` / ``javascript``: written to an ``.mjs`` file beside a ``node_modules`` that holds pg-boss 10.4.2 (the
-  interop tests' install) and run by Node. Without Node the page still runs and is reported as skipped; with
-  ``SQLA_BOSS_REQUIRE_PGBOSS=1`` that is a failure instead.
+  interop tests' install; pg-boss 12.38.0 under ``<!-- node: pg-boss 12.38.0 -->``) and run by Node. Without
+  Node the page still runs and is reported as skipped; with ``SQLA_BOSS_REQUIRE_PGBOSS=1`` that is a failure
+  instead.
 * ``ini`` / ``toml`` / ``json``: parsed.
 * anything else (``text``, ``sql``, no language...) needs a ``not run`` or ``not code`` directive.
 
@@ -85,7 +86,10 @@ PYTHON = {"python", "py"}
 CONSOLE = {"console", "shell", "sh", "bash"}
 NODE = {"js", "javascript", "mjs"}
 PARSED = {"ini", "toml", "json"}
-DIRECTIVES = {"not run", "not code", "setup", "then", "file", "cwd", "sigterm when", "expect exit"}
+DIRECTIVES = {"not run", "not code", "setup", "then", "file", "cwd", "sigterm when", "expect exit", "node"}
+NODE_PACKAGES = {"pg-boss 10.4.2": "pg-boss", "pg-boss 12.38.0": "pg-boss-12"}
+"""``<!-- node: pg-boss 12.38.0 -->``: which pg-boss a JavaScript block's ``import ... from "pg-boss"`` gets (the
+npm alias it is installed under in ``tests/pgboss_node``); 10.4.2 without the directive."""
 COMMAND_TIMEOUT = 180.0
 """Seconds one command may take (a few commands start Python, Alembic or Node)."""
 WAIT_TIMEOUT = 30.0
@@ -233,6 +237,9 @@ def problems(block: Block) -> list[str]:
         if extra:
             found.append(f"a block that is not run cannot also have {sorted(extra)}")
         return found
+    node = block.get("node")
+    if node is not None and (block.language not in NODE or node.strip() not in NODE_PACKAGES):
+        found.append(f"'node:' goes on a JavaScript block and names one of {sorted(NODE_PACKAGES)}, not {node!r}")
     if block.get("file") is None and block.language not in PYTHON | CONSOLE | NODE | PARSED:
         found.append(
             f"```{block.language or '(no language)'} is not run: mark it <!-- not code: ... --> or "
@@ -493,14 +500,21 @@ def _run_node(block: Block, harness: Harness) -> bool:
         harness.skipped.append(f"{block.where} (JavaScript): {found}")
         return False
     node, modules = found
-    link = harness.scratch / "node_modules"
+    package = NODE_PACKAGES[(block.get("node") or "pg-boss 10.4.2").strip()]
+    # A folder per pg-boss, whose node_modules holds the installed packages with "pg-boss" being that one.
+    folder = harness.scratch / f"node-{package}"
+    link = folder / "node_modules"
     if not link.exists():
-        link.symlink_to(modules, target_is_directory=True)
-    script = harness.scratch / f"block_{block.line}.mjs"
+        link.mkdir(parents=True)
+        for entry in modules.iterdir():
+            if entry.name not in NODE_PACKAGES.values():
+                (link / entry.name).symlink_to(entry, target_is_directory=entry.is_dir())
+        (link / "pg-boss").symlink_to(modules / package, target_is_directory=True)
+    script = folder / f"block_{block.line}.mjs"
     script.write_text(block.source, encoding="utf-8")
     completed = subprocess.run(
         [node, str(script)],
-        cwd=harness.scratch,
+        cwd=folder,
         env=harness.environment(),
         capture_output=True,
         text=True,
@@ -597,6 +611,33 @@ def test_the_rules_let_no_block_escape(tmp_path: Path) -> None:
     assert found[30] == []
     (setup,) = parse(page)[-1].directives
     assert (setup.word, setup.value, setup.code_line) == ("setup", "x = 1", 27)
+
+
+def test_a_node_directive_names_a_pg_boss_we_install_on_a_javascript_block(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(
+        textwrap.dedent(
+            """            <!-- node: pg-boss 12.38.0 -->
+            ```js
+            console.log(1)
+            ```
+
+            <!-- node: pg-boss 11 -->
+            ```js
+            console.log(2)
+            ```
+
+            <!-- node: pg-boss 12.38.0 -->
+            ```python
+            print(3)
+            ```
+            """
+        ),
+        encoding="utf-8",
+    )
+    found = [problems(block) for block in parse(page)]
+    assert found[0] == []
+    assert all(len(problem) == 1 and "'node:' goes on a JavaScript block" in problem[0] for problem in found[1:])
 
 
 @pytest.mark.parametrize("page", PAGE_PARAMS)
