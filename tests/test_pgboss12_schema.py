@@ -620,3 +620,16 @@ def _without(value: Any, schema: str) -> Any:
     if hasattr(value, "_mapping"):
         return [_without(item, schema) for item in tuple(value)]
     return value
+
+
+def test_an_upgraded_schema_has_the_catalog_of_a_fresh_install(engine: Engine, schema_name: str) -> None:
+    a_version_24_schema_with_everything(engine, schema_name)
+    migrations.upgrade(engine, schema=schema_name, pgboss=12)
+    fresh = unique_name("fresh46")
+    try:
+        migrations.upgrade(engine, schema=fresh, pgboss=12)
+        assert (
+            differences(comparable(engine, schema_name), comparable(engine, fresh), names=("upgraded", "fresh")) == []
+        )
+    finally:
+        drop_schema(engine, fresh)
