@@ -19,12 +19,12 @@ from sqla_boss.direct import DirectStatement, direct_statement, sync_connection,
 from sqla_boss.flavours import ASYNC
 from sqla_boss.identifiers import validate_schema_name
 from sqla_boss.operations import Expire, Operation, Step, verify_schema
-from sqla_boss.schema import schema_translate_map
+from sqla_boss.schema import SUPPORTED_VERSIONS, schema_translate_map
 
 T = TypeVar("T")
 
-_VERIFIED: weakref.WeakKeyDictionary[object, set[str]] = weakref.WeakKeyDictionary()
-"""The schemas whose version was checked, by connection pool."""
+_VERIFIED: weakref.WeakKeyDictionary[object, dict[str, int]] = weakref.WeakKeyDictionary()
+"""The version of each schema checked, by connection pool."""
 
 
 class AsyncDriver:
@@ -34,14 +34,17 @@ class AsyncDriver:
 
     Args:
         schema: the pg-boss schema every statement is translated to.
+        runs: the schema versions the caller has statements for (the repository: 24 and 46).
 
     Raises:
         InvalidSchemaNameError: ``schema`` is not a name pg-boss can use.
     """
 
-    def __init__(self, schema: str) -> None:
+    def __init__(self, schema: str, runs: tuple[int, ...] = SUPPORTED_VERSIONS) -> None:
         self.schema = validate_schema_name(schema)
         """The pg-boss schema the statements run in."""
+        self.runs = runs
+        """The schema versions this driver's caller runs on; the first run checks the schema holds one."""
         self.execution_options: dict[str, Any] = {"schema_translate_map": schema_translate_map(schema)}
         """The options every statement runs with: the translation of the models to :attr:`schema`."""
         self._entity_options = {**self.execution_options, "populate_existing": True}
@@ -71,6 +74,19 @@ class AsyncDriver:
         """
         return await self._steps(bind, operation, connection, verify=True)
 
+    async def version(self, bind: AsyncSession | AsyncConnection, *, connection: AsyncConnection | None = None) -> int:
+        """The schema's pg-boss version, read once per connection pool (two reads that cannot fail), in
+        ``bind``'s transaction. Does not commit; takes no locks.
+
+        Raises:
+            SchemaNotInstalledError, SchemaVersionError: the schema is not at a version of :attr:`runs`.
+        """
+        verified = _VERIFIED.setdefault(pool_of(bind), {})
+        version = verified.get(self.schema)
+        if version not in self.runs:
+            version = verified[self.schema] = await self._steps(bind, verify_schema(self.schema, self.runs), connection)
+        return version
+
     async def _steps(
         self,
         bind: AsyncSession | AsyncConnection,
@@ -82,10 +98,9 @@ class AsyncDriver:
         try:
             step = next(operation)  # the operation validates its input first: bad input never reaches SQL
             if verify:
-                verified = _VERIFIED.setdefault(pool_of(bind), set())
-                if self.schema not in verified:
-                    await self._steps(bind, verify_schema(self.schema), connection)
-                    verified.add(self.schema)
+                verified = _VERIFIED.setdefault(pool_of(bind), {})
+                if verified.get(self.schema) not in self.runs:
+                    verified[self.schema] = await self._steps(bind, verify_schema(self.schema, self.runs), connection)
             while True:
                 if isinstance(step, Expire):
                     if isinstance(bind, AsyncSession):

@@ -14,8 +14,11 @@ from sqla_boss.identifiers import DEFAULT_SCHEMA
 from sqla_boss.models import Base
 from sqla_boss.operations import Expire, Step
 from sqla_boss.schema import schema_translate_map
+from sqla_boss.v46.models import Base as Base46
 
 _SESSION_KEY = "sqla_boss_schema"
+_MODEL_BASES = (Base, Base46)
+"""The declarative bases of every schema version's models."""
 _HOOK_KEY = "sqla_boss_orm_hook"
 
 
@@ -61,7 +64,7 @@ def bind_session(session: Session | AsyncSession, schema: str, *, orm: bool = Tr
         current = state.execution_options.get("schema_translate_map") or {}
         if DEFAULT_SCHEMA in current:
             return
-        if any(issubclass(mapper.class_, Base) for mapper in state.all_mappers):
+        if any(issubclass(mapper.class_, _MODEL_BASES) for mapper in state.all_mappers):
             state.update_execution_options(schema_translate_map={**current, **translate})
 
     event.listen(session, "do_orm_execute", add_translation)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection
@@ -15,10 +15,11 @@ from sqlalchemy.orm import Session
 from sqla_boss.binding import bind_session
 from sqla_boss.driver import Driver
 from sqla_boss.identifiers import DEFAULT_SCHEMA
-from sqla_boss.models import Archive, Job, JobState, Queue, QueuePolicy, Schedule
-from sqla_boss.operations import Operation, operations_for
+from sqla_boss.models import Archive, Job, JobState, Queue, QueuePolicy
+from sqla_boss.operations import Operation, Operations, operations_for
 from sqla_boss.options.jobs import fixed_options
-from sqla_boss.options.queues import queue_settings
+from sqla_boss.options.queues import KEEP, Keep, queue_settings
+from sqla_boss.schema import REPOSITORY_VERSIONS
 
 T = TypeVar("T")
 
@@ -44,7 +45,8 @@ class Boss:
 
     def __init__(self, session: Session | Connection, schema: str = DEFAULT_SCHEMA, **defaults: Any) -> None:
         self._operations = operations_for(schema, defaults)
-        self._driver = Driver(self._operations.schema)
+        self._defaults = defaults
+        self._driver = Driver(self._operations.schema, runs=REPOSITORY_VERSIONS)
         self.session = session if isinstance(session, Session) else Session(bind=session)
         """The session the statements run on."""
         self._connection = session if isinstance(session, Connection) else None
@@ -55,8 +57,20 @@ class Boss:
         """The pg-boss schema this repository works on."""
         return self._operations.schema
 
-    def _run(self, operation: Operation[T]) -> T:
-        return self._driver.run(self.session, operation, connection=self._connection)
+    def version(self) -> int:
+        """The schema's pg-boss version, 24 (pg-boss 10) or 46 (pg-boss 12), which decides the statements every
+        method runs. Read once per connection pool and schema, in your transaction; does not commit, takes no
+        locks.
+
+        Raises:
+            SchemaNotInstalledError, SchemaVersionError: the schema holds no pg-boss, or another version.
+        """
+        return self._driver.version(self.session, connection=self._connection)
+
+    def _run(self, operation: Callable[[Operations], Operation[T]]) -> T:
+        version = self._driver.version(self.session, connection=self._connection)
+        operations = self._operations if version == 24 else operations_for(self.schema, self._defaults, version)
+        return self._driver.run(self.session, operation(operations), connection=self._connection)
 
     # ------------------------------------------------------------------------------------------ queues
 
@@ -68,56 +82,89 @@ class Boss:
         retry_limit: int | None = None,
         retry_delay: int | dt.timedelta | None = None,
         retry_backoff: bool | None = None,
+        retry_delay_max: int | dt.timedelta | None = None,
         expire_in_seconds: int | dt.timedelta | None = None,
         retention_minutes: int | None = None,
+        retention_seconds: int | dt.timedelta | None = None,
+        delete_after_seconds: int | dt.timedelta | None = None,
         dead_letter: str | None = None,
+        partition: bool | None = None,
+        heartbeat_seconds: int | dt.timedelta | None = None,
+        notify: bool | None = None,
+        warning_queue_size: int | None = None,
     ) -> None:
-        """Create a queue and its partition, through the schema's ``create_queue`` function.
+        """Create a queue (and, on version 24 or with ``partition=True``, its own job table) through the schema's
+        ``create_queue`` function.
 
         Does nothing if the queue exists already (its settings stay as they were, as in pg-boss). Runs in
         your transaction and does not commit; takes the locks of ``CREATE TABLE`` and ``ATTACH PARTITION``
-        on the ``job`` table until your transaction ends.
+        on the ``job`` table until your transaction ends when it makes a table, and on version 46 pg-boss 12's
+        ``create-queue`` advisory lock.
 
         Args:
-            name: the queue's name: at least one of ``[A-Za-z0-9_-]``, at most 1,024 bytes of UTF-8.
+            name: the queue's name. Version 24: at least one of ``[A-Za-z0-9_-]``; version 46: only letters,
+                digits, ``_``, ``-``, ``.`` and ``/``. At most 1,024 bytes of UTF-8.
             policy: ``standard`` (default), ``short`` (at most one queued job), ``singleton`` (at most one active
-                job), or ``stately`` (at most one queued and one active job); per ``singleton_key`` when jobs
-                have one.
+                job), ``stately`` (at most one queued and one active job); on version 46 also ``exclusive``
+                (one queued or active job) and ``key_strict_fifo`` (jobs of a key one at a time, in order; every
+                job needs a ``singleton_key``). Per ``singleton_key`` when jobs have one.
             retry_limit: how often a failed job of the queue is retried (pg-boss's default: 2).
             retry_delay: seconds (or a ``timedelta``) before a retry (default 0).
             retry_backoff: double the delay at each retry, with jitter (default ``False``).
+            retry_delay_max: version 46: the longest backoff delay, in seconds (only with ``retry_backoff``).
             expire_in_seconds: how long a job may stay active before expiry fails it (default 15 minutes).
-            retention_minutes: how long a queued job is kept before it is archived unrun (default 14 days).
+            retention_minutes: version 24: how long a queued job is kept before it is archived unrun (default
+                14 days).
+            retention_seconds: version 46: how long a queued job is kept before it is deleted unrun (default 14
+                days).
+            delete_after_seconds: version 46: how long a finished job is kept (default 7 days; 0: for ever).
             dead_letter: the queue a job is copied to when it fails for good.
+            partition: version 46: give the queue a job table of its own (default: the shared ``job_common``).
+            heartbeat_seconds: version 46: a job whose heartbeat (:meth:`touch`) is older fails (at least 10).
+            notify: version 46: announce due jobs on pg-boss 12's NOTIFY channel.
+            warning_queue_size: version 46: the queued count above which pg-boss 12 warns.
 
         Raises:
             InvalidQueueNameError, InvalidOptionError: before anything is written.
+            UnsupportedOperationError: a setting of the other schema version.
             DeadLetterQueueNotFoundError: ``dead_letter`` names no queue.
         """
-        return self._run(self._operations.create_queue(name, queue_settings(locals())))
+        settings = queue_settings(locals())
+        return self._run(lambda o: o.create_queue(name, settings))
 
     def update_queue(
         self,
         name: str,
         *,
-        policy: QueuePolicy | str | None = None,
-        retry_limit: int | None = None,
-        retry_delay: int | dt.timedelta | None = None,
-        retry_backoff: bool | None = None,
-        expire_in_seconds: int | dt.timedelta | None = None,
-        retention_minutes: int | None = None,
-        dead_letter: str | None = None,
+        policy: QueuePolicy | str | Keep | None = KEEP,
+        retry_limit: int | Keep | None = KEEP,
+        retry_delay: int | dt.timedelta | Keep | None = KEEP,
+        retry_backoff: bool | Keep | None = KEEP,
+        retry_delay_max: int | dt.timedelta | Keep | None = KEEP,
+        expire_in_seconds: int | dt.timedelta | Keep | None = KEEP,
+        retention_minutes: int | Keep | None = KEEP,
+        retention_seconds: int | dt.timedelta | Keep | None = KEEP,
+        delete_after_seconds: int | dt.timedelta | Keep | None = KEEP,
+        dead_letter: str | Keep | None = KEEP,
+        heartbeat_seconds: int | dt.timedelta | Keep | None = KEEP,
+        notify: bool | Keep | None = KEEP,
+        warning_queue_size: int | Keep | None = KEEP,
     ) -> None:
-        """Change a queue's settings; ``None`` keeps a setting (pg-boss would reset the policy to standard).
+        """Change a queue's settings; a setting not given keeps its value.
 
-        Jobs already sent keep the settings they were given. Runs in your transaction and does not commit;
-        locks the queue's row. The settings are :meth:`create_queue`'s.
+        ``None`` keeps a setting too, except on version 46 for ``retry_delay_max``, ``heartbeat_seconds`` and
+        ``dead_letter``, which it clears, as in pg-boss 12. On version 24 pg-boss would reset the policy to
+        standard; sqla_boss keeps it. On version 46 the policy cannot be changed. Jobs already sent keep the
+        settings they were given. Runs in your transaction and does not commit; locks the queue's row. The
+        settings are :meth:`create_queue`'s.
 
         Raises:
             QueueNotFoundError: the queue does not exist (pg-boss silently does nothing).
             DeadLetterQueueNotFoundError: ``dead_letter`` names no queue.
+            InvalidOptionError: on version 46, ``policy``, or no setting at all.
         """
-        return self._run(self._operations.update_queue(name, queue_settings(locals())))
+        settings = queue_settings(locals())
+        return self._run(lambda o: o.update_queue(name, settings))
 
     def delete_queue(self, name: str) -> bool:
         """Delete an empty queue, its partition, schedule and subscriptions; ``False`` if there was none.
@@ -130,26 +177,26 @@ class Boss:
             QueueNotEmptyError: the queue still holds jobs (pg-boss's SQL would fail the transaction).
             QueueInUseError: another queue or a job uses it as a dead letter queue.
         """
-        return self._run(self._operations.delete_queue(name))
+        return self._run(lambda o: o.delete_queue(name))
 
     def purge_queue(self, name: str) -> int:
         """Delete the queue's created and retry jobs; returns how many. Does not commit; locks those rows."""
-        return self._run(self._operations.purge_queue(name))
+        return self._run(lambda o: o.purge_queue(name))
 
     def get_queue(self, name: str) -> Queue | None:
         """The queue as an ORM object, or ``None``. Does not commit; takes no locks."""
-        return self._run(self._operations.get_queue(name))
+        return self._run(lambda o: o.get_queue(name))
 
     def get_queues(self) -> list[Queue]:
         """Every queue, by name, ``__pgboss__send-it`` included. Does not commit; takes no locks."""
-        return self._run(self._operations.get_queues())
+        return self._run(lambda o: o.get_queues())
 
     def get_queue_size(self, name: str, before: JobState | str = JobState.active) -> int:
         """How many of the queue's jobs are in a state before ``before`` (default: queued ones).
 
         An unknown queue has size 0. Does not commit; takes no locks.
         """
-        return self._run(self._operations.get_queue_size(name, before))
+        return self._run(lambda o: o.get_queue_size(name, before))
 
     # ----------------------------------------------------------------------------------------- sending
 
@@ -170,7 +217,7 @@ class Boss:
             DeadLetterQueueNotFoundError: ``dead_letter`` names no queue.
             InvalidOptionError, PayloadError: bad options, or data that is not JSON.
         """
-        return self._run(self._operations.send(name, data, options))
+        return self._run(lambda o: o.send(name, data, options))
 
     def send_after(
         self, name: str, data: Any = None, *, after: dt.datetime | dt.timedelta | float | str, **options: Any
@@ -183,7 +230,7 @@ class Boss:
         Raises:
             InvalidOptionError: also for a ``start_after`` in ``options`` beside ``after``.
         """
-        return self._run(self._operations.send(name, data, fixed_options(options, "send_after", start_after=after)))
+        return self._run(lambda o: o.send(name, data, fixed_options(options, "send_after", start_after=after)))
 
     def send_throttled(
         self, name: str, data: Any = None, *, seconds: int, key: str | None = None, **options: Any
@@ -194,7 +241,7 @@ class Boss:
         locks nothing but the new row.
         """
         fixed = {"singleton_seconds": seconds, "singleton_next_slot": False, "singleton_key": key}
-        return self._run(self._operations.send(name, data, fixed_options(options, "send_throttled", **fixed)))
+        return self._run(lambda o: o.send(name, data, fixed_options(options, "send_throttled", **fixed)))
 
     def send_debounced(
         self, name: str, data: Any = None, *, seconds: int, key: str | None = None, **options: Any
@@ -204,7 +251,7 @@ class Boss:
         ``None`` when the next slot is taken too. Does not commit; locks nothing but the new row.
         """
         fixed = {"singleton_seconds": seconds, "singleton_next_slot": True, "singleton_key": key}
-        return self._run(self._operations.send(name, data, fixed_options(options, "send_debounced", **fixed)))
+        return self._run(lambda o: o.send(name, data, fixed_options(options, "send_debounced", **fixed)))
 
     def insert(self, jobs: Iterable[Mapping[str, Any]]) -> list[uuid.UUID]:
         """Insert many jobs in one statement; returns the ids inserted, in no particular order.
@@ -219,7 +266,7 @@ class Boss:
         Raises:
             QueueNotFoundError, DeadLetterQueueNotFoundError: nothing is inserted (pg-boss drops rows).
         """
-        return self._run(self._operations.insert(jobs))
+        return self._run(lambda o: o.insert(jobs))
 
     # ---------------------------------------------------------------------------------------- fetching
 
@@ -231,7 +278,10 @@ class Boss:
         priority: bool = True,
         include_metadata: bool = False,
         ignore_start_after: bool = False,
-    ) -> list[Job]:
+        min_priority: int | None = None,
+        max_priority: int | None = None,
+        group_concurrency: int | Mapping[str, Any] | None = None,
+    ) -> list[Any]:
         """Activate and return up to ``batch_size`` queued jobs, as ORM ``Job`` objects.
 
         Jobs are picked by priority (unless ``priority=False``), then age; the returned list is in no
@@ -242,18 +292,40 @@ class Boss:
         Runs in your transaction and does not commit: the jobs are active for everyone once you commit.
         Locks the chosen rows (``FOR UPDATE SKIP LOCKED``, so concurrent fetchers get other jobs); runs in
         a savepoint so that a collision with a concurrent activation never aborts your transaction.
+
+        On version 46 (pg-boss 12) the jobs are version 46's ``Job`` objects, picked by priority then age
+        (``priority`` is accepted and ignored, as in pg-boss 12); blocked jobs (waiting for their flow) are never
+        fetched; a key_strict_fifo queue hands out each key's oldest job alone; and these options apply:
+        ``min_priority`` / ``max_priority``, and ``group_concurrency``, a limit on the active jobs of each
+        ``group`` (a whole number, or ``{"default": n, "tiers": {tier: n}}``). A queue that does not exist is
+        a ``QueueNotFoundError`` there, as in pg-boss 12.
         """
-        return self._run(self._operations.fetch(name, batch_size, priority, include_metadata, ignore_start_after))
+        return self._run(
+            lambda o: o.fetch(
+                name,
+                batch_size,
+                priority,
+                include_metadata,
+                ignore_start_after,
+                min_priority=min_priority,
+                max_priority=max_priority,
+                group_concurrency=group_concurrency,
+            )
+        )
 
     # ----------------------------------------------------------------------------------- state changes
 
-    def complete(self, name: str, ids: JobIds, output: Any = None) -> int:
+    def complete(self, name: str, ids: JobIds | Any, output: Any = None, *, include_queued: bool = False) -> int:
         """Complete the given active jobs, storing ``output``; returns how many changed.
 
         ``output`` is stored as pg-boss stores it: a mapping as is, an exception as ``{name, message,
         stack, ...}``, anything else as ``{"value": ...}``. Does not commit; locks the changed rows.
+
+        On version 46, ``ids`` may be the fetched ``Job`` objects instead: then only the attempts fetched are
+        completed (a job expired and fetched again since is left alone), as pg-boss 12's workers do; and
+        ``include_queued=True`` completes queued and blocked jobs too.
         """
-        return self._run(self._operations.complete(name, ids, output))
+        return self._run(lambda o: o.complete(name, ids, output, include_queued))
 
     def fail(self, name: str, ids: JobIds, output: Any = None) -> int:
         """Fail the given created, retry or active jobs; returns how many changed.
@@ -262,11 +334,11 @@ class Boss:
         ``failed``, with a copy sent to its dead letter queue. An exception is stored as ``{name,
         message, stack, ...}``. Does not commit; locks the changed rows.
         """
-        return self._run(self._operations.fail(name, ids, output))
+        return self._run(lambda o: o.fail(name, ids, output))
 
     def cancel(self, name: str, ids: JobIds) -> int:
         """Cancel the given created, retry or active jobs; returns how many. Does not commit; locks them."""
-        return self._run(self._operations.cancel(name, ids))
+        return self._run(lambda o: o.cancel(name, ids))
 
     def resume(self, name: str, ids: JobIds) -> int:
         """Return the given cancelled jobs to ``created``; returns how many. Does not commit; locks them.
@@ -274,28 +346,28 @@ class Boss:
         Raises:
             JobConflictError: a job's policy or throttling slot was taken meanwhile; nothing changed.
         """
-        return self._run(self._operations.resume(name, ids))
+        return self._run(lambda o: o.resume(name, ids))
 
     def retry(self, name: str, ids: JobIds) -> int:
         """Give the given failed jobs one more try (state ``retry``); returns how many.
 
         Does not commit; locks the changed rows.
         """
-        return self._run(self._operations.retry(name, ids))
+        return self._run(lambda o: o.retry(name, ids))
 
     def delete_job(self, name: str, ids: JobIds) -> int:
         """Delete the given jobs in any state, without archiving; returns how many.
 
         Does not commit; locks the deleted rows until your transaction ends.
         """
-        return self._run(self._operations.delete_job(name, ids))
+        return self._run(lambda o: o.delete_job(name, ids))
 
     def get_job_by_id(self, name: str, id: uuid.UUID | str, include_archive: bool = False) -> Job | Archive | None:
         """The job as an ORM object (an ``Archive`` if found only there), or ``None``.
 
         Does not commit; takes no locks.
         """
-        return self._run(self._operations.get_job_by_id(name, id, include_archive))
+        return self._run(lambda o: o.get_job_by_id(name, id, include_archive))
 
     # ----------------------------------------------------------------------------------------- pub/sub
 
@@ -305,7 +377,7 @@ class Boss:
         Options are :meth:`send`'s, validated once before anything is sent. Does not commit; locks
         nothing but the new rows.
         """
-        return self._run(self._operations.publish(event, data, options))
+        return self._run(lambda o: o.publish(event, data, options))
 
     def subscribe(self, event: str, name: str) -> None:
         """Subscribe queue ``name`` to ``event`` (again: refreshes ``updated_on``).
@@ -315,11 +387,11 @@ class Boss:
         Raises:
             QueueNotFoundError: the queue does not exist.
         """
-        return self._run(self._operations.subscribe(event, name))
+        return self._run(lambda o: o.subscribe(event, name))
 
     def unsubscribe(self, event: str, name: str) -> bool:
         """Remove the subscription; ``False`` if there was none. Does not commit; locks that row."""
-        return self._run(self._operations.unsubscribe(event, name))
+        return self._run(lambda o: o.unsubscribe(event, name))
 
     # --------------------------------------------------------------------------------------- schedules
 
@@ -334,12 +406,93 @@ class Boss:
         Raises:
             InvalidCronError, InvalidTimezoneError, QueueNotFoundError.
         """
-        return self._run(self._operations.schedule(name, cron, data, tz, options))
+        return self._run(lambda o: o.schedule(name, cron, data, tz, options))
 
-    def unschedule(self, name: str) -> bool:
-        """Delete the queue's schedule; ``False`` if there was none. Does not commit; locks that row."""
-        return self._run(self._operations.unschedule(name))
+    def unschedule(self, name: str, key: str | None = None) -> bool:
+        """Delete the queue's schedule (on version 46 the one of ``key``, default ``''``); ``False`` if there was
+        none. Does not commit; locks that row."""
+        return self._run(
+            lambda o: o.unschedule(name) if key is None and o.version == 24 else o.unschedule(name, key or "")
+        )
 
-    def get_schedules(self) -> list[Schedule]:
-        """Every schedule as an ORM object. Does not commit; takes no locks."""
-        return self._run(self._operations.get_schedules())
+    def get_schedules(self, name: str | None = None, key: str | None = None) -> list[Any]:
+        """Every schedule as an ORM object (version 46: of queue ``name`` and ``key`` when given, by name and
+        key). Does not commit; takes no locks."""
+        return self._run(lambda o: o.get_schedules(name, key))
+
+    def get_schedule(self, name: str, key: str = "") -> Any:
+        """Version 46: the schedule of ``name`` and ``key``, or ``None``. Does not commit; takes no locks."""
+        return self._run(lambda o: o.get_schedule(name, key))
+
+    # ---------------------------------------------------------------------- pg-boss 12 (version 46) alone
+
+    def touch(self, name: str, ids: JobIds | Any) -> int:
+        """Refresh the heartbeat (``heartbeat_on``) of the given active jobs; returns how many. ``ids`` may be
+        the fetched ``Job`` objects (only those attempts). Does not commit; locks the changed rows.
+
+        Raises:
+            UnsupportedOperationError: on version 24.
+        """
+        return self._run(lambda o: o.touch(name, ids))
+
+    def delete_queued_jobs(self, name: str) -> int:
+        """Delete the queue's created and retry jobs; returns how many. Does not commit; locks those rows.
+
+        Raises:
+            UnsupportedOperationError: on version 24 (there: :meth:`purge_queue`).
+        """
+        return self._run(lambda o: o.delete_queued_jobs(name))
+
+    def delete_stored_jobs(self, name: str) -> int:
+        """Delete the queue's completed, cancelled and failed jobs; returns how many. Does not commit; locks
+        those rows.
+
+        Raises:
+            UnsupportedOperationError: on version 24.
+        """
+        return self._run(lambda o: o.delete_stored_jobs(name))
+
+    def delete_all_jobs(self, name: str | None = None) -> int:
+        """Delete every job of the queue, or of every queue when ``name`` is ``None`` (which also zeroes every
+        queue's cached counts, as pg-boss 12 does); returns how many. pg-boss truncates tables where sqla_boss
+        deletes rows, so your transaction keeps its own writes. Does not commit; locks the deleted rows.
+
+        Raises:
+            UnsupportedOperationError: on version 24.
+        """
+        return self._run(lambda o: o.delete_all_jobs(name))
+
+    def get_queue_stats(self, name: str) -> Any:
+        """The queue's jobs right now by state, as pg-boss 12's monitor counts them: a ``QueueStats`` with
+        ``deferred``, ``blocked``, ``queued``, ``ready``, ``active``, ``completed``, ``cancelled``,
+        ``failed``, ``total`` and ``ready_oldest_seconds``. Counted live (pg-boss returns its cached counts).
+        Does not commit; takes no locks.
+
+        Raises:
+            QueueNotFoundError: the queue does not exist.
+            UnsupportedOperationError: on version 24 (there: :meth:`get_queue_size`).
+        """
+        return self._run(lambda o: o.get_queue_stats(name))
+
+    def find_jobs(
+        self,
+        name: str,
+        *,
+        id: uuid.UUID | str | None = None,
+        key: str | None = None,
+        data: Any = None,
+        queued: bool = False,
+        limit: int = 1000,
+        after: uuid.UUID | str | None = None,
+    ) -> list[Any]:
+        """The queue's jobs as ORM objects, oldest first (by ``created_on``, then id), at most ``limit``
+        (1-100,000): with this ``id``, this ``singleton_key``, data containing ``data`` (JSON containment),
+        only queued ones, or after the job ``after``. Does not commit; takes no locks.
+
+        Raises:
+            InvalidOptionError: ``after`` names no job of the queue.
+            UnsupportedOperationError: on version 24.
+        """
+        return self._run(
+            lambda o: o.find_jobs(name, id=id, key=key, data=data, queued=queued, limit=limit, after=after)
+        )

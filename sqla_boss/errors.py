@@ -97,6 +97,12 @@ class DeadLetterQueueNotFoundError(QueueNotFoundError):
     """The dead-letter queue named for a job or queue does not exist."""
 
 
+class UnsupportedOperationError(SqlaBossError):
+    """The operation exists in one pg-boss schema version only, and the schema is at the other (for example
+    ``get_queue_size`` on version 46, ``get_queue_stats`` on 24), or it needs an option of the other version.
+    Nothing was written."""
+
+
 class QueueNotEmptyError(SqlaBossError):
     """The queue still holds jobs, which pg-boss's ``delete_queue`` cannot drop (purge or delete them)."""
 

@@ -17,12 +17,13 @@ import uuid
 from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal, NoReturn, TypeVar
 
 from sqlalchemy import Executable
 from sqlalchemy.exc import IntegrityError
 
 from sqla_boss import cron as cron_rules
+from sqla_boss import models as v24_models
 from sqla_boss.errors import (
     DeadLetterQueueNotFoundError,
     InvalidOptionError,
@@ -30,13 +31,20 @@ from sqla_boss.errors import (
     QueueInUseError,
     QueueNotEmptyError,
     QueueNotFoundError,
+    UnsupportedOperationError,
 )
 from sqla_boss.identifiers import DEFAULT_SCHEMA, validate_schema_name
-from sqla_boss.models import Archive, Job, JobState, Queue, QueuePolicy, Schedule, Subscription
+from sqla_boss.models import Archive, Job, JobState, Queue, QueuePolicy, Schedule
 from sqla_boss.options import jobs as job_options
 from sqla_boss.options import names, payloads, queues, schedules
 from sqla_boss.options.values import integer
-from sqla_boss.schema import READ_VERSION, lock_statements, supported_version, version_table_exists
+from sqla_boss.schema import (
+    READ_VERSION,
+    SUPPORTED_VERSIONS,
+    lock_statements,
+    supported_version,
+    version_table_exists,
+)
 from sqla_boss.v24 import statements as v24_statements
 
 T = TypeVar("T")
@@ -78,33 +86,42 @@ Operation = Generator[Step | Expire, Any, T]
 """An operation: yields steps, receives their results, returns the method's value."""
 
 
-def verify_schema(schema: str) -> Operation[int]:
-    """Read the schema's pg-boss version and refuse one this release does not run (:func:`~sqla_boss.schema.
+def verify_schema(schema: str, runs: tuple[int, ...] = SUPPORTED_VERSIONS) -> Operation[int]:
+    """Read the schema's pg-boss version and refuse one not in ``runs`` (:func:`~sqla_boss.schema.
     supported_version`). Its statements cannot fail, so a refusal leaves the caller's transaction usable."""
     exists = yield Step(version_table_exists(schema), {}, "scalar")
     version = None if exists is None else (yield Step(READ_VERSION, {}, "scalar"))
-    return supported_version(schema, version)
+    return supported_version(schema, version, runs)
 
 
 FETCH_ATTEMPTS = 3
 """How often a fetch that collided with a concurrent activation of the same singleton key is retried."""
 
 
-def operations_for(schema: str, defaults: Mapping[str, Any]) -> Operations:
-    """The :class:`Operations` of ``schema`` and ``defaults``, shared: they hold no state, and building them
-    (validating the schema and the defaults) on every ``Boss(...)`` showed in the profile of single sends."""
+def operations_for(schema: str, defaults: Mapping[str, Any], version: int = 24) -> Operations:
+    """The :class:`Operations` of ``schema`` at ``version`` (24, or 46: :class:`sqla_boss.v46.operations.
+    Operations46`) and ``defaults``, shared: they hold no state, and building them (validating the schema and
+    the defaults) on every ``Boss(...)`` showed in the profile of single sends."""
     try:  # types in the key: True == 1 == 1.0 for a dict, not for the validation
         key = (schema, tuple(sorted((name, type(value), value) for name, value in defaults.items())))
         hash(key)
     except TypeError:  # an unhashable default: it will be refused or used once, no need to share
-        return Operations(schema, defaults)
-    return _shared_operations(key)
+        return _operations_class(version)(schema, defaults)
+    return _shared_operations(key, version)
+
+
+def _operations_class(version: int) -> type[Operations]:
+    if version == 46:
+        from sqla_boss.v46.operations import Operations46  # the room of 46 builds on this module
+
+        return Operations46
+    return Operations
 
 
 @functools.lru_cache(maxsize=256)
-def _shared_operations(key: tuple[str, tuple[tuple[str, type, Any], ...]]) -> Operations:
+def _shared_operations(key: tuple[str, tuple[tuple[str, type, Any], ...]], version: int) -> Operations:
     schema, defaults = key
-    return Operations(schema, {name: value for name, _, value in defaults})
+    return _operations_class(version)(schema, {name: value for name, _, value in defaults})
 
 
 class Operations:
@@ -117,6 +134,10 @@ class Operations:
 
     sql: ClassVar[ModuleType] = v24_statements
     """The statements of the schema version these operations run."""
+    models: ClassVar[ModuleType] = v24_models
+    """The models of that version (``Job``, ``Queue``, ``Schedule``, ``Subscription``): what ORM results are."""
+    version: ClassVar[int] = 24
+    """The schema version."""
 
     def __init__(self, schema: str = DEFAULT_SCHEMA, defaults: Mapping[str, Any] | None = None) -> None:
         self.schema = validate_schema_name(schema)
@@ -166,7 +187,7 @@ class Operations:
         updated = yield Step(self.sql.UPDATE_QUEUE, params, "rows")
         if not updated:
             raise QueueNotFoundError(f"queue {queue_name!r} does not exist", (queue_name,))
-        yield Expire(((Queue, (queue_name,)),))
+        yield Expire(((self.models.Queue, (queue_name,)),))
 
     def delete_queue(self, name: object) -> Operation[bool]:
         queue_name = names.queue_name(name)
@@ -195,7 +216,7 @@ class Operations:
     def purge_queue(self, name: object) -> Operation[int]:
         queue_name = names.queue_name(name)
         rows = yield Step(self.sql.PURGE_QUEUE, {"queue_name": queue_name}, "rows")
-        yield Expire.jobs(queue_name, (job_id for (job_id,) in rows))
+        yield self._expire_jobs(queue_name, (job_id for (job_id,) in rows))
         return len(rows)
 
     def get_queue(self, name: object) -> Operation[Queue | None]:
@@ -223,7 +244,7 @@ class Operations:
     # ----------------------------------------------------------------------------------------- sending
 
     def send(self, name: object, data: Any, options: Mapping[str, Any]) -> Operation[uuid.UUID | None]:
-        job, next_slot = job_options.send_input(name, data, options)
+        job, next_slot = self._send_input(name, data, options)
         ids, now = yield from self._insert([job])
         if ids or not next_slot or job.singleton_seconds is None:
             return ids[0] if ids else None
@@ -240,21 +261,34 @@ class Operations:
     def insert(self, jobs: Iterable[Mapping[str, Any]]) -> Operation[list[uuid.UUID]]:
         if isinstance(jobs, (str, bytes, Mapping)) or not isinstance(jobs, Iterable):
             raise InvalidOptionError(f"insert() takes a list of jobs (mappings), not {type(jobs).__name__}")
-        records = [job_options.insert_record(job) for job in jobs]
+        records = [self._insert_record(job) for job in jobs]
         if not records:
             return []
         ids, _ = yield from self._insert_records(records)
         return ids
 
-    def _insert(self, jobs: list[job_options.JobInput]) -> Generator[Step, Any, tuple[list[uuid.UUID], float]]:
+    def _send_input(self, name: object, data: Any, options: Mapping[str, Any]) -> tuple[Any, bool]:
+        """A send's validated job (the version's ``JobInput``) and whether it debounces."""
+        return job_options.send_input(name, data, options)
+
+    def _insert_record(self, job: Mapping[str, Any]) -> dict[str, Any]:
+        return job_options.insert_record(job)
+
+    def _insert_params(self) -> Mapping[str, Any]:
+        return self._default_params
+
+    def _expire_jobs(self, queue_name: str, ids: Iterable[uuid.UUID]) -> Expire:
+        return Expire(tuple((self.models.Job, (queue_name, job_id)) for job_id in ids))
+
+    def _insert(self, jobs: list[Any]) -> Generator[Step, Any, tuple[list[uuid.UUID], float]]:
         return (yield from self._insert_records([job.record() for job in jobs]))
 
     def _insert_records(self, records: list[dict[str, Any]]) -> Generator[Step, Any, tuple[list[uuid.UUID], float]]:
         # Each job's data passed check_structure (send_input, insert_record); the list and records are ours.
         payload = payloads.json_text(records, what="job data", structure_checked=True)
-        rows = yield Step(self.sql.INSERT_JOBS, {"jobs": payload, **self._default_params}, "rows")
+        rows = yield Step(self.sql.INSERT_JOBS, {"jobs": payload, **self._insert_params()}, "rows")
         ids: list[uuid.UUID] = []
-        missing: dict[str, list[str]] = {"queue": [], "dead_letter": []}
+        missing: dict[str, list[str]] = {"queue": [], "dead_letter": [], "key_required": []}
         now = 0.0
         for kind, value, job_id in rows:
             if kind == "id":
@@ -271,6 +305,12 @@ class Operations:
             raise DeadLetterQueueNotFoundError(
                 f"dead letter queue {', '.join(map(repr, names))} does not exist; nothing was sent", names
             )
+        if missing["key_required"]:
+            names = tuple(sorted(set(missing["key_required"])))
+            raise InvalidOptionError(
+                f"queue {', '.join(map(repr, names))} is key_strict_fifo: each job needs a singleton_key; "
+                "nothing was sent"
+            )
         return ids, now
 
     # ---------------------------------------------------------------------------------------- fetching
@@ -284,9 +324,20 @@ class Operations:
         ignore_start_after: object,
         *,
         savepoint: bool = True,
+        min_priority: object = None,
+        max_priority: object = None,
+        group_concurrency: object = None,
     ) -> Operation[list[Job]]:
         """``savepoint=False`` (workers, which own their transaction): two round trips fewer, and a collision
-        with a concurrent activation raises ``IntegrityError`` for the caller to roll back."""
+        with a concurrent activation raises ``IntegrityError`` for the caller to roll back. ``min_priority``,
+        ``max_priority`` and ``group_concurrency`` are pg-boss 12's (version 46)."""
+        for option, value in (
+            ("min_priority", min_priority),
+            ("max_priority", max_priority),
+            ("group_concurrency", group_concurrency),
+        ):
+            if value is not None:
+                _version_46_only(f"fetch's {option}")
         queue_name = names.queue_name(name)
         options = queues.FetchOptions.of(batch_size, priority, include_metadata, ignore_start_after)
         statement = self.sql.FETCH_BY_PRIORITY if options.priority else self.sql.FETCH_BY_AGE
@@ -310,8 +361,10 @@ class Operations:
 
     # ----------------------------------------------------------------------------------- state changes
 
-    def complete(self, name: object, ids: object, output: Any) -> Operation[int]:
-        return self._change(self.sql.COMPLETE, "complete", name, ids, {"job_output": _output_text(output)})
+    def complete(self, name: object, ids: object, output: Any, include_queued: object = False) -> Operation[int]:
+        if include_queued is not False:
+            _version_46_only("complete's include_queued")
+        return (yield from self._change(self.sql.COMPLETE, "complete", name, ids, {"job_output": _output_text(output)}))
 
     def cancel(self, name: object, ids: object) -> Operation[int]:
         return self._change(self.sql.CANCEL, "cancel", name, ids, {})
@@ -336,7 +389,7 @@ class Operations:
         job_ids = tuple(names.job_ids(ids, operation="fail"))
         params = {"queue_name": queue_name, "ids": list(job_ids), "job_output": _output_text(output)}
         rows = yield Step(self.sql.FAIL, params, "rows")
-        yield Expire.jobs(queue_name, job_ids)
+        yield self._expire_jobs(queue_name, job_ids)
         return int(rows[0][0])
 
     def _change(
@@ -353,7 +406,7 @@ class Operations:
         job_ids = tuple(names.job_ids(ids, operation=operation))
         params = {"queue_name": queue_name, "ids": list(job_ids), **extra}
         count: int = yield Step(statement, params, "rowcount", savepoint=savepoint)
-        yield Expire.jobs(queue_name, job_ids)
+        yield self._expire_jobs(queue_name, job_ids)
         return count
 
     def get_job_by_id(self, name: object, job_id: object, include_archive: object) -> Operation[Job | Archive | None]:
@@ -408,6 +461,36 @@ class Operations:
         rows = yield Step(self.sql.JOB_IDS_IN_STATE, params, "rows")
         return [job_id for (job_id,) in rows]
 
+    # ------------------------------------------------------------------ operations of pg-boss 12 alone
+
+    def touch(self, name: object, ids: object) -> Operation[int]:
+        _version_46_only("touch")
+        yield  # pragma: no cover
+
+    def delete_queued_jobs(self, name: object) -> Operation[int]:
+        _version_46_only("delete_queued_jobs", "purge_queue")
+        yield  # pragma: no cover
+
+    def delete_stored_jobs(self, name: object) -> Operation[int]:
+        _version_46_only("delete_stored_jobs")
+        yield  # pragma: no cover
+
+    def delete_all_jobs(self, name: object | None) -> Operation[int]:
+        _version_46_only("delete_all_jobs")
+        yield  # pragma: no cover
+
+    def get_queue_stats(self, name: object) -> Operation[Any]:
+        _version_46_only("get_queue_stats", "get_queue_size")
+        yield  # pragma: no cover
+
+    def find_jobs(self, name: object, **filters: Any) -> Operation[list[Any]]:
+        _version_46_only("find_jobs")
+        yield  # pragma: no cover
+
+    def get_schedule(self, name: object, key: object = "") -> Operation[Any]:
+        _version_46_only("get_schedule", "get_schedules")
+        yield  # pragma: no cover
+
     # ----------------------------------------------------------------------------------------- pub/sub
 
     def subscribe(self, event: object, name: object) -> Operation[None]:
@@ -416,17 +499,17 @@ class Operations:
         rows = yield Step(self.sql.SUBSCRIBE, {"event_name": event_name, "queue_name": queue_name}, "rows")
         if not rows:
             raise QueueNotFoundError(f"queue {queue_name!r} does not exist", (queue_name,))
-        yield Expire(((Subscription, (event_name, queue_name)), (Queue, (queue_name,))))
+        yield Expire(((self.models.Subscription, (event_name, queue_name)), (self.models.Queue, (queue_name,))))
 
     def unsubscribe(self, event: object, name: object) -> Operation[bool]:
         event_name, queue_name = names.event_name(event), names.queue_name(name)
         count = yield Step(self.sql.UNSUBSCRIBE, {"event_name": event_name, "queue_name": queue_name}, "rowcount")
-        yield Expire(((Subscription, (event_name, queue_name)), (Queue, (queue_name,))))
+        yield Expire(((self.models.Subscription, (event_name, queue_name)), (self.models.Queue, (queue_name,))))
         return bool(count)
 
     def publish(self, event: object, data: Any, options: Mapping[str, Any]) -> Operation[list[uuid.UUID]]:
         event_name = names.event_name(event)
-        job_options.send_input("publish", data, options)  # validate once, before anything is written
+        self._send_input("publish", data, options)  # validate once, before anything is written
         subscribers = yield Step(self.sql.SUBSCRIBERS, {"event_name": event_name}, "rows")
         ids: list[uuid.UUID] = []
         for (queue_name,) in subscribers:
@@ -456,13 +539,17 @@ class Operations:
             raise QueueNotFoundError(f"queue {queue_name!r} does not exist", (queue_name,))
         yield Expire(((Schedule, (queue_name,)), (Queue, (queue_name,))))
 
-    def unschedule(self, name: object) -> Operation[bool]:
+    def unschedule(self, name: object, key: object = None) -> Operation[bool]:
+        if key is not None:
+            _version_46_only("a schedule key")
         queue_name = names.queue_name(name)
         count = yield Step(self.sql.UNSCHEDULE, {"queue_name": queue_name}, "rowcount")
         yield Expire(((Schedule, (queue_name,)), (Queue, (queue_name,))))
         return bool(count)
 
-    def get_schedules(self) -> Operation[list[Schedule]]:
+    def get_schedules(self, name: object = None, key: object = None) -> Operation[list[Schedule]]:
+        if name is not None or key is not None:
+            _version_46_only("get_schedules by name or key")
         schedules: list[Schedule] = yield Step(self.sql.GET_SCHEDULES, {}, "entities")
         return schedules
 
@@ -523,6 +610,13 @@ class Operations:
             )
             for name, created, retry, active, completed, cancelled, failed, oldest in rows
         ]
+
+
+def _version_46_only(operation: str, instead: str | None = None) -> NoReturn:
+    hint = f"; on version 24 use {instead}" if instead else ""
+    raise UnsupportedOperationError(
+        f"{operation} is pg-boss 12's (schema version 46), and this schema is at version 24{hint}"
+    )
 
 
 Clock = Literal["maintenance", "monitoring", "cron"]

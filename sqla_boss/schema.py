@@ -44,6 +44,7 @@ __all__ = [
     "KNOWN_VERSIONS",
     "PGBOSS_MAJORS",
     "READ_VERSION",
+    "REPOSITORY_VERSIONS",
     "SCHEMA_VERSION",
     "SUPPORTED_VERSIONS",
     "SchemaState",
@@ -80,13 +81,14 @@ def schema_translate_map(schema: str) -> dict[str | None, str]:
     return {DEFAULT_SCHEMA: validate_schema_name(schema)}
 
 
-def advisory_lock_key(schema: str) -> ColumnElement[int]:
+def advisory_lock_key(schema: str, suffix: str = "") -> ColumnElement[int]:
     """pg-boss's advisory lock key for ``schema``, as SQL evaluated in the current database.
 
-    It is the first 64 bits of ``sha224(current_database() || '.pgboss.' || schema)``, read as a signed
-    bigint: every pg-boss and sqla_boss instance on the same schema contends for the same lock.
+    It is the first 64 bits of ``sha224(current_database() || '.pgboss.' || schema || suffix)``, read as a
+    signed bigint: every pg-boss and sqla_boss instance on the same schema contends for the same lock. pg-boss
+    12 names one lock per kind of work with ``suffix`` (``create-queue``, ``delete-queue``...).
     """
-    key_text = func.current_database(type_=Text) + literal(".pgboss.", Text) + literal(schema, Text)
+    key_text = func.current_database(type_=Text) + literal(".pgboss.", Text) + literal(schema + suffix, Text)
     digest = func.encode(func.sha224(cast(key_text, BYTEA)), "hex", type_=Text)
     return cast(cast(literal("x", Text) + digest, BIT(64)), BigInteger)
 
@@ -127,7 +129,10 @@ class SchemaState(enum.Enum):
 
 
 SUPPORTED_VERSIONS: tuple[int, ...] = (SCHEMA_VERSION,)
-"""The pg-boss schema versions the repository, the workers and maintenance of this release run on."""
+"""The pg-boss schema versions the workers and maintenance of this release run on."""
+
+REPOSITORY_VERSIONS: tuple[int, ...] = (v24.VERSION, v46.VERSION)
+"""The pg-boss schema versions ``Boss`` and ``AsyncBoss`` run on, each with that version's statements."""
 
 KNOWN_VERSIONS: dict[int, str] = {v24.VERSION: v24.PGBOSS_RELEASES, v46.VERSION: v46.PGBOSS_RELEASES}
 """Every schema version this release installs, adopts or upgrades to, one room of the package each
@@ -197,8 +202,9 @@ READ_VERSION = select(Version.version).limit(1)
 """The schema's version, as pg-boss reads it (the first row); run it with the schema's translation."""
 
 
-def supported_version(schema: str, version: int | None) -> int:
-    """``version`` when this release runs it; raises otherwise (``None``: no ``version`` table or row).
+def supported_version(schema: str, version: int | None, runs: tuple[int, ...] = SUPPORTED_VERSIONS) -> int:
+    """``version`` when it is one of ``runs`` (what the caller runs on); raises otherwise (``None``: no ``version``
+    table or row).
 
     Raises:
         SchemaNotInstalledError: the schema holds no pg-boss tables.
@@ -206,22 +212,23 @@ def supported_version(schema: str, version: int | None) -> int:
     """
     if version is None:
         raise SchemaNotInstalledError(f"schema {schema!r} holds no pg-boss tables; run sqla-boss migrate")
-    if version not in SUPPORTED_VERSIONS:
-        supported = ", ".join(map(str, SUPPORTED_VERSIONS))
+    if version not in runs:
+        supported = ", ".join(map(str, runs))
         if version == v46.VERSION:
             why = (
-                "sqla_boss installs, adopts and upgrades to version 46, but its Boss, workers and maintenance "
-                "run version 24 in this release"
+                "sqla_boss installs, adopts and upgrades to version 46, and its Boss runs it, but its workers and "
+                "maintenance run version 24 in this release"
             )
-        elif version < min(SUPPORTED_VERSIONS):
+        elif version < min(runs):
             why = "pg-boss 10.4 migrates it to 24 when it starts"
         else:
             why = "a newer pg-boss migrated it, and cannot go back"
         raise SchemaVersionError(
-            f"schema {schema!r} holds pg-boss schema version {version}; this sqla_boss runs version {supported} "
+            f"schema {schema!r} holds pg-boss schema version {version}; this sqla_boss runs version"
+            f"{'s' if len(runs) > 1 else ''} {supported} "
             f"({v24.PGBOSS_RELEASES}); {why}",
             version,
-            SUPPORTED_VERSIONS,
+            runs,
         )
     return version
 

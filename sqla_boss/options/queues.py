@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from sqla_boss.errors import InvalidOptionError
 from sqla_boss.models import JobState, QueuePolicy
+from sqla_boss.options import v46
 from sqla_boss.options.names import optional_queue_name
 from sqla_boss.options.timing import expire_in_seconds, optional_delay
 from sqla_boss.options.values import flag, integer, known, optional_flag, optional_integer
@@ -17,9 +19,30 @@ QUEUE_OPTIONS = frozenset(
 )
 
 
+class Keep(enum.Enum):
+    """The default of ``update_queue``'s settings: keep the stored value (``None`` clears the settings pg-boss
+    12 lets clear, and keeps the others)."""
+
+    KEEP = "keep"
+
+
+KEEP = Keep.KEEP
+
+ALL_QUEUE_OPTIONS = QUEUE_OPTIONS | v46.QUEUE_OPTIONS
+"""The queue options of both schema versions: each version refuses the other's."""
+
+
 def queue_settings(arguments: Mapping[str, Any]) -> dict[str, Any]:
-    """The queue options among a method's ``locals()``: the one place that lists them for both APIs."""
-    return {key: arguments[key] for key in QUEUE_OPTIONS}
+    """The queue options given among a method's ``locals()`` (neither ``None`` nor :data:`KEEP`, but ``None``
+    where an ``update_queue`` clears): the one place that lists them for both APIs and both versions."""
+    updating = any(arguments.get(key) is KEEP for key in ALL_QUEUE_OPTIONS)
+    return {
+        key: arguments[key]
+        for key in sorted(ALL_QUEUE_OPTIONS)
+        if key in arguments
+        and arguments[key] is not KEEP
+        and (arguments[key] is not None or (updating and key in v46.CLEARABLE))
+    }
 
 
 def queue_policy(value: object) -> QueuePolicy:
@@ -90,4 +113,14 @@ class FetchOptions:
         )
 
 
-__all__ = ["QUEUE_OPTIONS", "FetchOptions", "job_state", "queue_options", "queue_policy", "queue_settings"]
+__all__ = [
+    "ALL_QUEUE_OPTIONS",
+    "KEEP",
+    "QUEUE_OPTIONS",
+    "FetchOptions",
+    "Keep",
+    "job_state",
+    "queue_options",
+    "queue_policy",
+    "queue_settings",
+]

@@ -1,0 +1,731 @@
+"""Every SQL statement of schema version 46 the repository runs, built once as SQLAlchemy Core, without I/O.
+
+The same names as :mod:`sqla_boss.v24.statements` for what runs the same. The statements name the version-46
+models' tables, so they follow the ``schema_translate_map`` they run with; they run on the partitioned ``job``
+table, and PostgreSQL routes each row to the queue's own table (``job_common`` or the queue's partition), as
+pg-boss does by naming that table. Every clock reading is the schema's ``job_now()`` (:data:`JOB_NOW`), as in
+pg-boss 12, so a Node ``TestClock`` drives both. Each statement is written from PGBOSS12.md; the section is
+named beside it.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    ColumnElement,
+    Integer,
+    Select,
+    Text,
+    TextClause,
+    and_,
+    any_,
+    bindparam,
+    case,
+    cast,
+    column,
+    delete,
+    exists,
+    extract,
+    false,
+    func,
+    literal,
+    literal_column,
+    null,
+    or_,
+    select,
+    text,
+    union_all,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, INTERVAL, JSONB, TIMESTAMP, UUID, insert
+from sqlalchemy.sql.selectable import CompoundSelect, ExecutableReturnsRows
+from sqlalchemy.types import TypeEngine
+
+from sqla_boss.identifiers import DEFAULT_SCHEMA, quote_identifier, validate_schema_name
+from sqla_boss.models.enums import JobState
+from sqla_boss.options.values import MAX_DURATION_SECONDS
+from sqla_boss.schema import advisory_lock_key
+from sqla_boss.v46.models import Base, Job, Queue, QueuePolicy, Schedule
+
+_tables = Base.metadata.tables
+job = _tables[f"{DEFAULT_SCHEMA}.job"]
+queue = _tables[f"{DEFAULT_SCHEMA}.queue"]
+schedule_table = _tables[f"{DEFAULT_SCHEMA}.schedule"]
+subscription = _tables[f"{DEFAULT_SCHEMA}.subscription"]
+job_dependency = _tables[f"{DEFAULT_SCHEMA}.job_dependency"]
+
+JOB_NOW = literal_column(f"__[SCHEMA_{DEFAULT_SCHEMA}].job_now()", TIMESTAMP(timezone=True))
+"""``<schema>.job_now()``, the clock of every pg-boss 12 statement. A function is not a table, so the schema
+translation does not reach it by itself: this is SQLAlchemy's own placeholder for the translated schema, which
+it replaces (quoted) in the SQL of every statement run with a ``schema_translate_map``, as the driver runs them."""
+
+ONE_SECOND = literal_column("interval '1 second'", INTERVAL())
+_GATED = (QueuePolicy.singleton.value, QueuePolicy.stately.value)
+_FIFO = QueuePolicy.key_strict_fifo.value
+
+
+def _const(sql: str, type_: TypeEngine[Any] | None = None) -> ColumnElement[Any]:
+    return literal_column(sql, type_)
+
+
+def _typed(name: str, type_: TypeEngine[Any]) -> ColumnElement[Any]:
+    """A parameter with an explicit cast, so PostgreSQL knows its type even when it is NULL."""
+    return cast(bindparam(name, type_=type_), type_)
+
+
+def _json_param(name: str) -> ColumnElement[object]:
+    """A JSON value sent as text we serialised (and checked) ourselves."""
+    return cast(bindparam(name, type_=Text), JSONB)
+
+
+def _state(state: JobState) -> ColumnElement[Any]:
+    """A state as a constant of the enum type (the planner matches it against the partial indexes)."""
+    return literal_column(f"'{state.value}'", job.c.state.type)
+
+
+_queue_name = bindparam("queue_name", type_=Text)
+
+
+def _ids() -> ColumnElement[bool]:
+    return job.c.id == any_(bindparam("ids", type_=ARRAY(UUID(as_uuid=True))))
+
+
+def _attempts() -> ColumnElement[bool]:
+    """The fence of §6.1: with ``:attempts`` (``id:retry_count`` texts, from the job objects given) only the
+    active attempts named; with NULL (plain ids), any row of ``:ids``."""
+    attempts = _typed("attempts", ARRAY(Text))
+    attempt = cast(job.c.id, Text).concat(_const("':'")).concat(cast(job.c.retry_count, Text))
+    return or_(attempts.is_(None), and_(job.c.state == _state(JobState.active), attempt == any_(attempts)))
+
+
+# ------------------------------------------------------------------------------------ send and insert (§4)
+
+_RECORD_COLUMNS = (
+    column("name", Text),
+    column("data", JSONB),
+    column("id", UUID(as_uuid=True)),
+    column("priority", Integer),
+    column("start_after", Text),
+    column("singleton_key", Text),
+    column("singleton_seconds", Integer),
+    column("singleton_offset", Integer),
+    column("group_id", Text),
+    column("group_tier", Text),
+    column("expire_in_seconds", Integer),
+    column("delete_after_seconds", Integer),
+    column("retention_seconds", Integer),
+    column("retry_limit", Integer),
+    column("retry_delay", Integer),
+    column("retry_backoff", Boolean),
+    column("retry_delay_max", Integer),
+    column("heartbeat_seconds", Integer),
+    column("dead_letter", Text),
+    column("trace_context", JSONB),
+)
+
+
+def _insert_jobs() -> CompoundSelect[Any]:
+    records = (
+        func.json_to_recordset(cast(bindparam("jobs", type_=Text), JSON))
+        .table_valued(*_RECORD_COLUMNS)
+        .render_derived(name="r", with_types=True)
+    )
+    # §4.3: a timestamp (ours always end in Z) is cast; anything else is an interval from now.
+    start_at = case(
+        (func.right(records.c.start_after, _const("1")) == _const("'Z'"), cast(records.c.start_after, TIMESTAMP(True))),
+        else_=JOB_NOW + cast(func.coalesce(records.c.start_after, _const("'0'")), INTERVAL),
+    )
+    i = select(records, start_at.label("start_at")).cte("i").c
+    q = queue.alias("q")
+    dead_letter_queue = queue.alias("d")
+    problems = (
+        select(_const("'queue'").label("kind"), i.name.label("value"))
+        .where(~exists().where(q.c.name == i.name))
+        .union_all(
+            select(_const("'dead_letter'"), i.dead_letter).where(
+                i.dead_letter.is_not(None), ~exists().where(dead_letter_queue.c.name == i.dead_letter)
+            ),
+            select(_const("'key_required'"), i.name).where(
+                i.singleton_key.is_(None), exists().where(q.c.name == i.name, q.c.policy == _FIFO)
+            ),
+        )
+        .cte("problems")
+    )
+    slot = i.singleton_seconds
+    values = {
+        "id": func.coalesce(i.id, func.gen_random_uuid()),
+        "name": i.name,
+        "data": i.data,
+        "priority": func.coalesce(i.priority, _const("0")),
+        "start_after": i.start_at,
+        "singleton_key": i.singleton_key,
+        # §4.4: NULL without a slot, as every term is NULL then.
+        "singleton_on": _const("'epoch'::timestamp")
+        + slot * func.floor((extract("epoch", JOB_NOW) + func.coalesce(i.singleton_offset, 0)) / slot) * ONE_SECOND,
+        "group_id": i.group_id,
+        "group_tier": i.group_tier,
+        "expire_seconds": func.coalesce(i.expire_in_seconds, q.c.expire_seconds, _const("900")),
+        "deletion_seconds": func.coalesce(i.delete_after_seconds, q.c.deletion_seconds, _const("604800")),
+        "keep_until": i.start_at
+        + func.coalesce(i.retention_seconds, q.c.retention_seconds, _const("1209600")) * ONE_SECOND,
+        "retry_limit": func.coalesce(i.retry_limit, q.c.retry_limit, _const("2")),
+        "retry_delay": func.coalesce(i.retry_delay, q.c.retry_delay, _const("0")),
+        "retry_backoff": func.coalesce(i.retry_backoff, q.c.retry_backoff, false()),
+        "retry_delay_max": func.coalesce(i.retry_delay_max, q.c.retry_delay_max),
+        "heartbeat_seconds": func.coalesce(i.heartbeat_seconds, q.c.heartbeat_seconds),
+        "dead_letter": func.coalesce(i.dead_letter, q.c.dead_letter),
+        "policy": q.c.policy,
+        "created_on": JOB_NOW,
+        "trace_context": i.trace_context,
+    }
+    rows = (
+        select(*values.values()).join_from(i.name.table, q, q.c.name == i.name).where(~exists(select(problems.c.kind)))
+    )
+    inserted = (
+        insert(job)
+        .from_select(list(values), rows)
+        .on_conflict_do_nothing()
+        .returning(job.c.id, job.c.name, job.c.start_after)
+        .cte("inserted")
+    )
+    # §10: one pg_notify per notify-enabled queue that got a job due now, delivered at commit.
+    due = (
+        select(inserted.c.name)
+        .join(queue, queue.c.name == inserted.c.name)
+        .where(queue.c.notify, inserted.c.start_after <= JOB_NOW)
+        .distinct()
+        .subquery("due")
+    )
+    notified = select(func.pg_notify(bindparam("notify_channel", type_=Text), due.c.name).label("sent")).cte("notified")
+    no_id = cast(null(), UUID(as_uuid=True))
+    return union_all(
+        select(_const("'id'").label("kind"), cast(null(), Text).label("value"), inserted.c.id.label("id")),
+        select(problems.c.kind, problems.c.value, no_id),
+        select(_const("'now'"), cast(extract("epoch", JOB_NOW), Text), no_id),
+        select(_const("'notified'"), cast(func.count(), Text), no_id).select_from(notified),
+    )
+
+
+INSERT_JOBS = _insert_jobs()
+"""Insert the jobs of ``:jobs`` (a JSON array of :meth:`~sqla_boss.options.v46.JobInput.record`); rows of
+(kind, value, id) as in version 24, plus ``key_required`` for a job without a key sent to a key_strict_fifo
+queue (then nothing was inserted). ``:notify_channel`` is pg-boss 12's channel of the schema (§10)."""
+
+# --------------------------------------------------------------------------------------------- fetch (§5)
+
+
+def _fetch() -> ExecutableReturnsRows:
+    policy = select(queue.c.policy).where(queue.c.name == _queue_name).scalar_subquery()
+    ignore_start_after = _typed("ignore_start_after", Boolean())
+    due = or_(ignore_start_after, job.c.start_after <= JOB_NOW)
+    key = func.coalesce(job.c.singleton_key, _const("''"))
+    busy = job.alias("busy")
+    head = job.alias("head")
+    other = job.alias("other")
+    active = job.alias("active")
+    fifo_heads = (
+        select(head.c.id)
+        .where(
+            head.c.name == _queue_name,
+            head.c.state < _state(JobState.active),
+            ~head.c.blocked,
+            head.c.policy == _FIFO,
+            or_(ignore_start_after, head.c.start_after <= JOB_NOW),
+        )
+        .distinct(head.c.singleton_key)
+        .order_by(head.c.singleton_key, head.c.state.desc(), head.c.created_on, head.c.id)
+    )
+    group_default = _typed("group_default", Integer())
+    group_limit = func.coalesce(cast(_json_param("group_tiers").op("->>")(job.c.group_tier), Integer), group_default)
+    group_active = (
+        select(func.count())
+        .where(
+            active.c.name == _queue_name, active.c.state == _state(JobState.active), active.c.group_id == job.c.group_id
+        )
+        .scalar_subquery()
+    )
+    min_priority, max_priority = _typed("min_priority", Integer()), _typed("max_priority", Integer())
+    candidates = (
+        select(job.c.id, job.c.singleton_key, job.c.group_id, job.c.group_tier, group_limit.label("group_limit"))
+        .where(
+            job.c.name == _queue_name,
+            job.c.state < _state(JobState.active),
+            ~job.c.blocked,
+            due,
+            or_(
+                policy.is_distinct_from(_FIFO),
+                and_(
+                    job.c.id.in_(fifo_heads),
+                    ~exists().where(
+                        other.c.name == _queue_name,
+                        other.c.singleton_key == job.c.singleton_key,
+                        other.c.id != job.c.id,
+                        other.c.state.in_([_state(JobState.active), _state(JobState.retry), _state(JobState.failed)]),
+                    ),
+                ),
+            ),
+            or_(
+                policy.not_in(_GATED),
+                policy.is_(None),
+                key.not_in(
+                    select(func.coalesce(busy.c.singleton_key, _const("''"))).where(
+                        busy.c.name == _queue_name, busy.c.state == _state(JobState.active), busy.c.policy == policy
+                    )
+                ),
+            ),
+            or_(min_priority.is_(None), job.c.priority >= min_priority),
+            or_(max_priority.is_(None), job.c.priority <= max_priority),
+            or_(group_default.is_(None), job.c.group_id.is_(None), group_active < group_limit),
+        )
+        .order_by(job.c.priority.desc(), job.c.created_on)
+        .limit(bindparam("batch_size", type_=Integer))
+        .with_for_update(skip_locked=True)
+        .cte("candidates")
+    )
+    c = candidates.c
+    ranked_active = (
+        select(func.count())
+        .where(active.c.name == _queue_name, active.c.state == _state(JobState.active), active.c.group_id == c.group_id)
+        .scalar_subquery()
+    )
+    ranked = select(
+        c.id,
+        c.group_id,
+        c.group_limit,
+        func.row_number().over(partition_by=c.singleton_key).label("key_rank"),
+        func.row_number().over(partition_by=c.group_id, order_by=c.id).label("group_rank"),
+        ranked_active.label("group_active"),
+    ).cte("ranked")
+    r = ranked.c
+    chosen = (
+        select(r.id)
+        .where(
+            or_(policy.not_in(_GATED), policy.is_(None), r.key_rank == 1),
+            or_(group_default.is_(None), r.group_id.is_(None), r.group_active + r.group_rank <= r.group_limit),
+        )
+        .cte("chosen")
+    )
+    activate = (
+        update(job)
+        .where(job.c.name == _queue_name, job.c.id == chosen.c.id)
+        .values(
+            state=JobState.active,
+            started_on=JOB_NOW,
+            heartbeat_on=JOB_NOW,
+            retry_count=case((job.c.started_on.is_not(None), job.c.retry_count + 1), else_=job.c.retry_count),
+        )
+        .returning(*job.c)
+    )
+    return select(Job).from_statement(activate)
+
+
+FETCH = _fetch()
+"""Activate up to ``:batch_size`` jobs of ``:queue_name`` by pg-boss 12's rules (§5.2); returns their rows.
+Parameters: ``ignore_start_after``, ``min_priority``, ``max_priority``, ``group_default``, ``group_tiers``."""
+
+# ---------------------------------------------------------------------------------- state changes (§6)
+
+
+def _change(where: ColumnElement[bool], **values: Any) -> Any:
+    return update(job).where(job.c.name == _queue_name, _ids(), _attempts(), where).values(**values)
+
+
+COMPLETE = _change(
+    or_(
+        job.c.state == _state(JobState.active),
+        and_(_typed("include_queued", Boolean()), job.c.state < _state(JobState.completed)),
+    ),
+    completed_on=JOB_NOW,
+    state=JobState.completed,
+    output=_json_param("job_output"),
+    blocked=case((_typed("include_queued", Boolean()), false()), else_=job.c.blocked),
+    pending_dependencies=case((_typed("include_queued", Boolean()), 0), else_=job.c.pending_dependencies),
+)
+"""Complete the active jobs among ``:ids`` (all unfinished ones with ``:include_queued``), fenced by
+``:attempts``, storing ``:job_output``."""
+
+CANCEL = _change(job.c.state < _state(JobState.completed), completed_on=JOB_NOW, state=JobState.cancelled)
+"""Cancel the created, retry and active jobs among ``:ids`` (fenced by ``:attempts``)."""
+
+TOUCH = _change(job.c.state == _state(JobState.active), heartbeat_on=JOB_NOW)
+"""Refresh the heartbeat of the active jobs among ``:ids`` (fenced by ``:attempts``)."""
+
+RESUME = (
+    update(job)
+    .where(job.c.name == _queue_name, _ids(), job.c.state == _state(JobState.cancelled))
+    .values(
+        state=JobState.created,
+        completed_on=None,
+        upsert_by_key=None,
+        start_after=func.greatest(job.c.start_after, JOB_NOW),
+    )
+)
+"""Return the cancelled jobs among ``:ids`` to ``created`` (§6.1)."""
+
+RETRY = (
+    update(job)
+    .where(job.c.name == _queue_name, _ids(), job.c.state == _state(JobState.failed))
+    .values(
+        state=JobState.retry,
+        retry_limit=job.c.retry_limit + 1,
+        completed_on=None,
+        start_after=func.greatest(job.c.start_after, JOB_NOW),
+    )
+)
+"""Give the failed jobs among ``:ids`` one more try; unlike version 24 ``completed_on`` is cleared (§6.1)."""
+
+DELETE_JOBS = delete(job).where(job.c.name == _queue_name, _ids(), _attempts())
+"""Delete the jobs among ``:ids`` (fenced by ``:attempts``), whatever their state."""
+
+
+def _fail(which: ColumnElement[bool], output: ColumnElement[Any]) -> Select[Any]:
+    # §6.3-6.4: delete, re-insert as retry or failed (the same id), then a copy into the dead letter queue.
+    deleted = delete(job).where(which).returning(*job.c).cte("deleted")
+    d = deleted.c
+    will_retry = d.retry_count < d.retry_limit
+    columns = [c.name for c in job.c]
+
+    def reinsert(
+        state: ColumnElement[Any], start_after: ColumnElement[Any], completed_on: ColumnElement[Any]
+    ) -> list[ColumnElement[Any]]:
+        chosen = {
+            "state": state,
+            "start_after": start_after,
+            "completed_on": completed_on,
+            "output": output,
+            "heartbeat_on": null(),
+        }
+        return [chosen.get(name, d[name]) for name in columns]
+
+    growth = func.power(2, func.least(16, d.retry_count + 1)) / 2
+    # Capped at MAX_DURATION_SECONDS, where pg-boss has no cap: no Python datetime holds a later one.
+    backoff_seconds = func.least(
+        d.retry_delay_max,
+        func.greatest(d.retry_delay, 1) * (growth + growth * func.random()),
+        _const(str(int(MAX_DURATION_SECONDS))),
+    )
+    retried = (
+        insert(job)
+        .from_select(
+            columns,
+            select(
+                *reinsert(
+                    case((will_retry, literal(JobState.retry.value)), else_=literal(JobState.failed.value)).cast(
+                        job.c.state.type
+                    ),
+                    case(
+                        (d.retry_count == d.retry_limit, d.start_after),
+                        (d.retry_backoff.is_not(True), JOB_NOW + d.retry_delay * ONE_SECOND),
+                        else_=JOB_NOW + backoff_seconds * ONE_SECOND,
+                    ),
+                    case((will_retry, null()), else_=JOB_NOW),
+                )
+            ),
+        )
+        .on_conflict_do_nothing()
+        .returning(*job.c)
+        .cte("retried")
+    )
+    forced = (
+        insert(job)
+        .from_select(
+            columns,
+            select(*reinsert(literal(JobState.failed.value).cast(job.c.state.type), d.start_after, JOB_NOW)).where(
+                d.id.not_in(select(retried.c.id))
+            ),
+        )
+        .on_conflict_do_nothing()
+        .returning(*job.c)
+        .cte("forced")
+    )
+    results = select(retried).union_all(select(forced)).cte("results")
+    r = results.c
+    dlq = queue.alias("dlq")
+    copies = {
+        "name": r.dead_letter,
+        "priority": r.priority,
+        "data": r.data,
+        "singleton_key": r.singleton_key,
+        "group_id": r.group_id,
+        "group_tier": r.group_tier,
+        "trace_context": r.trace_context,
+        "retry_limit": dlq.c.retry_limit,
+        "retry_backoff": dlq.c.retry_backoff,
+        "retry_delay": dlq.c.retry_delay,
+        "expire_seconds": dlq.c.expire_seconds,
+        "deletion_seconds": dlq.c.deletion_seconds,
+        "heartbeat_seconds": dlq.c.heartbeat_seconds,
+        "keep_until": JOB_NOW + dlq.c.retention_seconds * ONE_SECOND,
+        "start_after": JOB_NOW,
+        "created_on": JOB_NOW,
+        "source_name": r.name,
+        "source_id": r.id,
+        "source_created_on": r.created_on,
+        "source_retry_count": r.retry_count,
+        "source_output": r.output,
+        "source_root_id": func.coalesce(r.source_root_id, r.id),
+    }
+    dead_lettered = (
+        insert(job)
+        .from_select(
+            list(copies),
+            select(*copies.values())
+            .join_from(results, dlq, dlq.c.name == r.dead_letter)
+            .where(r.state == _state(JobState.failed)),
+        )
+        .returning(job.c.id)
+        .cte("dead_lettered")
+    )
+    return select(
+        select(func.count()).select_from(results).scalar_subquery(),
+        select(func.count()).select_from(dead_lettered).scalar_subquery(),
+    )
+
+
+FAIL = _fail(
+    and_(job.c.name == _queue_name, _ids(), _attempts(), job.c.state < _state(JobState.completed)),
+    _json_param("job_output"),
+)
+"""Fail the created, retry and active jobs among ``:ids`` (fenced by ``:attempts``) with ``:job_output``; returns
+(affected, dead-lettered)."""
+
+# ------------------------------------------------------------------------------------- reading jobs (§6.6)
+
+GET_JOB = select(Job).where(Job.name == _queue_name, Job.id == bindparam("job_id"))
+FIND_JOB = select(Job).where(Job.id == bindparam("job_id")).order_by(Job.name).limit(1)
+"""A job by its id alone, in whichever queue."""
+QUEUES_OF_JOBS = select(job.c.name, job.c.id).where(_ids())
+JOB_IDS_IN_STATE = select(job.c.id).where(job.c.name == _queue_name, job.c.state == bindparam("state"))
+JOB_STATES = select(job.c.id, job.c.state).where(job.c.name == _queue_name, _ids())
+NEWEST_JOBS = (
+    select(Job)
+    .where(Job.name == _queue_name)
+    .order_by(Job.created_on.desc(), Job.id)
+    .limit(bindparam("limit", type_=Integer))
+)
+NEWEST_JOBS_IN_STATE = NEWEST_JOBS.where(Job.state == bindparam("state"))
+
+
+def _find_jobs() -> Select[Any]:
+    after = job.alias("after")
+    after_id = _typed("after_id", UUID(as_uuid=True))
+    after_created = select(after.c.created_on).where(after.c.name == _queue_name, after.c.id == after_id)
+    return (
+        select(Job)
+        .where(
+            Job.name == _queue_name,
+            or_(_typed("job_id", UUID(as_uuid=True)).is_(None), Job.id == _typed("job_id", UUID(as_uuid=True))),
+            or_(_typed("key", Text()).is_(None), Job.singleton_key == _typed("key", Text())),
+            or_(_json_param("data").is_(None), Job.data.op("@>")(_json_param("data"))),
+            or_(~_typed("queued", Boolean()), Job.state < _state(JobState.active)),
+            or_(
+                after_id.is_(None),
+                func.row(Job.created_on, Job.id) > func.row(after_created.scalar_subquery(), after_id),
+            ),
+        )
+        .order_by(Job.created_on, Job.id)
+        .limit(bindparam("limit", type_=Integer))
+    )
+
+
+FIND_JOBS = _find_jobs()
+"""pg-boss 12's findJobs (§6.6): the queue's jobs by ``:job_id``, ``:key``, ``:data`` (containment) and
+``:queued``, after the job ``:after_id``, ``ORDER BY created_on, id``, at most ``:limit``."""
+
+JOB_EXISTS = select(exists().where(job.c.name == _queue_name, job.c.id == bindparam("job_id")))
+
+# ------------------------------------------------------------------------------------------ queues (§3)
+
+QUEUE_EXISTS = select(exists().where(queue.c.name == _queue_name))
+QUEUE_POLICY = select(queue.c.policy).where(queue.c.name == _queue_name)
+EXISTING_QUEUES = select(queue.c.name).where(queue.c.name == any_(bindparam("queue_names", type_=ARRAY(Text))))
+GET_QUEUE = select(Queue).where(Queue.name == _queue_name)
+GET_QUEUES = select(Queue).order_by(Queue.name)
+GET_NAMED_QUEUES = (
+    select(Queue).where(Queue.name == any_(bindparam("queue_names", type_=ARRAY(Text)))).order_by(Queue.name)
+)
+
+
+def _update_queue() -> Any:
+    changes = _json_param("changes")
+
+    def given(key: str, type_: TypeEngine[Any], current: ColumnElement[Any]) -> ColumnElement[Any]:
+        return func.coalesce(cast(changes.op("->>")(key), type_), current)
+
+    def replaced(key: str, type_: TypeEngine[Any], current: ColumnElement[Any]) -> ColumnElement[Any]:
+        return case((changes.op("?")(key), cast(changes.op("->>")(key), type_)), else_=current)
+
+    return (
+        update(queue)
+        .where(queue.c.name == _queue_name)
+        .values(
+            retry_limit=given("retryLimit", Integer(), queue.c.retry_limit),
+            retry_delay=given("retryDelay", Integer(), queue.c.retry_delay),
+            retry_backoff=given("retryBackoff", Boolean(), queue.c.retry_backoff),
+            expire_seconds=given("expireInSeconds", Integer(), queue.c.expire_seconds),
+            retention_seconds=given("retentionSeconds", Integer(), queue.c.retention_seconds),
+            deletion_seconds=given("deleteAfterSeconds", Integer(), queue.c.deletion_seconds),
+            warning_queued=given("warningQueueSize", Integer(), queue.c.warning_queued),
+            notify=given("notify", Boolean(), queue.c.notify),
+            retry_delay_max=replaced("retryDelayMax", Integer(), queue.c.retry_delay_max),
+            heartbeat_seconds=replaced("heartbeatSeconds", Integer(), queue.c.heartbeat_seconds),
+            dead_letter=replaced("deadLetter", Text(), queue.c.dead_letter),
+            updated_on=JOB_NOW,
+        )
+        .returning(queue.c.name)
+    )
+
+
+UPDATE_QUEUE = _update_queue()
+"""pg-boss 12's updateQueue (§3.3): ``:changes`` (camelCase JSON) COALESCEd into most settings; ``retryDelayMax``,
+``heartbeatSeconds`` and ``deadLetter`` replaced whenever their key is present, so ``null`` clears them."""
+
+QUEUE_BLOCKERS = select(
+    exists().where(queue.c.dead_letter == _queue_name, queue.c.name != _queue_name).label("of_queue"),
+    exists().where(job.c.dead_letter == _queue_name, job.c.name != _queue_name).label("of_job"),
+    select(queue.c.table_name).where(queue.c.name == _queue_name).scalar_subquery().label("table_name"),
+    select(queue.c.partition).where(queue.c.name == _queue_name).scalar_subquery().label("partition"),
+)
+"""Why ``delete_queue`` would fail for ``:queue_name`` (another queue or job names it as dead letter), and its
+job table."""
+
+FORGET_BAM = delete(_tables[f"{DEFAULT_SCHEMA}.bam"]).where(
+    _tables[f"{DEFAULT_SCHEMA}.bam"].c.table_name == bindparam("table_name", type_=Text),
+    _tables[f"{DEFAULT_SCHEMA}.bam"].c.status.not_in(["completed"]),
+)
+"""Delete the unfinished deferred index builds of a dropped partition (§3.4)."""
+
+DELETE_QUEUED_JOBS = delete(job).where(job.c.name == _queue_name, job.c.state < _state(JobState.active))
+DELETE_STORED_JOBS = delete(job).where(job.c.name == _queue_name, job.c.state > _state(JobState.active))
+DELETE_QUEUE_JOBS = delete(job).where(job.c.name == _queue_name)
+DELETE_EVERY_JOB = delete(job)
+ZERO_COUNTS = update(queue).values(
+    deferred_count=0, blocked_count=0, queued_count=0, ready_count=0, active_count=0, failed_count=0, total_count=0
+)
+"""What pg-boss 12's deleteAllJobs() does to the cached counts of every queue (§3.4)."""
+
+
+def _queue_stats() -> Select[Any]:
+    queued = job.c.state < _state(JobState.active)
+    return (
+        select(
+            queue.c.name,
+            func.count(job.c.id).filter(queued, ~job.c.blocked, job.c.start_after > JOB_NOW).label("deferred"),
+            func.count(job.c.id).filter(queued, job.c.blocked).label("blocked"),
+            func.count(job.c.id).filter(queued).label("queued"),
+            func.count(job.c.id).filter(queued, ~job.c.blocked, job.c.start_after <= JOB_NOW).label("ready"),
+            func.count(job.c.id).filter(job.c.state == _state(JobState.active)).label("active"),
+            func.count(job.c.id).filter(job.c.state == _state(JobState.completed)).label("completed"),
+            func.count(job.c.id).filter(job.c.state == _state(JobState.cancelled)).label("cancelled"),
+            func.count(job.c.id).filter(job.c.state == _state(JobState.failed)).label("failed"),
+            func.count(job.c.id).label("total"),
+            extract(
+                "epoch",
+                JOB_NOW
+                - func.min(func.greatest(job.c.created_on, job.c.start_after)).filter(
+                    queued, ~job.c.blocked, job.c.start_after <= JOB_NOW
+                ),
+            ).label("ready_oldest_seconds"),
+        )
+        .select_from(queue.outerjoin(job, job.c.name == queue.c.name))
+        .where(queue.c.name == _queue_name)
+        .group_by(queue.c.name)
+    )
+
+
+QUEUE_STATS = _queue_stats()
+"""The live counts of ``:queue_name``'s jobs as pg-boss 12's monitor defines them (§8.4); no row for no queue."""
+
+
+@dataclass(frozen=True)
+class QueueFunctions:
+    """Calls of the schema's ``create_queue`` and ``delete_queue``, under pg-boss 12's advisory locks."""
+
+    create: TextClause
+    delete: TextClause
+    lock_create: Select[Any]
+    lock_delete: Select[Any]
+    check_job_constraints_now: TextClause
+    defer_job_constraints: TextClause
+
+
+@functools.lru_cache(maxsize=64)
+def queue_functions(schema: str) -> QueueFunctions:
+    quoted = quote_identifier(validate_schema_name(schema))
+    return QueueFunctions(
+        create=text(f"SELECT {quoted}.create_queue(:queue_name, CAST(:queue_options AS jsonb))"),
+        delete=text(f"SELECT {quoted}.delete_queue(:queue_name)"),
+        lock_create=select(func.pg_advisory_xact_lock(advisory_lock_key(schema, "create-queue"))),
+        lock_delete=select(func.pg_advisory_xact_lock(advisory_lock_key(schema, "delete-queue"))),
+        check_job_constraints_now=text(f"SET CONSTRAINTS {quoted}.q_fkey, {quoted}.dlq_fkey IMMEDIATE"),
+        defer_job_constraints=text(f"SET CONSTRAINTS {quoted}.q_fkey, {quoted}.dlq_fkey DEFERRED"),
+    )
+
+
+# --------------------------------------------------------------------------------------- pub/sub (§4.9)
+
+SUBSCRIBE = (
+    insert(subscription)
+    .from_select(
+        ["event", "name", "created_on", "updated_on"],
+        select(bindparam("event_name", type_=Text), _queue_name, JOB_NOW, JOB_NOW).where(
+            exists().where(queue.c.name == _queue_name)
+        ),
+    )
+    .on_conflict_do_update(index_elements=["event", "name"], set_={"updated_on": JOB_NOW})
+    .returning(subscription.c.name)
+)
+"""Subscribe ``:queue_name`` to ``:event_name``; no row back when the queue does not exist."""
+
+UNSUBSCRIBE = delete(subscription).where(
+    subscription.c.event == bindparam("event_name", type_=Text), subscription.c.name == _queue_name
+)
+SUBSCRIBERS = (
+    select(subscription.c.name)
+    .where(subscription.c.event == bindparam("event_name", type_=Text))
+    .order_by(subscription.c.name)
+)
+
+# ------------------------------------------------------------------------------------- schedules (§9.1)
+
+_schedule_insert = insert(schedule_table).from_select(
+    ["name", "key", "kind", "cron", "timezone", "data", "options", "created_on", "updated_on"],
+    select(
+        _queue_name,
+        bindparam("schedule_key", type_=Text),
+        bindparam("kind", type_=Text),
+        bindparam("cron_expression", type_=Text),
+        bindparam("time_zone", type_=Text),
+        _json_param("schedule_data"),
+        _json_param("schedule_options"),
+        JOB_NOW,
+        JOB_NOW,
+    ).where(exists().where(queue.c.name == _queue_name)),
+)
+SCHEDULE = _schedule_insert.on_conflict_do_update(
+    index_elements=["name", "key"],
+    set_={
+        "kind": _schedule_insert.excluded.kind,
+        "cron": _schedule_insert.excluded.cron,
+        "timezone": _schedule_insert.excluded.timezone,
+        "data": _schedule_insert.excluded.data,
+        "options": _schedule_insert.excluded.options,
+        "updated_on": JOB_NOW,
+    },
+).returning(schedule_table.c.name)
+"""Create or replace the schedule (``:queue_name``, ``:schedule_key``); no row back when the queue does not exist."""
+
+UNSCHEDULE = delete(schedule_table).where(
+    schedule_table.c.name == _queue_name, schedule_table.c.key == bindparam("schedule_key", type_=Text)
+)
+UNSCHEDULE_ALL_KEYS = delete(schedule_table).where(schedule_table.c.name == _queue_name)
+GET_SCHEDULES = select(Schedule).order_by(Schedule.name, Schedule.key)
+GET_QUEUE_SCHEDULES = GET_SCHEDULES.where(Schedule.name == _queue_name)
+GET_SCHEDULE = select(Schedule).where(Schedule.name == _queue_name, Schedule.key == bindparam("schedule_key"))
+
+__all__ = [name for name in dir() if name.isupper()] + ["QueueFunctions", "queue_functions"]
