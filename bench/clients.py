@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -426,13 +427,15 @@ def _captured_send(target: Target) -> tuple[str, dict[str, Any]]:
 
 
 class PgBossClient:
-    name = "pg-boss 10.4.2"
+    """pg-boss 10.4.2 (``major`` 10) or 12.38.0 (12), run by ``pgboss_bench.mjs`` in a Node process per run."""
 
-    def __init__(self, target: Target) -> None:
+    def __init__(self, target: Target, major: int = 10) -> None:
         self.target = target
         sys.path.insert(0, str(ROOT / "tests"))
         import pgboss  # tests/pgboss.py: installs pg-boss from the lock file, as the interop tests do
 
+        self.package = pgboss.PGBOSS12_PACKAGE if major == 12 else pgboss.PGBOSS_PACKAGE
+        self.name = f"pg-boss {pgboss.PACKAGE_VERSIONS[self.package]}"
         self.node, npm = pgboss.find_node()
         self.script = pgboss.install(npm, script=NODE_SCRIPT)
         self.connection_string = pgboss.node_connection_string(target.url)
@@ -458,6 +461,7 @@ class PgBossClient:
             text=True,
             cwd=self.script.parent,
             timeout=3600,
+            env={**os.environ, "PGBOSS_PACKAGE": self.package},
         )
         if completed.returncode != 0:
             raise RuntimeError(f"pg-boss {workload} failed:\n{completed.stderr}")

@@ -60,6 +60,10 @@ class QueueStats:
     failed: int
     total: int
     ready_oldest_seconds: float | None
+    created: int
+    """Queued jobs that are not retries (``created`` + ``retry`` = ``queued``)."""
+    retry: int
+    """Queued jobs waiting for another try."""
 
 
 def _version_24_only(operation: str, instead: str | None = None) -> NoReturn:
@@ -179,7 +183,9 @@ class Operations46(Operations):
         rows = yield Step(self.sql.QUEUE_STATS, {"queue_name": queue_name}, "rows")
         if not rows:
             raise QueueNotFoundError(f"queue {queue_name!r} does not exist", (queue_name,))
-        queue, deferred, blocked, queued, ready, active, completed, cancelled, failed, total, oldest = rows[0]
+        queue, deferred, blocked, queued, ready, active, completed, cancelled, failed, total, created, retry, oldest = (
+            rows[0]
+        )
         return QueueStats(
             name=queue,
             deferred=deferred,
@@ -192,6 +198,8 @@ class Operations46(Operations):
             failed=failed,
             total=total,
             ready_oldest_seconds=None if oldest is None else float(oldest),
+            created=created,
+            retry=retry,
         )
 
     # ----------------------------------------------------------------------------------------- sending
