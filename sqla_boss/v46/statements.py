@@ -320,7 +320,9 @@ def _fetch() -> ExecutableReturnsRows:
     )
     activate = (
         update(job)
-        .where(job.c.name == _queue_name, job.c.id == chosen.c.id)
+        # = ANY(ARRAY(...)), not a join: the planner would hash-join a small batch against a scan of the whole
+        # table; this is an index lookup per id, whatever the table's size.
+        .where(job.c.name == _queue_name, job.c.id == any_(func.array(select(chosen.c.id).scalar_subquery())))
         .values(
             state=JobState.active,
             started_on=JOB_NOW,
