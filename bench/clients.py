@@ -129,10 +129,15 @@ class SyncClient:
                 Boss(session, schema).insert(jobs)
         return Timing(time.perf_counter() - started, count)
 
-    def drain(self, count: int, batch: int, consumers: int) -> Timing:
+    def drain(self, count: int, batch: int, consumers: int, *, autocommit: bool = False) -> Timing:
+        """Consumers fetching and completing; each fetch and its complete in one transaction, or with
+        ``autocommit`` each its own statement on an autocommit connection, as pg-boss's two calls are."""
         schema, queue = self.target.schema, self.target.queue
         done = 0
         lock = threading.Lock()
+        engine = self.engine.execution_options(
+            isolation_level="AUTOCOMMIT", schema_translate_map=schema_translate_map(schema)
+        )
 
         def consume() -> None:
             nonlocal done
@@ -140,8 +145,12 @@ class SyncClient:
                 with lock:
                     if done >= count:
                         return
-                with self.sessions.begin() as session:
-                    boss = Boss(session, schema)
+                with contextlib.ExitStack() as stack:
+                    if autocommit:
+                        bind: Any = stack.enter_context(engine.connect())
+                    else:
+                        bind = stack.enter_context(self.sessions.begin())
+                    boss = Boss(bind, schema)
                     jobs = boss.fetch(queue, batch_size=batch)
                     if not jobs:
                         return
@@ -282,16 +291,25 @@ class AsyncClient:
 
         return self._run(run())  # type: ignore[no-any-return]
 
-    def drain(self, count: int, batch: int, consumers: int) -> Timing:
+    def drain(self, count: int, batch: int, consumers: int, *, autocommit: bool = False) -> Timing:
+        """As :meth:`SyncClient.drain`, on asyncio."""
+
         async def run() -> Timing:
             schema, queue = self.target.schema, self.target.queue
             done = 0
+            engine = self.engine.execution_options(
+                isolation_level="AUTOCOMMIT", schema_translate_map=schema_translate_map(schema)
+            )
 
             async def consume() -> None:
                 nonlocal done
                 while done < count:
-                    async with self.sessions.begin() as session:
-                        boss = AsyncBoss(session, schema)
+                    async with contextlib.AsyncExitStack() as stack:
+                        if autocommit:
+                            bind: Any = await stack.enter_async_context(engine.connect())
+                        else:
+                            bind = await stack.enter_async_context(self.sessions.begin())
+                        boss = AsyncBoss(bind, schema)
                         jobs = await boss.fetch(queue, batch_size=batch)
                         if not jobs:
                             return

@@ -284,6 +284,14 @@ def run_workloads(bench: Bench, only: set[str] | None, indexes: tuple[bool, ...]
                             drained(count, backlog),
                             backlog=backlog,
                         )
+                    for name in python:  # fetch and complete each its own statement, as pg-boss's two calls
+                        bench.measure(
+                            f"{title}, autocommit",
+                            name,
+                            lambda c, b=batch, n=count, k=consumers: c.drain(n, b, k, autocommit=True),
+                            drained(count, backlog),
+                            backlog=backlog,
+                        )
         if wanted("W5"):
             backlog = bench.count(20_000)
             for batch in (1, 100):
@@ -482,6 +490,15 @@ def table_from_json(path: str) -> str:
 def _reference(rows: list[Row], workload: str) -> Row | None:
     """Our worker rows compare with pg-boss's work() row of the same index setting: those fetching 100 jobs at
     a time (the transactional worker's too) with work() tuned (batchSize 100), the others with its defaults."""
+    if workload.startswith(("W3", "W4")) and workload.endswith(", autocommit"):
+        return next(
+            (
+                row
+                for row in rows
+                if row.workload == workload.removesuffix(", autocommit") and row.client in (PGBOSS, PGBOSS12)
+            ),
+            None,
+        )
     if workload.startswith("W1 single sends, autocommit"):
         return next(
             (
