@@ -119,6 +119,12 @@ def call(method: str, *args: Any) -> dict[str, Any]:
     return {"action": method, "args": list(args)}
 
 
+def attempt(method: str, *args: Any) -> dict[str, Any]:
+    """Like :func:`call`, but an error does not end the run: the result is ``{"ok": True, "result": ...}`` or
+    ``{"ok": False, "error": {"name", "message", "code"...}}``, so one run can record several refusals."""
+    return {"action": "attempt", "args": [method, *args]}
+
+
 def static(name: str, *args: Any) -> dict[str, Any]:
     """The action that awaits the package's named export ``name(...args)`` (12.x: ``getConstructionPlans``,
     ``getMigrationPlans``...), or else the class's static ``PgBoss[name](...args)`` (10.x); a name that is

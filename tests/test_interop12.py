@@ -36,7 +36,6 @@ import pytest
 from apis import APIS, AwaitingBoss
 from pgboss import (  # noqa: F401  (the fixtures pgboss12 and pgboss_install)
     PgBoss,
-    PgBossDriverError,
     call,
     partition_name,
     pgboss12_fixture,
@@ -44,7 +43,7 @@ from pgboss import (  # noqa: F401  (the fixtures pgboss12 and pgboss_install)
     ref,
     start,
 )
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, inspect, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 from support import drop_schema, unique_name
@@ -61,6 +60,14 @@ from test_interop import (
 )
 
 from sqla_boss import AsyncBoss, Boss
+from sqla_boss.errors import (
+    DeadLetterQueueNotFoundError,
+    InvalidOptionError,
+    InvalidQueueNameError,
+    QueueInUseError,
+    QueueNotFoundError,
+    UnsupportedOperationError,
+)
 from sqla_boss.identifiers import quote_identifier
 from sqla_boss.schema import schema_translate_map
 from sqla_boss.v46 import ddl
@@ -768,6 +775,7 @@ WORK_QUEUES: dict[str, dict[str, Any]] = {
     "stately": {"policy": "stately", "retry_limit": 1, "dead_letter": "dead"},
     "unstarted": {"retry_limit": 1},
     "fence": {"retry_limit": 1},
+    "lifecycle": {"retry_limit": 0},
 }
 """The queues of part 2, once per direction (``<name>.<direction>``); the dead letter queues follow suit."""
 
@@ -872,6 +880,10 @@ class WorkRun:
 SCENARIOS = ("backoff", "unstarted", "fence")
 """The scenarios whose one job is sent without options (``fail-loop`` has :data:`FAIL_LOOP_OPTIONS`)."""
 
+LIFECYCLE = {"cancel": {}, "retry": {"priority": 9}, "delete": {}, "queued": {}}
+"""Jobs of ``lifecycle``: cancelled then resumed; fetched (first, by priority), failed for good, then retried;
+deleted; completed while still queued (``include_queued``)."""
+
 
 def send_work_python(boss: Any, worked: Worked) -> None:
     """The ``py`` direction's sends, but for the stately part (it needs transactions of its own)."""
@@ -880,6 +892,8 @@ def send_work_python(boss: Any, worked: Worked) -> None:
     worked.ids["fail-loop"] = boss.send(queue_in("fail-loop", "py"), {"scenario": "fail-loop"}, **FAIL_LOOP_OPTIONS)
     for scenario in SCENARIOS:
         worked.ids[scenario] = boss.send(queue_in(scenario, "py"), {"scenario": scenario})
+    for label, options in LIFECYCLE.items():
+        worked.ids[f"life:{label}"] = boss.send(queue_in("lifecycle", "py"), {"life": label}, **options)
 
 
 def work_python(python_side: PythonSide, schema: str, worked: Worked) -> None:
@@ -938,6 +952,16 @@ def work_python(python_side: PythonSide, schema: str, worked: Worked) -> None:
             boss.complete(queue("fence"), job, {"attempt": "current"}),
         ]
 
+    life, ids = queue("lifecycle"), worked.ids
+    with python_side.transaction(schema) as boss:
+        affected = [boss.cancel(life, ids["life:cancel"]), boss.resume(life, ids["life:cancel"])]
+        assert [job.id for job in boss.fetch(life)] == [ids["life:retry"]]
+    with python_side.transaction(schema) as boss:
+        affected += [boss.fail(life, ids["life:retry"]), boss.retry(life, ids["life:retry"])]
+        affected += [boss.delete_job(life, ids["life:delete"])]
+        affected += [boss.complete(life, ids["life:queued"], include_queued=True)]
+    worked.affected["lifecycle"] = affected
+
 
 def attempt_of(index: int) -> dict[str, Any]:
     """The job object ``{id, retryCount}`` of the first job fetched by action ``index``, for a fenced call."""
@@ -954,6 +978,8 @@ def script_node_sends(script: Script) -> dict[str, int]:
     )
     for scenario in SCENARIOS:
         indexes[scenario] = script.add("send", queue_in(scenario, "js"), {"scenario": scenario})
+    for label, options in LIFECYCLE.items():
+        indexes[f"life:{label}"] = script.add("send", queue_in("lifecycle", "js"), {"life": label}, js_options(options))
     stately = queue_in("stately", "js")
     indexes["stately:j1"] = script.add(
         "send", stately, {"stately": "j1"}, {"singletonKey": "k", "retryDelay": STATELY_DELAY}
@@ -996,6 +1022,16 @@ def script_node_work(script: Script, worked: Worked) -> Callable[[list[Any]], No
     fence_refetch = script.add("fetch", queue("fence"))
     fence_stale = script.add("complete", queue("fence"), {"id": ids["fence"], "retryCount": 0}, {"attempt": "stale"})
     fence_current = script.add("complete", queue("fence"), attempt_of(fence_refetch), {"attempt": "current"})
+    life = queue("lifecycle")
+    lifecycle = [
+        script.add("cancel", life, ids["life:cancel"]),
+        script.add("resume", life, ids["life:cancel"]),
+        script.add("fetch", life),
+        script.add("fail", life, ids["life:retry"]),
+        script.add("retry", life, ids["life:retry"]),
+        script.add("deleteJob", life, ids["life:delete"]),
+        script.add("complete", life, ids["life:queued"], None, {"includeQueued": True}),
+    ]
 
     def read(results: list[Any]) -> None:
         assert sorted(job["id"] for job in results[complete_fetch]) == sorted(
@@ -1034,6 +1070,9 @@ def script_node_work(script: Script, worked: Worked) -> Callable[[list[Any]], No
         worked.retry_counts["unstarted"] = [job["retryCount"] for job in results[unstarted_fetch]]
         worked.retry_counts["fence"] = [results[fence_refetch][0]["retryCount"]]
         worked.affected["fence"] = [results[index]["affected"] for index in (fence_fail, fence_stale, fence_current)]
+        fetched = results[lifecycle.pop(2)]
+        assert [job["id"] for job in fetched] == [ids["life:retry"]]
+        worked.affected["lifecycle"] = [results[index]["affected"] for index in lifecycle]
 
     return read
 
@@ -1069,7 +1108,8 @@ def work(engine: Engine, pgboss12: PgBoss, python_side: PythonSide, new_schema: 
     read = script_node_work(script, py)
     results = script.run(pgboss12, schema)
     read(results)
-    for label in (*(f"complete:{label}" for label in COMPLETIONS), "fail-loop", *SCENARIOS, "stately:j1", "stately:j2"):
+    labels = (*(f"complete:{label}" for label in COMPLETIONS), *(f"life:{label}" for label in LIFECYCLE))
+    for label in (*labels, "fail-loop", *SCENARIOS, "stately:j1", "stately:j2"):
         js.ids[label] = uuid.UUID(results[sends[label]])
     js.stately_fetched += [uuid.UUID(job["id"]) for job in results[sends["stately-fetch"]]]
     assert results[sends["stately-fail"]]["affected"] == 1
@@ -1238,6 +1278,24 @@ def test_a_stale_attempt_settles_nothing_across_runtimes(work: WorkRun, directio
     assert worked.affected["fence"] == [1, 0, 1]  # fail (current), complete (stale), complete (current)
     [row] = rows_in(work, "fence", direction)
     assert (row["state"], row["retry_count"], row["output"]) == ("completed", 1, {"attempt": "current"})
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_cancel_resume_retry_delete_and_complete_queued_across_runtimes(work: WorkRun, direction: str) -> None:
+    worked = work.worked[direction]
+    assert worked.affected["lifecycle"] == [1] * 6
+    rows = {row["data"]["life"]: row for row in rows_in(work, "lifecycle", direction)}
+    assert set(rows) == {"cancel", "retry", "queued"}
+    resumed, retried, queued = rows["cancel"], rows["retry"], rows["queued"]
+    # Resuming starts the job no earlier than now.
+    assert (resumed["state"], resumed["completed_on"]) == ("created", None)
+    assert resumed["start_after"] > resumed["created_on"]
+    # A retried job gets one more try and loses completed_on; the failure's output (none here) stays.
+    assert (retried["state"], retried["retry_limit"], retried["retry_count"]) == ("retry", 1, 0)
+    assert (retried["completed_on"], retried["output"]) == (None, None)
+    assert retried["started_on"] is not None
+    assert (queued["state"], queued["started_on"], queued["output"]) == ("completed", None, None)
+    assert queued["completed_on"] is not None
 
 
 def worked_row(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -1495,3 +1553,788 @@ def test_a_fetch_starts_the_heartbeat_and_a_touch_moves_it(shared: Shared, direc
         assert node_start is not None
         assert node_beat > node_start
         assert abs(node_start - started[0]) < JS_MS
+
+
+# ============================================================= 4. queues, schedules and subscriptions
+
+QUEUE_SET: dict[str, dict[str, Any]] = {
+    "dlq": {},
+    "every": {
+        "policy": "exclusive",
+        "retry_limit": 3,
+        "retry_delay": 4,
+        "retry_backoff": True,
+        "retry_delay_max": 40,
+        "expire_in_seconds": 50,
+        "retention_seconds": 3600,
+        "delete_after_seconds": 60,
+        "dead_letter": "dlq",
+        "partition": True,
+        "heartbeat_seconds": 12,
+        "notify": True,
+        "warning_queue_size": 5,
+    },
+    **{policy: {"policy": policy} for policy in POLICIES},
+    "fifo-partitioned": {"policy": "key_strict_fifo", "partition": True},
+    "update": {"retry_limit": 1, "partition": True},
+    "clear": {"retry_backoff": True, "retry_delay_max": 9, "heartbeat_seconds": 10, "dead_letter": "dlq"},
+    "empty": {"partition": True},
+    "empty-shared": {},
+}
+"""The queues of part 4, made once by each side: ``py-<name>`` by sqla_boss, ``js-<name>`` by pg-boss."""
+
+UPDATE_ALL = {
+    "retry_limit": 5,
+    "retry_delay": 6,
+    "retry_backoff": True,
+    "retry_delay_max": 60,
+    "expire_in_seconds": 70,
+    "retention_seconds": 80,
+    "delete_after_seconds": 90,
+    "dead_letter": "dlq",
+    "heartbeat_seconds": 11,
+    "notify": True,
+    "warning_queue_size": 7,
+}
+"""Every setting ``update_queue`` changes, for ``update``."""
+
+CLEAR = {"retry_delay_max": None, "heartbeat_seconds": None, "dead_letter": None}
+"""What ``update_queue`` clears with ``None`` (pg-boss 12: ``null``), for ``clear``."""
+
+USED_SENDS = {
+    "standard": (2, [True, True]),
+    "short": (1, [True, False]),
+    "singleton": (1, [True, True]),
+    "stately": (1, [True, False]),
+    "exclusive": (1, [True, False]),
+    "key_strict_fifo": (1, [True, True]),
+}
+"""Policy queues the other side sends two jobs of key ``k`` to and then fetches a batch of two from: how many
+the batch holds, and which sends return an id."""
+
+QUEUE_TIMES_AND_NAMES = ("name", "table_name", "dead_letter", "created_on", "updated_on")
+
+
+def made_by(side: str, name: str) -> str:
+    return f"{side}-{name}"
+
+
+def settings_for(side: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Queue settings with the dead letter queue renamed for ``side``."""
+    renamed = dict(settings)
+    if renamed.get("dead_letter") is not None:
+        renamed["dead_letter"] = made_by(side, renamed["dead_letter"])
+    return renamed
+
+
+@dataclass(frozen=True)
+class CronCase:
+    id: str
+    cron: str
+    data: Any = None
+    tz: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+    """Send options, and ``key`` / ``missed``."""
+    before: CronCase | None = None
+    """A schedule stored first on the same queue: replaced if it has the same key, kept beside if not."""
+
+    def python(self, boss: Any, queue: str) -> None:
+        boss.schedule(queue, self.cron, self.data, tz=self.tz, **self.options)
+
+    def node(self, script: Script, queue: str) -> int:
+        options = js_options(self.options)
+        if self.tz is not None:
+            options["tz"] = self.tz
+        return script.add("schedule", queue, self.cron, js_value(self.data), options)
+
+
+CRON_OPTIONS = {
+    "priority": 2,
+    "retry_limit": 3,
+    "retry_delay": 10,
+    "retry_backoff": True,
+    "retry_delay_max": 100,
+    "singleton_key": "k",
+    "singleton_seconds": 300,
+    "expire_in_seconds": 180,
+    "retention_seconds": 7200,
+    "delete_after_seconds": 60,
+    "heartbeat_seconds": 30,
+    "group": {"id": "g", "tier": "t"},
+    "start_after": 30,
+    "dead_letter": "cron-dlq",
+}
+
+CRON_CASES = [
+    CronCase("every-minute", "* * * * *"),
+    CronCase("data", "0 * * * *", data={"a": 1, "b": [True, None]}),
+    CronCase("tz", "30 8 * * 1-5", tz="Europe/Paris"),
+    CronCase("options", "*/5 * * * *", data={"b": 1}, options=CRON_OPTIONS),
+    CronCase("key", "0 0 1 * *", tz="America/New_York", options={"key": "monthly", "expire_in_seconds": 77}),
+    CronCase("missed", "0 6 * * *", options={"missed": "once", "key": "k-1"}),
+    CronCase("missed-skip", "0 7 * * *", options={"missed": "skip"}),
+    CronCase("seconds-field", "*/30 * * * * *", data=7),
+    CronCase("rrule", "FREQ=DAILY;BYHOUR=9;BYMINUTE=0", tz="Europe/Paris"),
+    CronCase("rrule-dtstart", "DTSTART:20250101T090000Z\nRRULE:FREQ=WEEKLY;BYDAY=MO", data={"weekly": True}),
+    CronCase(
+        "python-values",
+        "0 12 * * *",
+        options={
+            "retry_delay": dt.timedelta(seconds=30),
+            "start_after": DATETIME_START,
+            "id": FIXED_ID,
+        },
+    ),
+    CronCase(
+        "replaced",
+        "0 6 * * *",
+        data={"new": True},
+        options={"priority": 1},
+        before=CronCase("replaced", "* * * * *", data={"old": True}, tz="Asia/Tokyo", options={"retry_limit": 1}),
+    ),
+    CronCase(
+        "second-key",
+        "0 6 * * *",
+        data={"second": True},
+        options={"key": "b"},
+        before=CronCase("second-key", "0 5 * * *", data={"first": True}, options={"key": "a"}),
+    ),
+]
+
+PUBLISH_OPTIONS = {"priority": 2, "retry_limit": 4, "expire_in_seconds": 60, "group": {"id": "pub"}}
+SUBSCRIBERS = ("sub-1", "sub-2", "sub-short")
+"""Each side's queues subscribed to its event ``<side>-event``; ``sub-short`` is a short queue."""
+
+
+@dataclass
+class Crossed:
+    schema: str
+    node: dict[str, Any] = field(default_factory=dict)
+    """Results of pg-boss's calls, by label."""
+    python: dict[str, Any] = field(default_factory=dict)
+    """Results of sqla_boss's calls, by label."""
+
+
+def queue_attributes(found: Any) -> dict[str, Any] | None:
+    """An ORM ``Queue`` as a mapping of its columns."""
+    if found is None:
+        return None
+    return {column.key: getattr(found, column.key) for column in inspect(v46.Queue).column_attrs}
+
+
+@pytest.fixture(scope="module")
+def crossed(engine: Engine, pgboss12: PgBoss, python_side: PythonSide, new_schema: Callable[[str], str]) -> Crossed:
+    """Part 4: queues, schedules and subscriptions made by each side, read, used, updated and deleted by the other."""
+    run = Crossed(new_schema("t12_crossed"))
+    schema = run.schema
+
+    def make_python() -> None:
+        with python_side.transaction(schema) as boss:
+            for name, settings in QUEUE_SET.items():
+                boss.create_queue(made_by("py", name), **settings_for("py", settings))
+            boss.create_queue("cron-dlq")
+            for item in CRON_CASES:
+                for side in ("py", "js"):
+                    boss.create_queue(f"cron-{item.id}.{side}")
+            for side in ("py", "js"):
+                for name in SUBSCRIBERS:
+                    boss.create_queue(made_by(side, name), policy="short" if name == "sub-short" else "standard")
+        for item in CRON_CASES:
+            if item.before is not None:
+                with python_side.transaction(schema) as boss:
+                    item.before.python(boss, f"cron-{item.id}.py")
+            with python_side.transaction(schema) as boss:
+                item.python(boss, f"cron-{item.id}.py")
+        with python_side.transaction(schema) as boss:
+            for name in SUBSCRIBERS:
+                boss.subscribe("py-event", made_by("py", name))
+
+    python_side.run(make_python)
+
+    # pg-boss makes its queues, schedules and subscriptions, reads sqla_boss's, uses, updates and deletes some,
+    # and publishes to sqla_boss's subscriptions.
+    script, labels = Script(), {}
+    for name, settings in QUEUE_SET.items():
+        script.add("createQueue", made_by("js", name), js_options(settings_for("js", settings)))
+    for side in ("py", "js"):
+        for name in QUEUE_SET:
+            labels[f"get:{side}-{name}"] = script.add("getQueue", made_by(side, name))
+    labels["get:missing"] = script.add("getQueue", "py-missing")
+    labels["get-all"] = script.add("getQueues")
+    for name in USED_SENDS:
+        queue = made_by("py", name)
+        labels[f"send:{name}"] = [script.add("send", queue, {"n": n}, {"singletonKey": "k"}) for n in range(2)]
+        labels[f"fetch:{name}"] = script.add("fetch", queue, {"batchSize": 2})
+    script.add("updateQueue", made_by("py", "update"), js_options(settings_for("py", UPDATE_ALL)))
+    script.add("updateQueue", made_by("py", "clear"), js_options(CLEAR))
+    script.add("deleteQueue", made_by("py", "empty"))
+    script.add("deleteQueue", made_by("py", "empty-shared"))
+    for item in CRON_CASES:
+        if item.before is not None:
+            item.before.node(script, f"cron-{item.id}.js")
+        item.node(script, f"cron-{item.id}.js")
+    labels["schedules"] = script.add("getSchedules")
+    labels["schedule:key"] = script.add("getSchedule", "cron-key.py", "monthly")
+    labels["schedule:second-key"] = script.add("getSchedules", "cron-second-key.py")
+    for name in SUBSCRIBERS:
+        script.add("subscribe", "js-event", made_by("js", name))
+    labels["publish:1"] = script.add("publish", "py-event", {"n": 1}, js_options(PUBLISH_OPTIONS))
+    labels["publish:2"] = script.add("publish", "py-event", {"n": 2}, js_options(PUBLISH_OPTIONS))
+    labels["publish:unheard"] = script.add("publish", "nobody-listens", {"n": 0})
+    script.add("unsubscribe", "py-event", made_by("py", "sub-2"))
+    labels["publish:3"] = script.add("publish", "py-event", {"n": 3}, js_options(PUBLISH_OPTIONS))
+    results = script.run(pgboss12, schema)
+    run.node.update(
+        {
+            label: results[index] if isinstance(index, int) else [results[i] for i in index]
+            for label, index in labels.items()
+        }
+    )
+
+    def use_node_side() -> None:
+        # sqla_boss reads, uses, updates and deletes pg-boss's queues, reads its schedules, publishes to its
+        # subscriptions.
+        py = run.python
+        with python_side.transaction(schema) as boss:
+            for side in ("py", "js"):
+                for name in QUEUE_SET:
+                    py[f"get:{side}-{name}"] = queue_attributes(boss.get_queue(made_by(side, name)))
+            py["get:missing"] = boss.get_queue("js-missing")
+            py["get-all"] = [queue.name for queue in boss.get_queues()]
+            py["schedules"] = [
+                {column.key: getattr(found, column.key) for column in inspect(v46.Schedule).column_attrs}
+                for found in boss.get_schedules()
+            ]
+            found = boss.get_schedule("cron-key.js", "monthly")
+            py["schedule:key"] = (found.name, found.key, found.timezone)
+            py["schedule:second-key"] = [(found.key, found.data) for found in boss.get_schedules("cron-second-key.js")]
+        for name in USED_SENDS:
+            with python_side.transaction(schema) as boss:
+                py[f"send:{name}"] = [boss.send(made_by("js", name), {"n": n}, singleton_key="k") for n in range(2)]
+            with python_side.transaction(schema) as boss:
+                py[f"fetch:{name}"] = [job.id for job in boss.fetch(made_by("js", name), batch_size=2)]
+        with python_side.transaction(schema) as boss:
+            boss.update_queue(made_by("js", "update"), **settings_for("js", UPDATE_ALL))
+            boss.update_queue(made_by("js", "clear"), **CLEAR)
+        with python_side.transaction(schema) as boss:
+            py["delete:empty"] = boss.delete_queue(made_by("js", "empty"))
+            py["delete:empty-shared"] = boss.delete_queue(made_by("js", "empty-shared"))
+        for n in (1, 2):
+            with python_side.transaction(schema) as boss:
+                py[f"publish:{n}"] = boss.publish("js-event", {"n": n}, **PUBLISH_OPTIONS)
+        with python_side.transaction(schema) as boss:
+            py["publish:unheard"] = boss.publish("nobody-listens", {"n": 0})
+            py["unsubscribe"] = boss.unsubscribe("js-event", made_by("js", "sub-2"))
+        with python_side.transaction(schema) as boss:
+            py["publish:3"] = boss.publish("js-event", {"n": 3}, **PUBLISH_OPTIONS)
+
+    python_side.run(use_node_side)
+    return run
+
+
+def node_queue(crossed: Crossed, side: str, name: str) -> dict[str, Any]:
+    """pg-boss's ``getQueue`` of ``<side>-<name>``, without what tells the sides apart (the dead letter queue's
+    side is kept as the name it stands for)."""
+    found = dict(crossed.node[f"get:{side}-{name}"])
+    assert found.pop("name") == made_by(side, name)
+    assert isinstance(found.pop("createdOn"), str)
+    assert isinstance(found.pop("updatedOn"), str)
+    table = found.pop("table")
+    assert table == (partition_name(made_by(side, name)) if found["partition"] else "job_common")
+    found["deadLetter"] = found["deadLetter"] and found["deadLetter"].partition("-")[2]
+    return found
+
+
+@pytest.mark.parametrize("name", list(QUEUE_SET))
+def test_each_side_makes_the_queue_row_the_other_makes(engine: Engine, crossed: Crossed, name: str) -> None:
+    if name.startswith("empty"):
+        return  # deleted; see test_each_side_deletes_the_other_sides_queues
+    ours = queue_row(engine, crossed.schema, made_by("py", name))
+    theirs = queue_row(engine, crossed.schema, made_by("js", name))
+    assert ours is not None
+    assert theirs is not None
+    for row, side in ((ours, "py"), (theirs, "js")):
+        assert row["table_name"] == (partition_name(made_by(side, name)) if row["partition"] else "job_common")
+        assert relation_exists(engine, crossed.schema, row["table_name"])
+        assert (
+            (row["updated_on"] > row["created_on"])
+            if name in ("update", "clear")
+            else row["updated_on"] == row["created_on"]
+        )
+        row["dead_letter"] = row["dead_letter"] and row["dead_letter"].partition("-")[2]
+    assert without(ours, "name", "table_name", *QUEUE_TIMES) == without(theirs, "name", "table_name", *QUEUE_TIMES)
+
+
+def test_each_side_reads_the_other_sides_queues(crossed: Crossed) -> None:
+    for name in QUEUE_SET:
+        if name.startswith("empty"):
+            continue
+        # pg-boss reads sqla_boss's queues as its own, and sqla_boss reads pg-boss's as its own.
+        assert node_queue(crossed, "py", name) == node_queue(crossed, "js", name), name
+        if name in ("update", "clear"):
+            continue  # sqla_boss read them after pg-boss updated its own, before it updated pg-boss's
+        ours, theirs = crossed.python[f"get:py-{name}"], crossed.python[f"get:js-{name}"]
+        for found, side in ((ours, "py"), (theirs, "js")):
+            assert found["name"] == made_by(side, name)
+            found["dead_letter"] = found["dead_letter"] and found["dead_letter"].partition("-")[2]
+        assert without(ours, *QUEUE_TIMES_AND_NAMES) == without(theirs, *QUEUE_TIMES_AND_NAMES), name
+    every = node_queue(crossed, "py", "every")
+    assert {key: every[key] for key in ("policy", "retryDelayMax", "partition", "heartbeatSeconds", "notify")} == {
+        "policy": "exclusive",
+        "retryDelayMax": 40,
+        "partition": True,
+        "heartbeatSeconds": 12,
+        "notify": True,
+    }
+    assert (every["deleteAfterSeconds"], every["retentionSeconds"], every["warningQueueSize"]) == (60, 3600, 5)
+    assert crossed.node["get:missing"] is None
+    assert crossed.python["get:missing"] is None
+    node_names = {queue["name"] for queue in crossed.node["get-all"]}
+    assert node_names >= {made_by(side, name) for side in ("py", "js") for name in QUEUE_SET if name != "every"} - {
+        "py-empty",
+        "py-empty-shared",
+    }
+    assert set(crossed.python["get-all"]) >= {made_by("js", name) for name in QUEUE_SET if not name.startswith("empty")}
+
+
+def test_each_side_updates_the_other_sides_queues_alike(engine: Engine, crossed: Crossed) -> None:
+    for side in ("py", "js"):
+        updated = queue_row(engine, crossed.schema, made_by(side, "update"))
+        assert updated is not None
+        assert {
+            key: updated[key]
+            for key in (
+                "retry_limit",
+                "retry_delay",
+                "retry_backoff",
+                "retry_delay_max",
+                "expire_seconds",
+                "retention_seconds",
+                "deletion_seconds",
+                "dead_letter",
+                "heartbeat_seconds",
+                "notify",
+                "warning_queued",
+                "policy",
+                "partition",
+            )
+        } == {
+            "retry_limit": 5,
+            "retry_delay": 6,
+            "retry_backoff": True,
+            "retry_delay_max": 60,
+            "expire_seconds": 70,
+            "retention_seconds": 80,
+            "deletion_seconds": 90,
+            "dead_letter": made_by(side, "dlq"),
+            "heartbeat_seconds": 11,
+            "notify": True,
+            "warning_queued": 7,
+            "policy": "standard",
+            "partition": True,
+        }
+        cleared = queue_row(engine, crossed.schema, made_by(side, "clear"))
+        assert cleared is not None
+        assert (cleared["retry_delay_max"], cleared["heartbeat_seconds"], cleared["dead_letter"]) == (None, None, None)
+        assert cleared["retry_backoff"] is True
+
+
+def test_each_side_deletes_the_other_sides_queues(engine: Engine, crossed: Crossed) -> None:
+    assert (crossed.python["delete:empty"], crossed.python["delete:empty-shared"]) == (True, True)
+    for side in ("py", "js"):
+        for name in ("empty", "empty-shared"):
+            assert queue_row(engine, crossed.schema, made_by(side, name)) is None
+        assert not relation_exists(engine, crossed.schema, partition_name(made_by(side, "empty")))
+
+
+def used_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A row sent to and fetched from a queue, without what tells the two sides apart."""
+    normalised = without(row, "id", "data", "created_on", "started_on", "heartbeat_on")
+    normalised["name"] = row["name"].partition("-")[2]
+    normalised["start_after"] = row["start_after"] - row["created_on"]
+    normalised["keep_until"] = row["keep_until"] - row["start_after"]
+    normalised["started"] = row["started_on"] is not None
+    return normalised
+
+
+@pytest.mark.parametrize("name", list(USED_SENDS))
+def test_each_side_sends_to_and_fetches_from_the_other_sides_policy_queues(
+    engine: Engine, crossed: Crossed, name: str
+) -> None:
+    fetched, sends = USED_SENDS[name]
+    for results in (crossed.node, crossed.python):
+        assert [job_id is not None for job_id in results[f"send:{name}"]] == sends
+        assert len(results[f"fetch:{name}"]) == fetched
+    node_sent = job_rows(engine, crossed.schema, "name = :name", name=made_by("py", name))
+    python_sent = job_rows(engine, crossed.schema, "name = :name", name=made_by("js", name))
+    # Which of two jobs of one key a gated batch takes is not defined, so compare without data.
+    assert sorted(map(used_row, python_sent), key=repr) == sorted(map(used_row, node_sent), key=repr)
+    assert [row["data"] for row in python_sent] == [row["data"] for row in node_sent]
+    assert {row["policy"] for row in node_sent} == {name}
+
+
+def stored_json(value: dict[str, Any]) -> Any:
+    """A driver placeholder as pg-boss stores it: a JavaScript ``Date`` becomes its ISO text."""
+    return value["$date"] if set(value) == {"$date"} else value
+
+
+def schedule_rows(engine: Engine, schema: str) -> dict[tuple[str, str], dict[str, Any]]:
+    statement = text(f"SELECT *, jsonb_typeof(data) AS data_type FROM {quote_identifier(schema)}.schedule")
+    with engine.connect() as connection:
+        return {(row["name"], row["key"]): dict(row) for row in connection.execute(statement).mappings()}
+
+
+def schedule_keys(item: CronCase) -> list[str]:
+    return sorted({case_.options.get("key", "") for case_ in (item, item.before) if case_ is not None})
+
+
+@pytest.mark.parametrize("item", CRON_CASES, ids=[item.id for item in CRON_CASES])
+def test_schedule_stores_the_row_pgboss_stores(engine: Engine, crossed: Crossed, item: CronCase) -> None:
+    rows = schedule_rows(engine, crossed.schema)
+    for key in schedule_keys(item):
+        ours, theirs = rows[(f"cron-{item.id}.py", key)], rows[(f"cron-{item.id}.js", key)]
+        replaced = item.before is not None and item.before.options.get("key", "") == item.options.get("key", "")
+        for row in (ours, theirs):
+            created, updated = row.pop("created_on"), row.pop("updated_on")
+            assert (updated > created) if replaced else (updated == created)
+            row["name"] = row["name"].rpartition(".")[0]
+        assert ours == theirs
+    # The options are stored as given, in camelCase, with the time zone, key and missed when given.
+    last = rows[(f"cron-{item.id}.js", item.options.get("key", ""))]
+    expected_options = json.loads(json.dumps(js_options(item.options)), object_hook=stored_json)
+    if item.tz is not None:
+        expected_options["tz"] = item.tz
+    assert last["options"] == expected_options
+    assert last["timezone"] == (item.tz or "UTC")
+    assert last["kind"] == ("rrule" if item.id.startswith("rrule") else "cron")
+
+
+def test_each_side_lists_the_other_sides_schedules(crossed: Crossed) -> None:
+    def comparable(found: Mapping[str, Any], name_key: str) -> tuple[tuple[str, str], dict[str, Any]]:
+        name = found[name_key]
+        rest = {key: value for key, value in found.items() if key not in (name_key, "createdOn", "updatedOn")}
+        rest = {key: value for key, value in rest.items() if key not in ("created_on", "updated_on")}
+        return (name.rpartition(".")[0], name.rpartition(".")[2]), rest
+
+    for listed, name_key in ((crossed.node["schedules"], "name"), (crossed.python["schedules"], "name")):
+        by_side: dict[str, dict[Any, Any]] = {"py": {}, "js": {}}
+        for found in listed:
+            (name, side), rest = comparable(found, name_key)
+            by_side[side][(name, rest.get("key"))] = rest
+        assert by_side["py"] == by_side["js"]
+        assert len(by_side["py"]) == sum(len(schedule_keys(item)) for item in CRON_CASES)
+    key = crossed.node["schedule:key"]
+    assert (key["name"], key["key"], key["timezone"]) == ("cron-key.py", "monthly", "America/New_York")
+    assert crossed.python["schedule:key"] == ("cron-key.js", "monthly", "America/New_York")
+    assert [(row["key"], row["data"]) for row in crossed.node["schedule:second-key"]] == crossed.python[
+        "schedule:second-key"
+    ]
+    assert crossed.python["schedule:second-key"] == [("a", {"first": True}), ("b", {"second": True})]
+
+
+def test_each_side_publishes_to_the_other_sides_subscriptions(engine: Engine, crossed: Crossed) -> None:
+    # pg-boss published to sqla_boss's subscribers (py-*), sqla_boss to pg-boss's (js-*): twice to all three
+    # (the short queue takes one), then, sub-2 unsubscribed, once more.
+    assert [crossed.node[f"publish:{n}"] for n in (1, 2, "unheard", 3)] == [None] * 4
+    assert [len(crossed.python[f"publish:{n}"]) for n in (1, 2, 3)] == [3, 2, 1]
+    assert crossed.python["publish:unheard"] == []
+    assert crossed.python["unsubscribe"] is True
+    expected = {"sub-1": [1, 2, 3], "sub-2": [1, 2], "sub-short": [1]}
+    for side in ("py", "js"):
+        for name, numbers in expected.items():
+            rows = job_rows(engine, crossed.schema, "name = :name", name=made_by(side, name))
+            assert [row["data"] for row in rows] == [{"n": n} for n in numbers], (side, name)
+    node_rows, python_rows = (
+        [
+            {**sent_row(row, None, side), "name": row["name"].partition("-")[2]}
+            for name in expected
+            for row in job_rows(engine, crossed.schema, "name = :name", name=made_by(side, name))
+        ]
+        for side in ("py", "js")
+    )
+    assert python_rows == node_rows
+    assert {(row["priority"], row["retry_limit"], row["expire_seconds"], row["group_id"]) for row in node_rows} == {
+        (2, 4, 60, "pub")
+    }
+    with engine.connect() as connection:
+        subscriptions = connection.execute(
+            text(f"SELECT event, name FROM {quote_identifier(crossed.schema)}.subscription ORDER BY event, name")
+        ).all()
+    assert [tuple(row) for row in subscriptions] == [
+        ("js-event", "js-sub-1"),
+        ("js-event", "js-sub-short"),
+        ("py-event", "py-sub-1"),
+        ("py-event", "py-sub-short"),
+    ]
+
+
+# ================================================================================ 5. refusals
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """One call both sides make with the same mistake (or a value only one side takes)."""
+
+    id: str
+    node: tuple[Any, ...]
+    """pg-boss's call: method, then arguments."""
+    python: Callable[[Any], Any]
+    """sqla_boss's call, on a repository."""
+    error: type[Exception] | None
+    """What sqla_boss raises (``None``: it accepts the call)."""
+    node_refuses: bool = True
+    """Whether pg-boss throws."""
+
+
+REFUSAL_QUEUES = {"plain": {}, "fifo": {"policy": "key_strict_fifo"}, "dlq": {}, "uses-dlq": {"dead_letter": "dlq"}}
+
+BOTH_REFUSE = [
+    Refusal(
+        "send-missing-queue", ("send", "missing", {"n": 1}), lambda b: b.send("missing", {"n": 1}), QueueNotFoundError
+    ),
+    Refusal(
+        "insert-missing-queue",
+        ("insert", "missing", [{"data": 1}]),
+        lambda b: b.insert([{"name": "missing", "data": 1}]),
+        QueueNotFoundError,
+    ),
+    Refusal("fetch-missing-queue", ("fetch", "missing"), lambda b: b.fetch("missing"), QueueNotFoundError),
+    Refusal(
+        "send-missing-dead-letter",
+        ("send", "plain", None, {"deadLetter": "missing"}),
+        lambda b: b.send("plain", None, dead_letter="missing"),
+        DeadLetterQueueNotFoundError,
+    ),
+    Refusal(
+        "fifo-send-without-key", ("send", "fifo", {"n": 1}), lambda b: b.send("fifo", {"n": 1}), InvalidOptionError
+    ),
+    Refusal(
+        "fifo-insert-without-key",
+        ("insert", "fifo", [{"data": 1}, {"data": 2, "singletonKey": "k"}]),
+        lambda b: b.insert([{"name": "fifo", "data": 1}, {"name": "fifo", "data": 2, "singleton_key": "k"}]),
+        InvalidOptionError,
+    ),
+    Refusal(
+        "create-queue-missing-dead-letter",
+        ("createQueue", "new-q", {"deadLetter": "missing"}),
+        lambda b: b.create_queue("new-q", dead_letter="missing"),
+        DeadLetterQueueNotFoundError,
+    ),
+    Refusal(
+        "create-queue-own-dead-letter",
+        ("createQueue", "self-q", {"deadLetter": "self-q"}),
+        lambda b: b.create_queue("self-q", dead_letter="self-q"),
+        InvalidOptionError,
+    ),
+    Refusal(
+        "create-queue-bad-policy",
+        ("createQueue", "bad-q", {"policy": "nope"}),
+        lambda b: b.create_queue("bad-q", policy="nope"),
+        InvalidOptionError,
+    ),
+    Refusal(
+        "create-queue-bad-name", ("createQueue", "sp ace"), lambda b: b.create_queue("sp ace"), InvalidQueueNameError
+    ),
+    Refusal(
+        "update-queue-policy",
+        ("updateQueue", "plain", {"policy": "short"}),
+        lambda b: b.update_queue("plain", policy="short"),
+        InvalidOptionError,
+    ),
+    Refusal(
+        "update-queue-nothing", ("updateQueue", "plain", {}), lambda b: b.update_queue("plain"), InvalidOptionError
+    ),
+    Refusal(
+        "update-retry-delay-max-without-backoff",
+        ("updateQueue", "plain", {"retryDelayMax": 5}),
+        lambda b: b.update_queue("plain", retry_delay_max=5),
+        InvalidOptionError,
+    ),
+    Refusal(
+        "delete-dead-letter-queue-in-use", ("deleteQueue", "dlq"), lambda b: b.delete_queue("dlq"), QueueInUseError
+    ),
+    Refusal(
+        "retry-delay-max-without-backoff",
+        ("send", "plain", None, {"retryDelayMax": 5}),
+        lambda b: b.send("plain", None, retry_delay_max=5),
+        InvalidOptionError,
+    ),
+    Refusal(
+        "expire-over-a-day",
+        ("send", "plain", None, {"expireInSeconds": 86401}),
+        lambda b: b.send("plain", None, expire_in_seconds=86401),
+        InvalidOptionError,
+    ),
+    Refusal(
+        "heartbeat-under-ten",
+        ("send", "plain", None, {"heartbeatSeconds": 5}),
+        lambda b: b.send("plain", None, heartbeat_seconds=5),
+        InvalidOptionError,
+    ),
+    Refusal(
+        "fractional-slot",
+        ("send", "plain", None, {"singletonSeconds": 1.5}),
+        lambda b: b.send("plain", None, singleton_seconds=1.5),
+        InvalidOptionError,
+    ),
+    Refusal(
+        "fractional-priority",
+        ("send", "plain", None, {"priority": 1.5}),
+        lambda b: b.send("plain", None, priority=1.5),
+        InvalidOptionError,
+    ),
+    Refusal(
+        "group-without-id",
+        ("send", "plain", None, {"group": {"tier": "t"}}),
+        lambda b: b.send("plain", None, group={"tier": "t"}),
+        InvalidOptionError,
+    ),
+    Refusal(
+        "schedule-bad-missed",
+        ("schedule", "plain", "* * * * *", None, {"missed": "twice"}),
+        lambda b: b.schedule("plain", "* * * * *", missed="twice"),
+        InvalidOptionError,
+    ),
+    Refusal(
+        "schedule-bad-zone",
+        ("schedule", "plain", "* * * * *", None, {"tz": "Mars/Base"}),
+        lambda b: b.schedule("plain", "* * * * *", tz="Mars/Base"),
+        InvalidOptionError,
+    ),
+    Refusal(
+        "schedule-bad-cron",
+        ("schedule", "plain", "every minute", None, {}),
+        lambda b: b.schedule("plain", "every minute"),
+        InvalidOptionError,
+    ),
+    Refusal(
+        "schedule-missing-queue",
+        ("schedule", "missing", "* * * * *", None, {}),
+        lambda b: b.schedule("missing", "* * * * *"),
+        QueueNotFoundError,
+    ),
+]
+
+DEVIATIONS = [
+    # pg-boss takes a zone-less timestamp as UTC and an ISO 8601 duration as interval text; sqla_boss asks for
+    # an offset and for PostgreSQL's interval words (timing.start_after_text).
+    Refusal(
+        "start-after-zoneless",
+        ("send", "plain", None, {"startAfter": "2041-01-02T03:04:05"}),
+        lambda b: b.send("plain", None, start_after="2041-01-02T03:04:05"),
+        InvalidOptionError,
+        node_refuses=False,
+    ),
+    Refusal(
+        "start-after-date",
+        ("send", "plain", None, {"startAfter": "2041-01-02"}),
+        lambda b: b.send("plain", None, start_after="2041-01-02"),
+        InvalidOptionError,
+        node_refuses=False,
+    ),
+    Refusal(
+        "start-after-iso-duration",
+        ("send", "plain", None, {"startAfter": "PT1H"}),
+        lambda b: b.send("plain", None, start_after="PT1H"),
+        InvalidOptionError,
+        node_refuses=False,
+    ),
+    # pg-boss ignores options it does not know, pg-boss 10's spellings among them; sqla_boss names them.
+    Refusal(
+        "send-v10-spelling",
+        ("send", "plain", None, {"singletonMinutes": 5}),
+        lambda b: b.send("plain", None, singleton_minutes=5),
+        UnsupportedOperationError,
+        node_refuses=False,
+    ),
+    Refusal(
+        "send-unknown-option",
+        ("send", "plain", None, {"colour": "red"}),
+        lambda b: b.send("plain", None, colour="red"),
+        InvalidOptionError,
+        node_refuses=False,
+    ),
+    Refusal(
+        "create-queue-unknown-option",
+        ("createQueue", "extra-q", {"colour": "red"}),
+        lambda b: b.create_queue("extra-q", colour="red"),
+        TypeError,  # not even a keyword of create_queue
+        node_refuses=False,
+    ),
+    # pg-boss's updateQueue of a missing queue does nothing; sqla_boss says so.
+    Refusal(
+        "update-missing-queue",
+        ("updateQueue", "missing", {"retryLimit": 1}),
+        lambda b: b.update_queue("missing", retry_limit=1),
+        QueueNotFoundError,
+        node_refuses=False,
+    ),
+    # pg-boss hands a schedule's string or array data to node-pg as is, which PostgreSQL refuses as JSON;
+    # sqla_boss stores it as JSON, as pg-boss stores a job's (and its send-it worker sends it on).
+    Refusal(
+        "schedule-string-data",
+        ("schedule", "plain", "0 * * * *", "text", {"key": "string"}),
+        lambda b: b.schedule("plain", "0 * * * *", "text", key="string"),
+        None,
+    ),
+    Refusal(
+        "schedule-array-data",
+        ("schedule", "plain", "0 * * * *", [1, 2], {"key": "array"}),
+        lambda b: b.schedule("plain", "0 * * * *", [1, 2], key="array"),
+        None,
+    ),
+]
+
+REFUSALS = BOTH_REFUSE + DEVIATIONS
+
+
+@pytest.fixture(scope="module")
+def refused_by_node(engine: Engine, pgboss12: PgBoss, new_schema: Callable[[str], str]) -> dict[str, Any]:
+    """pg-boss's outcome of each refusal, in one run (each call is an ``attempt``): once for both APIs."""
+    schema = new_schema("t12_refused_js")
+    script = Script()
+    for name, settings in REFUSAL_QUEUES.items():
+        script.add("createQueue", name, js_options(settings))
+    indexes = {item.id: script.add("attempt", *item.node) for item in REFUSALS}
+    results = script.run(pgboss12, schema)
+    return {label: results[index] for label, index in indexes.items()}
+
+
+@pytest.mark.parametrize("item", REFUSALS, ids=[item.id for item in REFUSALS])
+def test_what_pgboss_refuses(refused_by_node: dict[str, Any], item: Refusal) -> None:
+    outcome = refused_by_node[item.id]
+    assert outcome["ok"] is not item.node_refuses, outcome
+    if not outcome["ok"]:
+        assert outcome["error"]["message"]
+
+
+@pytest.fixture(scope="module")
+def refused_by_python(python_side: PythonSide, new_schema: Callable[[str], str]) -> dict[str, Exception | None]:
+    """sqla_boss's outcome of each refusal, each in a transaction of its own."""
+    schema = new_schema("t12_refused_py")
+    outcomes: dict[str, Exception | None] = {}
+
+    def refuse_all() -> None:
+        with python_side.transaction(schema) as boss:
+            for name, settings in REFUSAL_QUEUES.items():
+                boss.create_queue(name, **settings)
+        for item in REFUSALS:
+            try:
+                with python_side.transaction(schema) as boss:
+                    item.python(boss)
+            except Exception as exc:  # recorded, then checked by the test
+                outcomes[item.id] = exc
+            else:
+                outcomes[item.id] = None
+
+    python_side.run(refuse_all)
+    return outcomes
+
+
+@pytest.mark.parametrize("item", REFUSALS, ids=[item.id for item in REFUSALS])
+def test_what_sqla_boss_refuses(refused_by_python: dict[str, Exception | None], item: Refusal) -> None:
+    outcome = refused_by_python[item.id]
+    if item.error is None:
+        assert outcome is None
+    else:
+        assert isinstance(outcome, item.error), repr(outcome)
