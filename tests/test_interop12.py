@@ -9,16 +9,21 @@ in one or two driver runs, in a module-scoped fixture; the parametrised tests th
 1. **Same rows.** Every send option, every policy, shared and partitioned queues, ``insert`` batches,
    ``send_after`` / ``send_throttled`` / ``send_debounced``, sent by Python to one schema and by Node to another
    with the same queues: the rows agree in every column but ``id``, clock readings compared as offsets
-   (:func:`sent_row`); the queues made by ``createQueue`` and ``create_queue`` with every option agree too.
-2. **Both directions.** Jobs sent by one side are fetched, completed and failed by the other: outputs, retry
-   counts, backoff bounds under ``retry_delay_max``, fences on ``(id, retry_count)``, and dead-letter copies.
+   (:func:`sent_row`); the queues made by ``createQueue`` and ``create_queue`` with every option agree, and
+   sends to notify-enabled queues NOTIFY on pg-boss 12's channel alike.
+2. **Both directions.** Jobs sent by one side are fetched, completed, failed, cancelled, resumed, retried and
+   deleted by the other: outputs, retry counts, backoff bounds under ``retry_delay_max``, fences on
+   ``(id, retry_count)``, and dead-letter copies.
 3. **Groups and heartbeats.** ``group_concurrency`` counts the active jobs of a group whichever side fetched
-   them; each side touches the other's jobs.
-4. **Queues and schedules** made by either side are read by the other, and updated alike.
-5. **Pub/sub** across the runtimes.
+   them; each side touches the jobs the other holds, and a stale attempt settles nothing.
+4. **Queues, schedules and subscriptions** made by either side are read, used, updated and deleted by the
+   other; each side publishes to the other's subscribers.
+5. **Refusals.** What both sides refuse, and where sqla_boss refuses on purpose what pg-boss takes (a zone-less
+   ``start_after``, an ISO 8601 duration, an option it does not know, ``update_queue`` of a missing queue) or
+   takes what pg-boss fails on (a schedule's string or array data).
 
-sqla_boss's side runs on both repository APIs (``python_side``, parametrised ``sync`` / ``async``); part 1's
-Node sends run once for both.
+sqla_boss's side runs on both repository APIs (``python_side``, parametrised ``sync`` / ``async``); the Node
+runs of parts 1 and 5 run once for both.
 """
 
 from __future__ import annotations
@@ -32,18 +37,20 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
 import pytest
 from apis import APIS, AwaitingBoss
 from pgboss import (  # noqa: F401  (the fixtures pgboss12 and pgboss_install)
     PgBoss,
     call,
+    node_connection_string,
     partition_name,
     pgboss12_fixture,
     pgboss_install_fixture,
     ref,
     start,
 )
-from sqlalchemy import Engine, inspect, text
+from sqlalchemy import URL, Engine, inspect, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 from support import drop_schema, unique_name
@@ -72,6 +79,7 @@ from sqla_boss.identifiers import quote_identifier
 from sqla_boss.schema import schema_translate_map
 from sqla_boss.v46 import ddl
 from sqla_boss.v46 import models as v46
+from sqla_boss.v46.operations import notify_channel
 
 pytestmark = pytest.mark.pgboss
 
@@ -108,7 +116,7 @@ class Script:
 
 
 @pytest.fixture(scope="module", params=APIS)
-def python_side(request: pytest.FixtureRequest, engine: Engine, database_url: Any) -> Iterator[PythonSide]:
+def python_side(request: pytest.FixtureRequest, engine: Engine, database_url: URL) -> Iterator[PythonSide]:
     """sqla_boss's side on ``Boss`` or ``AsyncBoss``: what uses it runs once per API."""
     side = PythonSide(request.param, engine, database_url)
     try:
@@ -347,6 +355,7 @@ CASES: list[SendCase] = [
     case("start-after-interval", send(None, start_after="90 minutes")),
     case("start-after-iso-z", send(None, start_after=ISO_START)),
     case("start-after-iso-offset", send(None, start_after=OFFSET_START)),
+    case("start-after-iso-lower-z", send(None, start_after=ISO_START.lower())),
     case("start-after-datetime", send(None, start_after=DATETIME_START)),
     case("start-after-timedelta", send(None, start_after=dt.timedelta(minutes=2))),
     # Singleton keys and throttling slots (§4.4); a taken slot answers None.
@@ -433,6 +442,8 @@ CASES: list[SendCase] = [
         queue={**CONFIGURED, "retry_backoff": False, "retry_delay_max": None},
     ),
     case("queue-backoff-job-delay", send(None, retry_delay=0), queue={"retry_backoff": True}),
+    # pg-boss 12's names take periods and slashes; a partition's table is named from the name's hash.
+    case("odd/queue.name", send({"odd": True}), queue={"partition": True, "policy": "short"}),
     # Policies (§3.5), on the shared table and on a partition of their own: conflicts answer None.
     *[
         case(f"policy-{policy}{suffix}", *sends, returns=returns, queue={"policy": policy, **extra})
@@ -567,10 +578,25 @@ class SendRun:
     node_schema: str
     outcomes: dict[str, dict[str, Outcome]]
     """``outcomes[case id]["python" | "node"]``."""
+    notified: dict[str, list[str]]
+    """The payloads (queue names) on each side's schema channel while it sent (§10), by side."""
+
+
+@contextlib.contextmanager
+def notifications(database_url: URL, schema: str) -> Iterator[list[str]]:
+    """The payloads pg-boss 12's NOTIFY channel of ``schema`` carries while the block runs (read at its end)."""
+    payloads: list[str] = []
+    with psycopg.connect(node_connection_string(database_url), autocommit=True) as connection:
+        connection.add_notify_handler(lambda notify: payloads.append(notify.payload))
+        connection.execute(f"LISTEN {quote_identifier(notify_channel(schema))}")
+        yield payloads
+        connection.execute("SELECT 1")  # delivers what the commits before it notified
 
 
 @pytest.fixture(scope="module")
-def sent_by_node(engine: Engine, pgboss12: PgBoss, new_schema: Callable[[str], str]) -> tuple[str, dict[str, Outcome]]:
+def sent_by_node(
+    engine: Engine, database_url: URL, pgboss12: PgBoss, new_schema: Callable[[str], str]
+) -> tuple[str, dict[str, Outcome], list[str]]:
     """Every case sent by pg-boss 12 in one run, once for both Python APIs."""
     theirs = new_schema("t12_send_js")
     script = Script()
@@ -579,22 +605,24 @@ def sent_by_node(engine: Engine, pgboss12: PgBoss, new_schema: Callable[[str], s
     for item in CASES:
         script.add("createQueue", item.id, js_options(item.queue))
     indexes = {item.id: [call_.node(script, item.id) for call_ in item.calls] for item in CASES}
-    results = script.run(pgboss12, theirs)
+    with notifications(database_url, theirs) as notified:
+        results = script.run(pgboss12, theirs)
     outcomes = {
         item.id: collect(engine, theirs, item, [results[index] for index in indexes[item.id]], "node") for item in CASES
     }
-    return theirs, outcomes
+    return theirs, outcomes, notified
 
 
 @pytest.fixture(scope="module")
 def sent(
     engine: Engine,
+    database_url: URL,
     python_side: PythonSide,
-    sent_by_node: tuple[str, dict[str, Outcome]],
+    sent_by_node: tuple[str, dict[str, Outcome], list[str]],
     new_schema: Callable[[str], str],
 ) -> SendRun:
     """Every case sent by sqla_boss (on ``python_side``'s API), next to pg-boss's."""
-    theirs, node_outcomes = sent_by_node
+    theirs, node_outcomes, node_notified = sent_by_node
     ours = new_schema("t12_send_py")
 
     def send_all() -> SendRun:
@@ -604,14 +632,15 @@ def sent(
                 boss.create_queue(name)
             for item in CASES:
                 boss.create_queue(item.id, **item.queue)
-        for item in CASES:
-            with python_side.transaction(ours) as boss:
-                results = [call_.python(boss, item.id) for call_ in item.calls]
-            outcomes[item.id] = {
-                "python": collect(engine, ours, item, results, "python"),
-                "node": node_outcomes[item.id],
-            }
-        return SendRun(ours, theirs, outcomes)
+        with notifications(database_url, ours) as notified:
+            for item in CASES:
+                with python_side.transaction(ours) as boss:
+                    results = [call_.python(boss, item.id) for call_ in item.calls]
+                outcomes[item.id] = {
+                    "python": collect(engine, ours, item, results, "python"),
+                    "node": node_outcomes[item.id],
+                }
+        return SendRun(ours, theirs, outcomes, {"python": notified, "node": node_notified})
 
     return python_side.run(send_all)
 
@@ -693,6 +722,14 @@ def test_create_queue_makes_the_queue_rows_create_queue_makes(engine: Engine, se
         "notify": True,
         "warning_queued": 50,
     }
+
+
+def test_sends_to_notify_queues_notify_on_pgboss_12s_channel(sent: SendRun) -> None:
+    # One notification per committed statement that inserted a due job into a notify-enabled queue; PostgreSQL
+    # folds equal ones of one transaction, and sqla_boss sends each case in one.
+    expected = {item.id for item in CASES if item.queue.get("notify")}
+    assert expected
+    assert set(sent.notified["node"]) == set(sent.notified["python"]) == expected
 
 
 def rows_of(sent: SendRun, case_id: str, side: str) -> list[dict[str, Any]]:
@@ -2175,6 +2212,24 @@ BOTH_REFUSE = [
         "fractional-slot",
         ("send", "plain", None, {"singletonSeconds": 1.5}),
         lambda b: b.send("plain", None, singleton_seconds=1.5),
+        InvalidOptionError,
+    ),
+    Refusal(
+        "fractional-expiry",
+        ("send", "plain", None, {"expireInSeconds": 1.5}),
+        lambda b: b.send("plain", None, expire_in_seconds=1.5),
+        InvalidOptionError,
+    ),
+    Refusal(
+        "fractional-retention",
+        ("send", "plain", None, {"retentionSeconds": 1.5}),
+        lambda b: b.send("plain", None, retention_seconds=1.5),
+        InvalidOptionError,
+    ),
+    Refusal(
+        "fractional-retry-delay",
+        ("send", "plain", None, {"retryDelay": 1.5}),
+        lambda b: b.send("plain", None, retry_delay=1.5),
         InvalidOptionError,
     ),
     Refusal(
