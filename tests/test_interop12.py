@@ -1617,6 +1617,8 @@ QUEUE_SET: dict[str, dict[str, Any]] = {
     "clear": {"retry_backoff": True, "retry_delay_max": 9, "heartbeat_seconds": 10, "dead_letter": "dlq"},
     "empty": {"partition": True},
     "empty-shared": {},
+    "full": {},
+    "full-partitioned": {"partition": True},
 }
 """The queues of part 4, made once by each side: ``py-<name>`` by sqla_boss, ``js-<name>`` by pg-boss."""
 
@@ -1648,6 +1650,10 @@ USED_SENDS = {
 }
 """Policy queues the other side sends two jobs of key ``k`` to and then fetches a batch of two from: how many
 the batch holds, and which sends return an id."""
+
+DELETED = ("empty", "empty-shared", "full", "full-partitioned")
+"""Queues each side deletes of the other's; the ``full`` ones hold a job (pg-boss 12 deletes them too)."""
+FULL = ("full", "full-partitioned")
 
 QUEUE_TIMES_AND_NAMES = ("name", "table_name", "dead_letter", "created_on", "updated_on")
 
@@ -1785,6 +1791,8 @@ def crossed(engine: Engine, pgboss12: PgBoss, python_side: PythonSide, new_schem
         with python_side.transaction(schema) as boss:
             for name in SUBSCRIBERS:
                 boss.subscribe("py-event", made_by("py", name))
+            for name in FULL:
+                boss.send(made_by("py", name), {"full": name})
 
     python_side.run(make_python)
 
@@ -1804,8 +1812,10 @@ def crossed(engine: Engine, pgboss12: PgBoss, python_side: PythonSide, new_schem
         labels[f"fetch:{name}"] = script.add("fetch", queue, {"batchSize": 2})
     script.add("updateQueue", made_by("py", "update"), js_options(settings_for("py", UPDATE_ALL)))
     script.add("updateQueue", made_by("py", "clear"), js_options(CLEAR))
-    script.add("deleteQueue", made_by("py", "empty"))
-    script.add("deleteQueue", made_by("py", "empty-shared"))
+    for name in FULL:
+        script.add("send", made_by("js", name), {"full": name})
+    for name in DELETED:
+        script.add("deleteQueue", made_by("py", name))
     for item in CRON_CASES:
         if item.before is not None:
             item.before.node(script, f"cron-{item.id}.js")
@@ -1854,8 +1864,7 @@ def crossed(engine: Engine, pgboss12: PgBoss, python_side: PythonSide, new_schem
             boss.update_queue(made_by("js", "update"), **settings_for("js", UPDATE_ALL))
             boss.update_queue(made_by("js", "clear"), **CLEAR)
         with python_side.transaction(schema) as boss:
-            py["delete:empty"] = boss.delete_queue(made_by("js", "empty"))
-            py["delete:empty-shared"] = boss.delete_queue(made_by("js", "empty-shared"))
+            py["deleted"] = [boss.delete_queue(made_by("js", name)) for name in DELETED]
         for n in (1, 2):
             with python_side.transaction(schema) as boss:
                 py[f"publish:{n}"] = boss.publish("js-event", {"n": n}, **PUBLISH_OPTIONS)
@@ -1884,8 +1893,8 @@ def node_queue(crossed: Crossed, side: str, name: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("name", list(QUEUE_SET))
 def test_each_side_makes_the_queue_row_the_other_makes(engine: Engine, crossed: Crossed, name: str) -> None:
-    if name.startswith("empty"):
-        return  # deleted; see test_each_side_deletes_the_other_sides_queues
+    if name in DELETED:
+        return  # see test_each_side_deletes_the_other_sides_queues_with_their_jobs
     ours = queue_row(engine, crossed.schema, made_by("py", name))
     theirs = queue_row(engine, crossed.schema, made_by("js", name))
     assert ours is not None
@@ -1904,7 +1913,7 @@ def test_each_side_makes_the_queue_row_the_other_makes(engine: Engine, crossed: 
 
 def test_each_side_reads_the_other_sides_queues(crossed: Crossed) -> None:
     for name in QUEUE_SET:
-        if name.startswith("empty"):
+        if name in DELETED:
             continue
         # pg-boss reads sqla_boss's queues as its own, and sqla_boss reads pg-boss's as its own.
         assert node_queue(crossed, "py", name) == node_queue(crossed, "js", name), name
@@ -1927,11 +1936,8 @@ def test_each_side_reads_the_other_sides_queues(crossed: Crossed) -> None:
     assert crossed.node["get:missing"] is None
     assert crossed.python["get:missing"] is None
     node_names = {queue["name"] for queue in crossed.node["get-all"]}
-    assert node_names >= {made_by(side, name) for side in ("py", "js") for name in QUEUE_SET if name != "every"} - {
-        "py-empty",
-        "py-empty-shared",
-    }
-    assert set(crossed.python["get-all"]) >= {made_by("js", name) for name in QUEUE_SET if not name.startswith("empty")}
+    assert node_names >= {made_by(side, name) for side in ("py", "js") for name in QUEUE_SET}
+    assert set(crossed.python["get-all"]) >= {made_by("js", name) for name in QUEUE_SET if name not in DELETED}
 
 
 def test_each_side_updates_the_other_sides_queues_alike(engine: Engine, crossed: Crossed) -> None:
@@ -1976,12 +1982,14 @@ def test_each_side_updates_the_other_sides_queues_alike(engine: Engine, crossed:
         assert cleared["retry_backoff"] is True
 
 
-def test_each_side_deletes_the_other_sides_queues(engine: Engine, crossed: Crossed) -> None:
-    assert (crossed.python["delete:empty"], crossed.python["delete:empty-shared"]) == (True, True)
+def test_each_side_deletes_the_other_sides_queues_with_their_jobs(engine: Engine, crossed: Crossed) -> None:
+    assert crossed.python["deleted"] == [True] * len(DELETED)
     for side in ("py", "js"):
-        for name in ("empty", "empty-shared"):
+        for name in DELETED:
             assert queue_row(engine, crossed.schema, made_by(side, name)) is None
-        assert not relation_exists(engine, crossed.schema, partition_name(made_by(side, "empty")))
+            assert job_rows(engine, crossed.schema, "name = :name", name=made_by(side, name)) == []
+        for name in ("empty", "full-partitioned"):
+            assert not relation_exists(engine, crossed.schema, partition_name(made_by(side, name)))
 
 
 def used_row(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -2123,7 +2131,16 @@ class Refusal:
     """Whether pg-boss throws."""
 
 
-REFUSAL_QUEUES = {"plain": {}, "fifo": {"policy": "key_strict_fifo"}, "dlq": {}, "uses-dlq": {"dead_letter": "dlq"}}
+REFUSAL_QUEUES = {
+    "plain": {},
+    "fifo": {"policy": "key_strict_fifo"},
+    "dlq": {},
+    "uses-dlq": {"dead_letter": "dlq"},
+    "job-dlq": {},
+}
+"""The queues of part 5; a job of ``plain`` names ``job-dlq`` as its dead letter queue (:data:`REFUSAL_JOB`)."""
+
+REFUSAL_JOB = {"dead_letter": "job-dlq"}
 
 BOTH_REFUSE = [
     Refusal(
@@ -2189,6 +2206,12 @@ BOTH_REFUSE = [
     ),
     Refusal(
         "delete-dead-letter-queue-in-use", ("deleteQueue", "dlq"), lambda b: b.delete_queue("dlq"), QueueInUseError
+    ),
+    Refusal(
+        "delete-dead-letter-queue-of-a-job",
+        ("deleteQueue", "job-dlq"),
+        lambda b: b.delete_queue("job-dlq"),
+        QueueInUseError,
     ),
     Refusal(
         "retry-delay-max-without-backoff",
@@ -2316,6 +2339,21 @@ DEVIATIONS = [
         TypeError,  # not even a keyword of create_queue
         node_refuses=False,
     ),
+    # pg-boss's insert checks next to nothing; sqla_boss checks each job as it checks a send.
+    Refusal(
+        "insert-retry-delay-max-without-backoff",
+        ("insert", "plain", [{"retryDelayMax": 5}]),
+        lambda b: b.insert([{"name": "plain", "retry_delay_max": 5}]),
+        InvalidOptionError,
+        node_refuses=False,
+    ),
+    Refusal(
+        "insert-expiry-over-a-day",
+        ("insert", "plain", [{"expireInSeconds": 86401}]),
+        lambda b: b.insert([{"name": "plain", "expire_in_seconds": 86401}]),
+        InvalidOptionError,
+        node_refuses=False,
+    ),
     # pg-boss's updateQueue of a missing queue does nothing; sqla_boss says so.
     Refusal(
         "update-missing-queue",
@@ -2350,6 +2388,7 @@ def refused_by_node(engine: Engine, pgboss12: PgBoss, new_schema: Callable[[str]
     script = Script()
     for name, settings in REFUSAL_QUEUES.items():
         script.add("createQueue", name, js_options(settings))
+    script.add("send", "plain", None, js_options(REFUSAL_JOB))
     indexes = {item.id: script.add("attempt", *item.node) for item in REFUSALS}
     results = script.run(pgboss12, schema)
     return {label: results[index] for label, index in indexes.items()}
@@ -2373,6 +2412,7 @@ def refused_by_python(python_side: PythonSide, new_schema: Callable[[str], str])
         with python_side.transaction(schema) as boss:
             for name, settings in REFUSAL_QUEUES.items():
                 boss.create_queue(name, **settings)
+            boss.send("plain", None, **REFUSAL_JOB)
         for item in REFUSALS:
             try:
                 with python_side.transaction(schema) as boss:
