@@ -816,8 +816,8 @@ WORK_QUEUES: dict[str, dict[str, Any]] = {
 }
 """The queues of part 2, once per direction (``<name>.<direction>``); the dead letter queues follow suit."""
 
-FAIL_LOOP_OPTIONS = {"priority": 4, "singleton_key": "fk", "group": {"id": "g", "tier": "t"}}
-"""What the dead-letter copy copies from the failed job."""
+FAIL_LOOP_OPTIONS = {"priority": 4, "singleton_key": "fk", "singleton_seconds": 3600, "group": {"id": "g", "tier": "t"}}
+"""What the dead-letter copy copies from the failed job (all but the throttling slot)."""
 
 BACKOFF_DELAY, BACKOFF_MAX = 10, 35
 STATELY_DELAY = 3600
@@ -1342,7 +1342,7 @@ def worked_row(row: Mapping[str, Any]) -> dict[str, Any]:
         normalised[key] = row[key] and row[key].rpartition(".")[0]
     normalised["source_id"] = normalised["source_root_id"] = row["source_id"] is not None
     normalised["start_after"] = "at creation" if row["start_after"] == row["created_on"] else "later"
-    for moment in ("started_on", "completed_on", "heartbeat_on"):
+    for moment in ("started_on", "completed_on", "heartbeat_on", "singleton_on"):
         normalised[moment] = row[moment] is not None
     normalised["keep_until"] = row["keep_until"] - row["created_on"]
     for key in ("output", "source_output"):
