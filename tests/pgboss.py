@@ -35,7 +35,8 @@ For pg-boss 12.38.0, import ``pgboss12_fixture`` too and use the fixture ``pgbos
 Instance methods (``detectSchemaDrift``, ``schemaVersion``...) are plain :func:`call` actions after
 :func:`start`; :func:`static` calls a named export of the package (12.x: ``getConstructionPlans``,
 ``getMigrationPlans``...) or else a static of its class (10.x: ``PgBoss.getConstructionPlans``...) and needs
-no start; :func:`exports` lists both; :func:`listen` records more events (12.x's ``wip``, ``bam``, ``flow``...).
+no start; :func:`exports` lists both; :func:`listen` records more events (12.x's ``wip``, ``bam``, ``flow``...);
+:func:`attempt` is :func:`call` recording an error as its result instead of ending the run.
 
 ``pgboss.spawn(schema, actions)`` runs a list in the background instead, for a pg-boss working alongside the
 test (the driver's ``workSql`` and ``waitSql`` actions): see :meth:`PgBoss.spawn`.
