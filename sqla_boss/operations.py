@@ -76,6 +76,10 @@ class Expire:
     """
 
     keys: tuple[tuple[type[Any], tuple[Any, ...]], ...]
+    keep: frozenset[str] = frozenset()
+    """Attributes left as they are. Version 46 keeps a job's ``id``, ``name`` and ``retry_count``: the attempt a
+    worker holds, which fences its later calls, must not be re-read from a newer attempt (nor, on an
+    ``AsyncSession``, need I/O to read)."""
 
     @classmethod
     def jobs(cls, queue_name: str, ids: Iterable[uuid.UUID]) -> Expire:

@@ -39,6 +39,10 @@ _RRULE = re.compile(r"^[ \t]*[a-z][a-z0-9-]*[;:]|(?:^|[\s;])FREQ=", re.IGNORECAS
 """pg-boss 12's test of whether a schedule's expression is an RFC 5545 rule rather than cron (§9.1)."""
 
 
+_ATTEMPT = frozenset({"id", "name", "retry_count"})
+"""What identifies the attempt a fetched ``Job`` object holds."""
+
+
 def notify_channel(schema: str) -> str:
     """pg-boss 12's LISTEN/NOTIFY channel of ``schema`` (§10): ``pgboss_`` and 24 hex digits of its sha224."""
     return "pgboss_" + hashlib.sha224(schema.encode()).hexdigest()[:24]
@@ -270,6 +274,11 @@ class Operations46(Operations):
         if len(jobs) != len(items):
             raise InvalidOptionError(f"{operation}() takes job ids or job objects, not a mix of both")
         return [job.id for job in jobs], [f"{job.id}:{job.retry_count}" for job in jobs]
+
+    def _expire_jobs(self, queue_name: str, ids: Iterable[uuid.UUID]) -> Expire:
+        """Expire the jobs' objects but for the attempt they hold (``id``, ``name``, ``retry_count``): a ``Job``
+        given to a later call is fenced on the attempt its caller fetched (§6.1), even after a :meth:`touch`."""
+        return Expire(tuple((Job, (queue_name, job_id)) for job_id in ids), keep=_ATTEMPT)
 
     def _settle(
         self, statement: Any, operation: str, name: object, ids: object, extra: Mapping[str, Any], result: str
