@@ -163,7 +163,7 @@ class Operations46(Operations):
     def _delete_where(self, statement: Any, name: object) -> Operation[int]:
         queue_name = options46.queue_name(name)
         rows = yield Step(statement.returning(self.sql.job.c.id), {"queue_name": queue_name}, "rows")
-        yield self._expire_jobs(queue_name, (job_id for (job_id,) in rows))
+        yield self._expire_jobs(queue_name, (job_id for (job_id,) in rows), deleted=True)
         return len(rows)
 
     def get_queue(self, name: object) -> Operation[Queue | None]:  # type: ignore[override]
@@ -275,19 +275,28 @@ class Operations46(Operations):
             raise InvalidOptionError(f"{operation}() takes job ids or job objects, not a mix of both")
         return [job.id for job in jobs], [f"{job.id}:{job.retry_count}" for job in jobs]
 
-    def _expire_jobs(self, queue_name: str, ids: Iterable[uuid.UUID]) -> Expire:
+    def _expire_jobs(self, queue_name: str, ids: Iterable[uuid.UUID], *, deleted: bool = False) -> Expire:
         """Expire the jobs' objects but for the attempt they hold (``id``, ``name``, ``retry_count``): a ``Job``
-        given to a later call is fenced on the attempt its caller fetched (§6.1), even after a :meth:`touch`."""
-        return Expire(tuple((Job, (queue_name, job_id)) for job_id in ids), keep=_ATTEMPT)
+        given to a later call is fenced on the attempt its caller fetched (§6.1), even after a :meth:`touch`.
+        Deleted jobs are expired whole, so that ``session.get`` finds them gone."""
+        return Expire(tuple((Job, (queue_name, job_id)) for job_id in ids), keep=frozenset() if deleted else _ATTEMPT)
 
     def _settle(
-        self, statement: Any, operation: str, name: object, ids: object, extra: Mapping[str, Any], result: str
+        self,
+        statement: Any,
+        operation: str,
+        name: object,
+        ids: object,
+        extra: Mapping[str, Any],
+        result: str,
+        *,
+        deleted: bool = False,
     ) -> Operation[Any]:
         queue_name = options46.queue_name(name)
         job_ids, attempts = self._targets(ids, operation)
         params = {"queue_name": queue_name, "ids": job_ids, "attempts": attempts, **extra}
         outcome = yield Step(statement, params, result)  # type: ignore[arg-type]
-        yield self._expire_jobs(queue_name, job_ids)
+        yield self._expire_jobs(queue_name, job_ids, deleted=deleted)
         return outcome
 
     def complete(self, name: object, ids: object, output: Any, include_queued: object = False) -> Operation[int]:
@@ -300,7 +309,8 @@ class Operations46(Operations):
         return int((yield from self._settle(self.sql.CANCEL, "cancel", name, ids, {}, "rowcount")))
 
     def delete_job(self, name: object, ids: object) -> Operation[int]:
-        return int((yield from self._settle(self.sql.DELETE_JOBS, "delete_job", name, ids, {}, "rowcount")))
+        statement = self.sql.DELETE_JOBS
+        return int((yield from self._settle(statement, "delete_job", name, ids, {}, "rowcount", deleted=True)))
 
     def touch(self, name: object, ids: object) -> Operation[int]:
         """Refresh the heartbeat of the given active jobs (pg-boss 12's ``touch``); returns how many."""
