@@ -7,7 +7,9 @@ tests that request none of its fixtures:
   else an embedded PostgreSQL started for the run (``pip install "sqla-boss[embedded]"``); override the
   fixture in your ``conftest.py`` to take the URL from elsewhere;
 * ``sqla_boss_schema`` (session): the pg-boss schema, from the ini option ``sqla_boss_schema`` (default
-  ``pgboss``), installed or adopted once per run by :func:`sqla_boss.migrations.upgrade` (committed);
+  ``pgboss``), installed or adopted once per run by :func:`sqla_boss.migrations.upgrade` (committed), at the
+  version of the ini option ``sqla_boss_pgboss``: ``10`` (schema version 24) or ``12`` (version 46); unset,
+  a new schema gets version 24 and an installed one keeps its version;
 * ``sqla_boss_engine`` (session): a plain ``Engine`` on that database;
 * ``boss_session``: a ``Session`` on a connection whose transaction is rolled back after the test, whatever
   the test commits (SQLAlchemy's "join a session into an external transaction" recipe: its ``commit()``
@@ -44,16 +46,18 @@ from sqla_boss import embedded, migrations
 from sqla_boss.async_boss import AsyncBoss
 from sqla_boss.boss import Boss
 from sqla_boss.database import create_sync_engine, url_from_env
-from sqla_boss.errors import EmbeddedPostgresUnavailableError, InvalidSchemaNameError
+from sqla_boss.errors import EmbeddedPostgresUnavailableError, InvalidOptionError, InvalidSchemaNameError
 from sqla_boss.identifiers import DEFAULT_SCHEMA, validate_schema_name
 from sqla_boss.models import Job
-from sqla_boss.schema import schema_translate_map
+from sqla_boss.schema import DEFAULT_PGBOSS, PGBOSS_MAJORS, inspect_schema, pgboss_major, schema_translate_map
 
 ALLOW_COMMITS = "sqla_boss_allow_commits"
 """The marker that turns the commit guard off for a test."""
 
 SCHEMA_INI = "sqla_boss_schema"
 """The ini option naming the pg-boss schema of the fixtures."""
+PGBOSS_INI = "sqla_boss_pgboss"
+"""The ini option naming the pg-boss release whose schema version the fixtures install: 10 or 12."""
 
 LISTED = 20
 """How many committed jobs the guard's message lists."""
@@ -61,6 +65,10 @@ LISTED = 20
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini(SCHEMA_INI, f"sqla_boss: the pg-boss schema of the kit's fixtures (default {DEFAULT_SCHEMA})")
+    parser.addini(
+        PGBOSS_INI,
+        "sqla_boss: 10 (schema version 24) or 12 (version 46); unset, a new schema gets 24, an installed one stays",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -108,8 +116,20 @@ def sqla_boss_schema(request: pytest.FixtureRequest, sqla_boss_engine: Engine) -
         schema = validate_schema_name(configured)
     except InvalidSchemaNameError as error:
         pytest.fail(f"sqla_boss: the ini option {SCHEMA_INI} = {configured!r}: {error}", pytrace=False)
-    migrations.upgrade(sqla_boss_engine, schema=schema)
+    pgboss_text = str(request.config.getini(PGBOSS_INI) or "").strip()
+    try:
+        pgboss = pgboss_major(pgboss_text) if pgboss_text else _installed_major(sqla_boss_engine, schema)
+    except InvalidOptionError as error:
+        pytest.fail(f"sqla_boss: the ini option {PGBOSS_INI} = {pgboss_text!r}: {error}", pytrace=False)
+    migrations.upgrade(sqla_boss_engine, schema=schema, pgboss=pgboss)
     return schema
+
+
+def _installed_major(engine: Engine, schema: str) -> int:
+    """The pg-boss release whose schema version ``schema`` holds (12 for 46), else the default, 10."""
+    with engine.connect() as connection:
+        _, version = inspect_schema(connection, schema)
+    return next((major for major, number in PGBOSS_MAJORS.items() if number == version), DEFAULT_PGBOSS)
 
 
 # ------------------------------------------------------------------------------------------------ sessions
