@@ -619,7 +619,10 @@ class Operations46(Operations):
         params = self._redrive_params(name, source_name, data, created_before, ids, destination)
         params["limit"] = integer("limit", limit, minimum=1)
         rows = yield Step(self.sql.REDRIVE, params, "rows")
-        return int(rows[0][0])
+        moved = int(rows[0][0])
+        if not moved:
+            yield from self._check_queue(params["queue_name"])
+        return moved
 
     def preview_redrive(  # type: ignore[override]
         self,
@@ -637,12 +640,18 @@ class Operations46(Operations):
         params = self._redrive_params(name, source_name, data, created_before, ids, destination)
         params["limit"] = options46.list_limit("preview_redrive", limit)
         rows = yield Step(self.sql.PREVIEW_REDRIVE, params, "rows")
+        if not rows:
+            yield from self._check_queue(params["queue_name"])
         counts: dict[str, int] = {}
         for (queue_name,) in rows:
             if queue_name is not None:
                 counts[queue_name] = counts.get(queue_name, 0) + 1
         ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
         return RedrivePreview(total=len(rows), destinations=dict(ordered), unroutable=len(rows) - sum(counts.values()))
+
+    def _check_queue(self, queue_name: str) -> Operation[None]:
+        if not (yield Step(self.sql.QUEUE_EXISTS, {"queue_name": queue_name}, "scalar")):
+            raise QueueNotFoundError(f"queue {queue_name!r} does not exist", (queue_name,))
 
     def _redrive_params(
         self, name: object, source_name: object, data: Any, created_before: object, ids: object, destination: object

@@ -1129,16 +1129,21 @@ def _redrive() -> Select[Any]:
     # A conflict fails the dead-letter row in place, with the reason as its output; of several key_strict_fifo
     # rows of one key only the oldest (job_i8 allows one failed job per key), the rest wait behind it.
     first = job.alias("first")
-    oldest_of_key = (
-        select(first.c.id)
+    ranked = (
+        select(
+            first.c.id,
+            func.row_number()
+            .over(partition_by=first.c.singleton_key, order_by=(first.c.created_on, first.c.id))
+            .label("rank"),
+        )
         .where(
             first.c.name == _queue_name,
             first.c.id.in_(select(settled.c.id).where(~settled.c.moved)),
             first.c.policy == _FIFO,
         )
-        .distinct(first.c.singleton_key)
-        .order_by(first.c.singleton_key, first.c.created_on, first.c.id)
+        .subquery("ranked")
     )
+    oldest_of_key = select(ranked.c.id).where(ranked.c.rank == 1)
     destination = queue.alias("destination")
     policy_text = cast(destination.c.policy, Text)
     message = (
