@@ -10,6 +10,8 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import psycopg
+import psycopg.sql
 import pytest
 from boss_support import backend_waits_for_lock, db_now, plain_connection
 from sqlalchemy import Engine, text
@@ -29,7 +31,7 @@ from sqla_boss.errors import (
 )
 from sqla_boss.identifiers import quote_identifier
 from sqla_boss.schema import schema_translate_map
-from sqla_boss.v46.operations import JobRef, RedrivePreview, UpdateResult
+from sqla_boss.v46.operations import JobRef, RedrivePreview, UpdateResult, notify_channel
 
 UTC = dt.timezone.utc
 AT = dt.datetime(2031, 1, 1, tzinfo=UTC)
@@ -792,6 +794,56 @@ def test_redrive_refuses_bad_filters(boss: Boss, session: Session, dead: Callabl
     with pytest.raises(QueueNotFoundError, match="'nope' does not exist"):
         boss.preview_redrive("nope")
     assert rows(session, boss.schema) == before
+
+
+# ---------------------------------------------------------------------------------------- notify (§10)
+
+
+def test_update_upsert_and_flow_notify_as_pg_boss_12_does(engine: Engine) -> None:
+    """Committed, with a listener on pg-boss 12's channel: an update or upsert that leaves a job of a notify-enabled
+    queue due announces the queue once at commit; a flow announces each of its notify-enabled queues."""
+    schema = unique_name("f46n")
+    migrations.upgrade(engine, schema=schema, pgboss=12)
+    sessions = sessionmaker(engine.execution_options(schema_translate_map=schema_translate_map(schema)))
+    conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    try:
+        with psycopg.connect(conninfo, autocommit=True) as listener:
+            listener.execute(psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(notify_channel(schema))))
+
+            def heard(expected: int) -> list[str]:
+                found = listener.notifies(timeout=5 if expected else 0.2, stop_after=expected or None)
+                return [notification.payload for notification in found]
+
+            def run(call: Callable[[Boss], Any]) -> None:
+                with sessions.begin() as session:
+                    call(Boss(session, schema))
+
+            with sessions.begin() as session:
+                boss = Boss(session, schema)
+                boss.create_queue("loud", notify=True)
+                boss.create_queue("quiet")
+                later = sent(boss, "loud", start_after=3600)
+                quiet = sent(boss, "quiet")
+            assert heard(0) == []
+            run(lambda boss: boss.update("loud", id=later, priority=1))  # still deferred
+            assert heard(0) == []
+            run(lambda boss: boss.update("loud", id=later, start_after=0))
+            assert heard(1) == ["loud"]
+            run(lambda boss: boss.update("quiet", id=quiet, start_after=-5))
+            assert heard(0) == []
+            run(lambda boss: boss.upsert("loud", singleton_key="later", start_after=60))
+            assert heard(0) == []
+            run(lambda boss: boss.upsert("loud", {"n": 1}, singleton_key="now"))
+            assert heard(1) == ["loud"]
+            flow = [
+                {"ref": "a", "name": "loud", "options": {"start_after": 60}},
+                {"ref": "b", "name": "quiet", "depends_on": ["a"]},
+            ]
+            run(lambda boss: boss.flow(flow))
+            assert heard(1) == ["loud"]  # due or not
+            assert heard(0) == []
+    finally:
+        drop_schema(engine, schema)
 
 
 # --------------------------------------------------------------------------------------- version 24
