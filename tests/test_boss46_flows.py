@@ -771,6 +771,32 @@ def test_redrive_fails_a_job_its_destination_refuses(
     assert boss.redrive("dlq") == 0  # failed rows are no candidates any more
 
 
+def test_redrive_fails_one_conflicting_job_per_key_of_a_key_strict_fifo_queue(boss: Boss, session: Session) -> None:
+    """job_i8 allows one failed job per key there: the oldest is failed, the rest wait behind it, unredriven."""
+    boss.create_queue("fdlq", policy="key_strict_fifo")
+    boss.create_queue("dest", policy="short")
+    first, second = sent(boss, "fdlq", {"n": 1}, singleton_key="k"), sent(boss, "fdlq", {"n": 2}, singleton_key="k")
+    age(session, boss.schema, "fdlq", first, 20)
+    age(session, boss.schema, "fdlq", second, 10)
+    sent(boss, "dest", {"blocks": True}, singleton_key="k")
+    assert boss.preview_redrive("fdlq", destination="dest") == RedrivePreview(2, {"dest": 2}, 0)
+    assert boss.redrive("fdlq", destination="dest") == 0
+    assert row(session, boss.schema, "fdlq", first)["output"] == {
+        "message": "Not redriven: queue dest already has a job with singletonKey k under its short policy",
+        "reason": "redrive_conflict",
+        "destination": "dest",
+        "policy": "short",
+        "singletonKey": "k",
+    }
+    assert (row(session, boss.schema, "fdlq", first)["state"], row(session, boss.schema, "fdlq", second)["state"]) == (
+        "failed",
+        "created",
+    )
+    # The failed job now holds the key: the one behind it is no candidate until it is retried or deleted.
+    assert boss.preview_redrive("fdlq", destination="dest") == RedrivePreview(0, {}, 0)
+    assert boss.redrive("fdlq", destination="dest") == 0
+
+
 def test_redrive_refuses_bad_filters(boss: Boss, session: Session, dead: Callable[..., uuid.UUID]) -> None:
     copy = dead()
     before = rows(session, boss.schema)
