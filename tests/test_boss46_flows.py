@@ -570,6 +570,8 @@ def test_resolve_flow_releases_a_child_when_its_last_parent_completed(
         return found["blocked"], found["blocking"], found["pending_dependencies"], found["start_after"]
 
     before = now - 60 * SECOND
+    child = boss.get_job_by_id(fb, ids["c"])  # an ORM object the session holds: resolve_flow expires it
+    assert child.blocked is True
     assert boss.resolve_flow() == 0  # no parent has completed
     assert {job.id for job in boss.fetch(fa, batch_size=5)} == {ids["a"], ids["b"], ids["failing"]}
     assert boss.complete(fa, ids["a"]) == 1
@@ -584,6 +586,7 @@ def test_resolve_flow_releases_a_child_when_its_last_parent_completed(
     assert row(session, boss.schema, fa, ids["failing"])["state"] == "failed"
     assert boss.resolve_flow() == 1  # the second parent; a failed parent releases nothing
     assert flags("c") == (False, False, 0, now)  # moved up to its release
+    assert (child.blocked, child.pending_dependencies) == (False, 0)
     assert flags("orphan") == (True, False, 1, before)
     assert flags("failing") == (False, True, 0, before)
     assert [job.id for job in boss.fetch(fb, batch_size=5)] == [ids["c"]]
@@ -751,7 +754,10 @@ def test_redrive_fails_a_job_its_destination_refuses(
     sent(boss, "shorty", {"blocks": "no key"})
     before = {job_id: row(session, boss.schema, "dlq", job_id) for job_id in (keyed, keyless)}
     now = db_now(session)
+    held = boss.get_job_by_id("dlq", keyed)  # an ORM object the session holds: redrive expires it
+    assert held.state == "created"
     assert boss.redrive("dlq") == 0
+    assert held.state == "failed"
     message = "Not redriven: queue shorty already has a job {} under its short policy"
     for job_id, key, what in ((keyed, "k", "with singletonKey k"), (keyless, None, "this one conflicts with")):
         after = row(session, boss.schema, "dlq", job_id)

@@ -595,7 +595,8 @@ class Operations46(Operations):
         resolved = 0
         for _ in range(100):
             rows = yield Step(self.sql.RESOLVE_FLOW, {}, "rows")
-            batch = int(rows[0][0])
+            yield Expire(tuple((Job, (name, job_id)) for _, name, job_id in rows))
+            batch = sum(1 for kind, _, _ in rows if kind == "parent")
             resolved += batch
             if batch < self.sql.FLOW_BATCH_SIZE:
                 break
@@ -619,7 +620,8 @@ class Operations46(Operations):
         params = self._redrive_params(name, source_name, data, created_before, ids, destination)
         params["limit"] = integer("limit", limit, minimum=1)
         rows = yield Step(self.sql.REDRIVE, params, "rows")
-        moved = int(rows[0][0])
+        yield Expire(tuple((Job, (name, job_id)) for kind, name, job_id in rows if kind != "moved"))
+        moved = sum(1 for kind, _, _ in rows if kind == "moved")
         if not moved:
             yield from self._check_queue(params["queue_name"])
         return moved

@@ -970,7 +970,7 @@ FLOW_BATCH_SIZE = 1000
 """The most completed parents one resolver statement takes, as pg-boss 12's."""
 
 
-def _resolve_flow() -> Select[Any]:
+def _resolve_flow() -> CompoundSelect[Any]:
     p = job.alias("p")
     parents = (
         select(p.c.name, p.c.id)
@@ -1005,19 +1005,19 @@ def _resolve_flow() -> Select[Any]:
             blocked=remaining > 0,
             start_after=case((remaining == 0, func.greatest(job.c.start_after, JOB_NOW)), else_=job.c.start_after),
         )
-        .returning(job.c.id)
+        .returning(job.c.name, job.c.id)
         .cte("released")
     )
     cleared = (
         update(job)
         .where(job.c.name == parents.c.name, job.c.id == parents.c.id)
         .values(blocking=False)
-        .returning(job.c.id)
+        .returning(job.c.name, job.c.id)
         .cte("cleared")
     )
-    return select(
-        select(func.count()).select_from(cleared).scalar_subquery(),
-        select(func.count()).select_from(released).scalar_subquery(),
+    return union_all(
+        select(literal("parent", Text).label("kind"), cleared.c.name, cleared.c.id),
+        select(literal("child", Text), released.c.name, released.c.id),
     )
 
 
@@ -1025,7 +1025,7 @@ RESOLVE_FLOW = _resolve_flow()
 """One batch of pg-boss 12's flow resolver (§8.8): lock up to :data:`FLOW_BATCH_SIZE` completed parents still
 ``blocking`` (``SKIP LOCKED``), take each of their blocked children's count of them off its
 ``pending_dependencies`` (floor 0), unblock those at 0 (``start_after`` moved up to now), clear the parents'
-``blocking``. Returns (parents resolved, children changed)."""
+``blocking``. Returns (kind, name, id): each parent resolved (``parent``) and child changed (``child``)."""
 
 # ------------------------------------------------------------------------------------ redrive (§6.5)
 
@@ -1063,7 +1063,7 @@ def _redrive_filter(j: Any) -> list[ColumnElement[bool]]:
 _destination = _typed("destination", Text())
 
 
-def _redrive() -> Select[Any]:
+def _redrive() -> CompoundSelect[Any]:
     j = job.alias("j")
     target = queue.alias("target")
     candidates = (
@@ -1112,7 +1112,7 @@ def _redrive() -> Select[Any]:
             .order_by(m.c.created_on),
         )
         .on_conflict_do_nothing()
-        .returning(job.c.id)
+        .returning(job.c.id, job.c.name)
         .cte("inserted")
     )
     settled = (
@@ -1188,10 +1188,10 @@ def _redrive() -> Select[Any]:
         .returning(job.c.id)
         .cte("conflicted")
     )
-    return select(
-        select(func.count()).select_from(inserted).scalar_subquery(),
-        select(func.count()).select_from(removed).scalar_subquery(),
-        select(func.count()).select_from(conflicted).scalar_subquery(),
+    return union_all(
+        select(literal("moved", Text).label("kind"), inserted.c.name, inserted.c.id),
+        select(literal("removed", Text), _queue_name, removed.c.id),
+        select(literal("failed", Text), _queue_name, conflicted.c.id),
     )
 
 
@@ -1199,7 +1199,8 @@ REDRIVE = _redrive()
 """pg-boss 12's redrive (§6.5): up to ``:limit`` of the jobs :func:`_redrive_filter` selects in the dead-letter
 queue ``:queue_name``, oldest first (``SKIP LOCKED``), whose destination (``:destination``, else the job's
 ``source_name``) is a queue, become new jobs there with that queue's settings now; each moved row is deleted,
-each that conflicts is failed in place with a ``redrive_conflict`` output. Returns (moved, deleted, failed)."""
+each that conflicts is failed in place with a ``redrive_conflict`` output. Returns (kind, name, id): each new job
+(``moved``), dead-letter row deleted (``removed``) and failed (``failed``)."""
 
 
 def _preview_redrive() -> CompoundSelect[Any]:
