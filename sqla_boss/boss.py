@@ -20,6 +20,7 @@ from sqla_boss.operations import Operation, Operations, operations_for
 from sqla_boss.options.jobs import fixed_options
 from sqla_boss.options.queues import KEEP, Keep, queue_settings
 from sqla_boss.schema import REPOSITORY_VERSIONS
+from sqla_boss.v46.operations import JobRef, RedrivePreview, UpdateResult
 
 T = TypeVar("T")
 
@@ -498,3 +499,159 @@ class Boss:
         return self._run(
             lambda o: o.find_jobs(name, id=id, key=key, data=data, queued=queued, limit=limit, after=after)
         )
+
+    # ------------------------------------- pg-boss 12 (version 46): update, upsert, flows and redrive
+
+    def update(self, name: str, data: Any = KEEP, **options: Any) -> UpdateResult:
+        """Change queued jobs (``created`` or ``retry``) in place, as pg-boss 12's ``update()``; returns an
+        ``UpdateResult`` with their ids and how many changed (``inserted`` is 0).
+
+        Target exactly one of ``id=`` (that job) or ``singleton_key=`` (with ``match=``: ``"newest"``, the
+        default, ``"oldest"`` or ``"all"`` of the key's queued jobs, by ``created_on``). Only what you pass
+        changes: ``data`` (not passing it keeps the job's; ``None`` stores JSON ``null``, as pg-boss does),
+        ``priority``, ``start_after`` (here 0 or a negative number means now, or that long ago), ``retention_seconds``
+        (``keep_until`` becomes the new start plus it; a new ``start_after`` alone slides ``keep_until`` with
+        it), ``expire_in_seconds``, ``delete_after_seconds``, ``retry_limit``, ``retry_delay``, ``retry_backoff``,
+        ``retry_delay_max``, ``dead_letter``, ``heartbeat_seconds``, ``group`` (``{"id", "tier"}``: each given
+        part). ``None`` keeps a setting, except ``retry_delay_max``, ``heartbeat_seconds`` and ``dead_letter``,
+        which it clears. A job's id, state, key, throttling slot and policy never change.
+
+        Runs in your transaction and does not commit; takes no advisory lock, locks the rows it changes.
+
+        Raises:
+            InvalidOptionError: a bad or unknown option, both or neither of ``id`` and ``singleton_key``.
+            QueueNotFoundError, DeadLetterQueueNotFoundError: nothing was changed.
+            UnsupportedOperationError: on version 24.
+        """
+        return self._run(lambda o: o.update(name, data, options))
+
+    def upsert(self, name: str, data: Any = KEEP, **options: Any) -> UpdateResult:
+        """:meth:`update`, or, when no queued job matches, insert one (pg-boss 12's ``upsert()``); returns an
+        ``UpdateResult`` where exactly one of ``updated`` and ``inserted`` is 1 or more, unless the target exists
+        but is no longer queued (then both are 0).
+
+        Options are :meth:`update`'s, plus ``trace_context`` for a job it inserts. A job inserted for a
+        ``singleton_key`` is marked ``upsert_by_key``, so concurrent upserts of one key end with one job: the
+        later one waits for the earlier to commit, then updates its job. On a key_strict_fifo queue a
+        ``singleton_key`` is required even to target an ``id``. Runs in your transaction and does not commit;
+        takes no advisory lock, locks the rows it changes or inserts.
+
+        Raises:
+            as :meth:`update`.
+        """
+        return self._run(lambda o: o.upsert(name, data, options))
+
+    def flow(self, jobs: Sequence[Mapping[str, Any]]) -> dict[str, uuid.UUID]:
+        """Send jobs that wait for each other (pg-boss 12's ``flow()``); returns each job's id by its ``ref``.
+
+        Each job is a mapping: ``ref`` (unique in the flow), ``name`` (its queue), ``data``, ``options``
+        (:meth:`send`'s, but ``singleton_next_slot``; ``options["id"]`` sets its id) and ``depends_on`` (the
+        refs it waits for). At least two jobs, at least one dependency, no cycle. A job with dependencies is
+        ``blocked`` (never fetched) until every one of them has completed and a flow resolver has run
+        (:meth:`resolve_flow`, or a supervising Node pg-boss 12); a parent that fails or is deleted never
+        releases it. All or nothing: one conflict (an id, a policy, a throttling slot) and no job is sent.
+
+        Runs in your transaction and does not commit; takes no advisory lock.
+
+        Raises:
+            InvalidOptionError: a bad flow (the reason, such as ``flow contains a dependency cycle: a -> b -> a``).
+            QueueNotFoundError, DeadLetterQueueNotFoundError: nothing was sent.
+            JobConflictError: a job conflicted; nothing was sent and your transaction is still usable.
+            UnsupportedOperationError: on version 24.
+        """
+        return self._run(lambda o: o.flow(jobs))
+
+    def get_dependencies(
+        self, name: str, id: uuid.UUID | str, *, limit: int = 1000, after: JobRef | Any = None
+    ) -> list[JobRef]:
+        """The jobs the job waits for in its flow, as ``JobRef(name, id)``, ordered by (name, id), at most ``limit``
+        (1-100,000), after ``after`` (a ``JobRef``, a ``(name, id)`` pair or ``{"name", "id"}``: the last of the
+        previous page). Does not commit; takes no locks.
+
+        Raises:
+            UnsupportedOperationError: on version 24.
+        """
+        return self._run(lambda o: o.get_dependencies(name, id, limit, after))
+
+    def get_dependents(
+        self, name: str, id: uuid.UUID | str, *, limit: int = 1000, after: JobRef | Any = None
+    ) -> list[JobRef]:
+        """The jobs that wait for the job in its flow, as :meth:`get_dependencies` lists them. Does not commit;
+        takes no locks.
+
+        Raises:
+            UnsupportedOperationError: on version 24.
+        """
+        return self._run(lambda o: o.get_dependents(name, id, limit, after))
+
+    def resolve_flow(self) -> int:
+        """Release flow jobs whose parents have completed: one pass of pg-boss 12's flow resolver (its
+        ``resolveFlow()``), over every queue; returns how many completed parents it resolved.
+
+        Each resolved parent's children have its count taken off ``pending_dependencies``; a child at 0 is
+        unblocked, its ``start_after`` moved up to now if it was earlier. Flows sent by Node or by sqla_boss
+        alike. A Node pg-boss 12 with ``supervise: true`` does this every ``flowIntervalSeconds``; without one,
+        call this (say, after completing parents). pg-boss takes no advisory lock for it, and neither does
+        this: the parents are locked ``FOR UPDATE SKIP LOCKED`` (a concurrent resolver takes the others), the
+        children ``FOR UPDATE``. Runs in your transaction and does not commit.
+
+        Raises:
+            UnsupportedOperationError: on version 24.
+        """
+        return self._run(lambda o: o.resolve_flow())
+
+    def redrive(
+        self,
+        name: str,
+        *,
+        source_name: str | None = None,
+        data: Mapping[str, Any] | None = None,
+        created_before: dt.datetime | None = None,
+        ids: Sequence[uuid.UUID | str] | None = None,
+        destination: str | None = None,
+        limit: int = 1000,
+    ) -> int:
+        """Move queued jobs out of the dead letter queue ``name`` back to work (pg-boss 12's ``redrive()``);
+        returns how many moved.
+
+        Takes up to ``limit`` of its created and retry jobs, oldest first, that came from ``source_name``,
+        whose data contains ``data``, that were created before ``created_before`` (an aware ``datetime``) and
+        are among ``ids`` (each filter when given), and makes each a new job (a new id, ``created``, no retries
+        used) in ``destination``, or else the queue it came from, with that queue's settings as they are now;
+        ``data``, priority, key, group and trace context are kept, ``source_root_id`` names the first job of the
+        chain. The dead letter row is deleted. A job whose destination refuses it (its policy) is failed where
+        it is, with an output ``{"reason": "redrive_conflict", "message", "destination", "policy",
+        "singletonKey"}``; a job with no destination (or whose queue is gone) is left alone.
+
+        Runs in your transaction and does not commit; takes no advisory lock: it locks the jobs it takes
+        ``FOR UPDATE SKIP LOCKED``, so concurrent redrives share the work.
+
+        Raises:
+            InvalidOptionError: a bad filter or limit.
+            UnsupportedOperationError: on version 24.
+        """
+        filters = {"source_name": source_name, "data": data, "created_before": created_before, "ids": ids}
+        return self._run(lambda o: o.redrive(name, **filters, destination=destination, limit=limit))
+
+    def preview_redrive(
+        self,
+        name: str,
+        *,
+        source_name: str | None = None,
+        data: Mapping[str, Any] | None = None,
+        created_before: dt.datetime | None = None,
+        ids: Sequence[uuid.UUID | str] | None = None,
+        destination: str | None = None,
+        limit: int = 1000,
+    ) -> RedrivePreview:
+        """What :meth:`redrive` with these filters would do, without doing it (pg-boss 12's
+        ``previewRedrive()``): a ``RedrivePreview`` with ``total`` (the matching jobs read), ``destinations``
+        (queue name to count, most first) and ``unroutable`` (those it would leave). Reads at most ``limit``
+        (1-100,000) jobs of each kind. Does not commit; takes no locks.
+
+        Raises:
+            InvalidOptionError: a bad filter or limit.
+            UnsupportedOperationError: on version 24.
+        """
+        filters = {"source_name": source_name, "data": data, "created_before": created_before, "ids": ids}
+        return self._run(lambda o: o.preview_redrive(name, **filters, destination=destination, limit=limit))

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, ClassVar, Literal, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NoReturn, TypeVar
 
 from sqlalchemy import Executable
 from sqlalchemy.exc import IntegrityError
@@ -46,6 +46,9 @@ from sqla_boss.schema import (
     version_table_exists,
 )
 from sqla_boss.v24 import statements as v24_statements
+
+if TYPE_CHECKING:  # the room of 46 builds on this module
+    from sqla_boss.v46.operations import JobRef, RedrivePreview, UpdateResult
 
 T = TypeVar("T")
 
@@ -494,6 +497,44 @@ class Operations:
 
     def get_schedule(self, name: object, key: object = "") -> Operation[Any]:
         _version_46_only("get_schedule", "get_schedules")
+        yield  # pragma: no cover
+
+    # update, upsert, flows and redrive: pg-boss 12 alone (sqla_boss.v46.operations)
+
+    def update(self, name: object, data: Any, options: Mapping[str, Any]) -> Operation[UpdateResult]:
+        _version_46_only("update")
+        yield  # pragma: no cover
+
+    def upsert(self, name: object, data: Any, options: Mapping[str, Any]) -> Operation[UpdateResult]:
+        _version_46_only("upsert")
+        yield  # pragma: no cover
+
+    def flow(self, jobs: object) -> Operation[dict[str, uuid.UUID]]:
+        _version_46_only("flow")
+        yield  # pragma: no cover
+
+    def get_dependencies(
+        self, name: object, job_id: object, limit: object = 1000, after: object = None
+    ) -> Operation[list[JobRef]]:
+        _version_46_only("get_dependencies")
+        yield  # pragma: no cover
+
+    def get_dependents(
+        self, name: object, job_id: object, limit: object = 1000, after: object = None
+    ) -> Operation[list[JobRef]]:
+        _version_46_only("get_dependents")
+        yield  # pragma: no cover
+
+    def resolve_flow(self) -> Operation[int]:
+        _version_46_only("resolve_flow")
+        yield  # pragma: no cover
+
+    def redrive(self, name: object, **filters: Any) -> Operation[int]:
+        _version_46_only("redrive")
+        yield  # pragma: no cover
+
+    def preview_redrive(self, name: object, **filters: Any) -> Operation[RedrivePreview]:
+        _version_46_only("preview_redrive")
         yield  # pragma: no cover
 
     # ----------------------------------------------------------------------------------------- pub/sub

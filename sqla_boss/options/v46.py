@@ -7,6 +7,7 @@ both share (a whole number, a duration, a name's bytes, ``start_after``'s forms)
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import re
@@ -473,4 +474,266 @@ __all__ = [
     "queue_name",
     "queue_options",
     "send_input",
+]
+
+
+# ------------------------------------------------------------ update and upsert (§4.7), flows (§4.8)
+
+UPDATE_OPTIONS = frozenset(
+    {
+        "id",
+        "singleton_key",
+        "match",
+        "priority",
+        "start_after",
+        "group",
+        "dead_letter",
+        "retry_limit",
+        "retry_delay",
+        "retry_backoff",
+        "retry_delay_max",
+        "expire_in_seconds",
+        "retention_seconds",
+        "delete_after_seconds",
+        "heartbeat_seconds",
+    }
+)
+"""The options of ``update`` (and, with ``trace_context``, of ``upsert``): the target (``id`` or ``singleton_key``,
+and ``match``) and the settings it may change. pg-boss 12 leaves the throttling options out: a job keeps its slot."""
+
+UPSERT_OPTIONS = UPDATE_OPTIONS | {"trace_context"}
+"""``upsert``'s options: ``update``'s, and the ``trace_context`` a job it inserts stores."""
+
+MATCHES = ("newest", "oldest", "all")
+"""Which of several queued jobs of one key an ``update`` by key changes, by ``created_on`` (pg-boss 12's ``match``)."""
+
+CLEARED_BY_NONE = frozenset({"retry_delay_max", "heartbeat_seconds", "dead_letter"})
+"""The settings ``update`` clears when given ``None``, as pg-boss 12 does when its caller passes ``null``; ``None``
+leaves every other setting as it is."""
+
+
+@dataclass(frozen=True)
+class JobUpdate:
+    """A validated ``update`` or ``upsert``: its target, the changes (pg-boss 12's camelCase JSON document, only
+    the keys given) and, for ``upsert``, the job to insert when nothing matched."""
+
+    job_id: uuid.UUID | None
+    key: str | None
+    match: str
+    changes: dict[str, Any]
+    insert: JobInput
+
+
+def update_start_after(value: object) -> str | None:
+    """``start_after`` of an update: :func:`~sqla_boss.options.timing.start_after_text`, except that a number
+    (or ``timedelta``) of 0 or less is kept, so it moves a deferred job to now, or into the past (§4.7)."""
+    if isinstance(value, dt.timedelta) or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+        amount = seconds("start_after", value)
+        return number_text(amount) if amount <= 0 else start_after_text(value)
+    return start_after_text(value)
+
+
+def job_update(name: str, data: Any, options: Mapping[str, Any], *, keep_data: bool, upsert: bool) -> JobUpdate:
+    """Validate the arguments of ``update`` (or ``upsert``) as pg-boss 12 does, and more strictly: unknown
+    options are refused, a dead letter queue must be a valid name, ``None`` keeps a setting (but clears
+    :data:`CLEARED_BY_NONE`). ``keep_data``: no ``data`` was given, so the job's stays."""
+    operation = "upsert" if upsert else "update"
+    _refuse_unknown(options, UPSERT_OPTIONS if upsert else UPDATE_OPTIONS, operation)
+    given = {key: value for key, value in options.items() if value is not None or key in CLEARED_BY_NONE}
+    target_id, key = given.get("id"), given.get("singleton_key")
+    if (target_id is None) == (key is None):
+        raise InvalidOptionError(f"{operation}() requires exactly one of id or singleton_key")
+    match = given.get("match")
+    if match is not None and target_id is not None:
+        raise InvalidOptionError("match is only valid when targeting jobs by singleton_key")
+    if match is not None and match not in MATCHES:
+        raise InvalidOptionError(f"match must be one of: {', '.join(MATCHES)}; not {match!r}")
+    backoff = _optional_flag(given, "retry_backoff")
+    if given.get("retry_delay_max") is not None and backoff is not True:
+        raise InvalidOptionError("retry_delay_max can only be set together with retry_backoff=True")
+    group_id, group_tier = group(given.get("group"))
+    if not keep_data:
+        json_text(data, what="job data")
+    insert = JobInput(
+        name=name,
+        data=None if keep_data else data,
+        id=None if target_id is None else job_id(target_id, operation=operation),
+        priority=_optional_integer(given, "priority"),
+        start_after=None if "start_after" not in given else update_start_after(given["start_after"]),
+        singleton_key=None if key is None else text("singleton_key", key),
+        group_id=group_id,
+        group_tier=group_tier,
+        expire_in_seconds=_expire(given),
+        delete_after_seconds=_whole_seconds(given, "delete_after_seconds", minimum=0, maximum=_MAX_SECONDS),
+        retention_seconds=_whole_seconds(
+            given, "retention_seconds", minimum=1, maximum=min(_MAX_SECONDS, int(MAX_DURATION_SECONDS))
+        ),
+        retry_limit=_optional_integer(given, "retry_limit", minimum=0),
+        retry_delay=_whole_seconds(given, "retry_delay", minimum=0),
+        retry_backoff=backoff,
+        retry_delay_max=_whole_seconds(given, "retry_delay_max", minimum=0),
+        heartbeat_seconds=_heartbeat(given),
+        dead_letter=_optional_name(given, "dead_letter"),
+        trace_context=_trace_context(given.get("trace_context")),
+    )
+    changes: dict[str, Any] = {} if keep_data else {"data": data}
+    for camel, value, present in (
+        ("priority", insert.priority, "priority" in given),
+        ("startAfter", insert.start_after, "start_after" in given),
+        ("retentionSeconds", insert.retention_seconds, "retention_seconds" in given),
+        ("expireInSeconds", insert.expire_in_seconds, "expire_in_seconds" in given),
+        ("deleteAfterSeconds", insert.delete_after_seconds, "delete_after_seconds" in given),
+        ("retryLimit", insert.retry_limit, "retry_limit" in given),
+        ("retryDelay", insert.retry_delay, "retry_delay" in given),
+        ("retryBackoff", insert.retry_backoff, "retry_backoff" in given),
+        ("retryDelayMax", insert.retry_delay_max, "retry_delay_max" in given),
+        ("deadLetter", insert.dead_letter, "dead_letter" in given),
+        ("heartbeatSeconds", insert.heartbeat_seconds, "heartbeat_seconds" in given),
+        ("groupId", group_id, group_id is not None),
+        ("groupTier", group_tier, group_tier is not None),
+    ):
+        if present:
+            changes[camel] = value
+    return JobUpdate(
+        job_id=insert.id, key=insert.singleton_key, match=match or "newest", changes=changes, insert=insert
+    )
+
+
+FLOW_JOB_KEYS = frozenset({"ref", "name", "data", "options", "depends_on"})
+"""What each job of a ``flow`` holds: its ``ref`` in the flow, its queue ``name``, ``data``, send ``options``
+and the refs it ``depends_on``."""
+
+
+@dataclass(frozen=True)
+class FlowJob:
+    """One job of a validated flow: the job to insert, with its flow columns."""
+
+    ref: str
+    job: JobInput
+    parents: tuple[str, ...]
+    blocking: bool
+
+    @property
+    def name(self) -> str:
+        return self.job.name
+
+    @property
+    def id(self) -> uuid.UUID:
+        assert self.job.id is not None  # flow_jobs gives every job its id
+        return self.job.id
+
+    def record(self) -> dict[str, Any]:
+        """The job's JSON object for the flow's insert: :meth:`JobInput.record` and the flow columns."""
+        record = self.job.record()
+        if self.parents:
+            record.update(blocked=True, pending_dependencies=len(self.parents))
+        if self.blocking:
+            record["blocking"] = True
+        return record
+
+
+def flow_jobs(jobs: object) -> list[FlowJob]:
+    """Validate a ``flow`` as pg-boss 12 does (§4.8): at least two jobs, unique non-empty refs, valid queue
+    names, some ``depends_on``, every dependency a ref of the flow and not the job itself, no cycle; each
+    job's options as :func:`send_input`'s (without ``singleton_next_slot``, which a flow cannot honour). Every
+    job gets its id here (``options["id"]`` or a new one); two jobs of one queue may not share one."""
+    if isinstance(jobs, (str, bytes, Mapping)) or not isinstance(jobs, (list, tuple)):
+        raise InvalidOptionError(f"flow() takes a list of jobs (mappings), not {type(jobs).__name__}")
+    if len(jobs) < 2:
+        raise InvalidOptionError("flow() requires at least 2 jobs")
+    refs: dict[str, Mapping[str, Any]] = {}
+    for job in jobs:
+        if not isinstance(job, Mapping):
+            raise InvalidOptionError(f"each flow job must be a mapping, not {type(job).__name__}")
+        extra = sorted(str(key) for key in job if key not in FLOW_JOB_KEYS)
+        if extra:
+            raise InvalidOptionError(f"a flow job takes {', '.join(sorted(FLOW_JOB_KEYS))}; not {', '.join(extra)}")
+        ref = job.get("ref")
+        if not isinstance(ref, str) or not ref:
+            raise InvalidOptionError(f"each flow job must have a non-empty string ref, not {ref!r}")
+        if ref in refs:
+            raise InvalidOptionError(f"duplicate ref {ref!r} in flow")
+        refs[ref] = job
+    parents: dict[str, tuple[str, ...]] = {}
+    for ref, job in refs.items():
+        depends_on = job.get("depends_on") or ()
+        if isinstance(depends_on, (str, bytes, Mapping)) or not isinstance(depends_on, (list, tuple)):
+            raise InvalidOptionError(f"depends_on of ref {ref!r} must be a list of refs, not {depends_on!r}")
+        for parent in depends_on:
+            if not isinstance(parent, str) or not parent:
+                raise InvalidOptionError(f"depends_on entries must be non-empty strings, not {parent!r}")
+            if parent == ref:
+                raise InvalidOptionError(f"job {ref!r} cannot depend on itself")
+            if parent not in refs:
+                raise InvalidOptionError(f"depends_on ref {parent!r} of job {ref!r} is not in the flow")
+        parents[ref] = tuple(dict.fromkeys(depends_on))
+    if not any(parents.values()):
+        raise InvalidOptionError("flow() requires at least one job with depends_on")
+    cycle = _dependency_cycle(parents)
+    if cycle:
+        raise InvalidOptionError(f"flow contains a dependency cycle: {' -> '.join(cycle)}")
+    blocking = {parent for ref_parents in parents.values() for parent in ref_parents}
+    flow: list[FlowJob] = []
+    seen: set[tuple[str, uuid.UUID]] = set()
+    for ref, job in refs.items():
+        options = job.get("options") or {}
+        if not isinstance(options, Mapping):
+            raise InvalidOptionError(f"options of flow job {ref!r} must be a mapping, not {options!r}")
+        if options.get("singleton_next_slot") is not None:
+            raise InvalidOptionError("a flow job cannot debounce (singleton_next_slot): it is inserted once")
+        data = job.get("data")
+        json_text(data, what="job data")
+        validated = job_input(job.get("name"), data, options, what="send")
+        validated = dataclasses.replace(validated, id=validated.id or uuid.uuid4())
+        assert validated.id is not None
+        if (validated.name, validated.id) in seen:
+            raise InvalidOptionError(f"two jobs of flow queue {validated.name!r} have the id {validated.id}")
+        seen.add((validated.name, validated.id))
+        flow.append(FlowJob(ref=ref, job=validated, parents=parents[ref], blocking=ref in blocking))
+    return flow
+
+
+def _dependency_cycle(parents: Mapping[str, tuple[str, ...]]) -> list[str]:
+    """A cycle of the dependency graph as refs ``[a, b, ..., a]`` (each depending on the next), or ``[]``."""
+    done: set[str] = set()
+    for start in parents:
+        path: list[str] = []
+        on_path: dict[str, int] = {}
+        stack: list[tuple[str, int]] = [(start, 0)]
+        while stack:
+            ref, index = stack.pop()
+            if index == 0:
+                if ref in on_path:
+                    return [*path[on_path[ref] :], ref]
+                if ref in done:
+                    continue
+                on_path[ref] = len(path)
+                path.append(ref)
+            if index < len(parents[ref]):
+                stack.append((ref, index + 1))
+                stack.append((parents[ref][index], 0))
+            else:
+                done.add(ref)
+                path.pop()
+                del on_path[ref]
+    return []
+
+
+def list_limit(operation: str, value: object) -> int:
+    """The ``limit`` of a list read (``get_dependencies``, ``preview_redrive``): 1 to 100,000, as pg-boss 12."""
+    return integer(f"{operation}: limit", value, minimum=1, maximum=100_000)
+
+
+__all__ += [
+    "CLEARED_BY_NONE",
+    "FLOW_JOB_KEYS",
+    "MATCHES",
+    "UPDATE_OPTIONS",
+    "UPSERT_OPTIONS",
+    "FlowJob",
+    "JobUpdate",
+    "flow_jobs",
+    "job_update",
+    "list_limit",
+    "update_start_after",
 ]

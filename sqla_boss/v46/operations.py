@@ -7,6 +7,7 @@ operation of version 24 alone raises :class:`~sqla_boss.errors.UnsupportedOperat
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import re
@@ -30,10 +31,11 @@ from sqla_boss.identifiers import DEFAULT_SCHEMA
 from sqla_boss.operations import FETCH_ATTEMPTS, Expire, Operation, Operations, Step, _output_text
 from sqla_boss.options import names, payloads, schedules
 from sqla_boss.options import v46 as options46
+from sqla_boss.options.queues import KEEP
 from sqla_boss.options.values import integer, text
 from sqla_boss.v46 import models as v46_models
 from sqla_boss.v46 import statements as v46_statements
-from sqla_boss.v46.models import Job, Queue, Schedule
+from sqla_boss.v46.models import Job, Queue, QueuePolicy, Schedule
 
 _RRULE = re.compile(r"^[ \t]*[a-z][a-z0-9-]*[;:]|(?:^|[\s;])FREQ=", re.IGNORECASE | re.MULTILINE)
 """pg-boss 12's test of whether a schedule's expression is an RFC 5545 rule rather than cron (§9.1)."""
@@ -68,6 +70,50 @@ class QueueStats:
     """Queued jobs that are not retries (``created`` + ``retry`` = ``queued``)."""
     retry: int
     """Queued jobs waiting for another try."""
+
+
+@dataclass(frozen=True)
+class UpdateResult:
+    """What :meth:`~Operations46.update` or :meth:`~Operations46.upsert` did: the ids of the jobs it changed or
+    inserted, and how many it ``updated`` and ``inserted`` (an upsert does one or the other, or neither)."""
+
+    jobs: list[uuid.UUID]
+    updated: int
+    inserted: int = 0
+
+
+@dataclass(frozen=True)
+class JobRef:
+    """A job by its queue ``name`` and ``id``: one end of a flow's dependency."""
+
+    name: str
+    id: uuid.UUID
+
+    @classmethod
+    def of(cls, value: object, operation: str) -> JobRef:
+        """A ``JobRef``, a ``(name, id)`` pair or a mapping with ``name`` and ``id``, as a checked ``JobRef``."""
+        if isinstance(value, JobRef):
+            name, job_id = value.name, value.id
+        elif isinstance(value, Mapping) and set(value) == {"name", "id"}:
+            name, job_id = value["name"], value["id"]
+        elif isinstance(value, tuple) and len(value) == 2:
+            name, job_id = value
+        else:
+            raise InvalidOptionError(
+                f"{operation}: after must be a JobRef, a (name, id) pair or a mapping with name and id"
+            )
+        return cls(name=options46.queue_name(name), id=names.job_id(job_id, operation=operation))
+
+
+@dataclass(frozen=True)
+class RedrivePreview:
+    """What a redrive would do (:meth:`~Operations46.preview_redrive`): how many matching jobs were read
+    (``total``), how many of them would go to each queue (``destinations``, most first) and how many would stay
+    (``unroutable``: no source queue recorded and no destination given, or that queue is gone)."""
+
+    total: int
+    destinations: dict[str, int]
+    unroutable: int
 
 
 def _version_24_only(operation: str, instead: str | None = None) -> NoReturn:
@@ -443,6 +489,219 @@ class Operations46(Operations):
         found: list[Schedule] = yield Step(self.sql.GET_SCHEDULE, params, "entities")
         return found[0] if found else None
 
+    # ------------------------------------------ update, upsert, flows and redrive (§4.7, §4.8, §6.5, §8.8)
+
+    def update(self, name: object, data: Any, options: Mapping[str, Any]) -> Operation[UpdateResult]:
+        """pg-boss 12's ``update`` (§4.7): change the given settings of the queued job ``options["id"]``, or of
+        the newest, oldest or all queued jobs of ``options["singleton_key"]``. ``data`` is :data:`KEEP` when not
+        given. Takes no advisory lock; locks the rows it changes."""
+        return (yield from self._update(name, data, options, upsert=False))
+
+    def upsert(self, name: object, data: Any, options: Mapping[str, Any]) -> Operation[UpdateResult]:
+        """pg-boss 12's ``upsert`` (§4.7): :meth:`update`; if nothing matched, insert the job (``upsert_by_key``
+        when it targets a key); if that insert met a conflict (a job of the key committed meanwhile), update
+        again."""
+        return (yield from self._update(name, data, options, upsert=True))
+
+    def _update(self, name: object, data: Any, options: Mapping[str, Any], *, upsert: bool) -> Operation[UpdateResult]:
+        queue_name = options46.queue_name(name)
+        keep_data = data is KEEP
+        plan = options46.job_update(
+            queue_name, None if keep_data else data, options, keep_data=keep_data, upsert=upsert
+        )
+        policy = yield Step(self.sql.QUEUE_POLICY, {"queue_name": queue_name}, "scalar")
+        if policy is None:
+            raise QueueNotFoundError(f"queue {queue_name!r} does not exist", (queue_name,))
+        if upsert and plan.key is None and policy == QueuePolicy.key_strict_fifo:
+            raise InvalidOptionError(
+                f"queue {queue_name!r} is key_strict_fifo: upsert() needs a singleton_key, even to target an id"
+            )
+        dead_letter = plan.changes.get("deadLetter")
+        if dead_letter is not None and not (yield Step(self.sql.QUEUE_EXISTS, {"queue_name": dead_letter}, "scalar")):
+            raise DeadLetterQueueNotFoundError(f"dead letter queue {dead_letter!r} does not exist", (dead_letter,))
+        statement = self.sql.UPDATE_JOB["id" if plan.job_id is not None else plan.match]
+        params = {
+            "queue_name": queue_name,
+            "changes": payloads.json_text(plan.changes, structure_checked=True),
+            **({"job_id": plan.job_id} if plan.job_id is not None else {"key": plan.key}),
+            **self._notify_params,
+        }
+        rows = yield Step(statement, params, "rows")
+        if rows or not upsert:
+            return (yield from self._updated(queue_name, [job_id for (job_id,) in rows], 0))
+        record = plan.insert.record()
+        if plan.key is not None:
+            record["upsert_by_key"] = True
+        jobs = payloads.json_text([record], structure_checked=True)
+        inserted = yield Step(self.sql.UPSERT_INSERT, {"jobs": jobs, **self._notify_params}, "rows")
+        if inserted:
+            return UpdateResult(jobs=[job_id for (job_id,) in inserted], updated=0, inserted=len(inserted))
+        rows = yield Step(statement, params, "rows")  # a job of the key committed since the first update: edit it
+        return (yield from self._updated(queue_name, [job_id for (job_id,) in rows], 0))
+
+    def _updated(self, queue_name: str, ids: list[uuid.UUID], inserted: int) -> Operation[UpdateResult]:
+        yield self._expire_jobs(queue_name, ids)
+        return UpdateResult(jobs=ids, updated=len(ids), inserted=inserted)
+
+    def flow(self, jobs: object) -> Operation[dict[str, uuid.UUID]]:
+        """pg-boss 12's ``flow`` (§4.8): insert every job at once, each waiting (``blocked``) for the jobs it
+        depends on, and their edges; all or nothing. Returns each ref's job id. Takes no advisory lock."""
+        flow = options46.flow_jobs(jobs)
+        queue_names = sorted({job.job.name for job in flow})
+        dead_letters = sorted({job.job.dead_letter for job in flow if job.job.dead_letter is not None})
+        rows = yield Step(self.sql.QUEUE_POLICIES, {"queue_names": [*queue_names, *dead_letters]}, "rows")
+        policies = dict(rows)
+        missing = tuple(name for name in queue_names if name not in policies)
+        if missing:
+            raise QueueNotFoundError(f"queue {', '.join(map(repr, missing))} does not exist; nothing was sent", missing)
+        missing = tuple(name for name in dead_letters if name not in policies)
+        if missing:
+            raise DeadLetterQueueNotFoundError(
+                f"dead letter queue {', '.join(map(repr, missing))} does not exist; nothing was sent", missing
+            )
+        keyless = sorted(
+            {job.job.name for job in flow if job.job.singleton_key is None}
+            & {name for name, policy in policies.items() if policy == QueuePolicy.key_strict_fifo}
+        )
+        if keyless:
+            raise InvalidOptionError(
+                f"queue {', '.join(map(repr, keyless))} is key_strict_fifo: each job needs a singleton_key; "
+                "nothing was sent"
+            )
+        by_ref = {job.ref: job for job in flow}
+        edges = [
+            {"child_name": job.name, "child_id": str(job.id), "parent_name": parent.name, "parent_id": str(parent.id)}
+            for job in flow
+            for parent in (by_ref[ref] for ref in job.parents)
+        ]
+        params = {
+            "jobs": payloads.json_text([job.record() for job in flow], structure_checked=True),
+            "dependencies": json.dumps(edges),
+            **self._notify_params,
+        }
+        try:
+            yield Step(self.sql.INSERT_FLOW, params, "rows", savepoint=True)
+        except IntegrityError as exc:
+            raise JobConflictError(
+                "a job of the flow conflicts with a job already there (its id, its queue's policy or a throttling "
+                f"slot); nothing was sent ({exc.orig})"
+            ) from exc
+        return {job.ref: job.id for job in flow}
+
+    def get_dependencies(
+        self, name: object, job_id: object, limit: object = 1000, after: object = None
+    ) -> Operation[list[JobRef]]:
+        """The jobs (name, id) the job waits for, by (name, id), at most ``limit``, after ``after``."""
+        return (yield from self._edges(self.sql.GET_DEPENDENCIES, "get_dependencies", name, job_id, limit, after))
+
+    def get_dependents(
+        self, name: object, job_id: object, limit: object = 1000, after: object = None
+    ) -> Operation[list[JobRef]]:
+        """The jobs (name, id) that wait for the job, by (name, id), at most ``limit``, after ``after``."""
+        return (yield from self._edges(self.sql.GET_DEPENDENTS, "get_dependents", name, job_id, limit, after))
+
+    def _edges(
+        self, statements: Mapping[bool, Any], operation: str, name: object, job_id: object, limit: object, after: object
+    ) -> Operation[list[JobRef]]:
+        params: dict[str, Any] = {
+            "queue_name": options46.queue_name(name),
+            "job_id": names.job_id(job_id, operation=operation),
+            "limit": options46.list_limit(operation, limit),
+        }
+        if after is not None:
+            after_ref = JobRef.of(after, operation)
+            params.update(after_name=after_ref.name, after_id=after_ref.id)
+        rows = yield Step(statements[after is not None], params, "rows")
+        return [JobRef(name=edge_name, id=edge_id) for edge_name, edge_id in rows]
+
+    def resolve_flow(self) -> Operation[int]:
+        """pg-boss 12's flow resolver, one pass (§8.8, its ``resolveFlow()``): release the children of completed
+        parents, in batches of :data:`~sqla_boss.v46.statements.FLOW_BATCH_SIZE` parents, until a batch comes
+        back short (at most 100 batches, as pg-boss). Returns how many parents it resolved. pg-boss takes no
+        advisory lock for it: rows are locked ``SKIP LOCKED``, so concurrent resolvers share the work."""
+        resolved = 0
+        for _ in range(100):
+            rows = yield Step(self.sql.RESOLVE_FLOW, {}, "rows")
+            yield Expire(tuple((Job, (name, job_id)) for _, name, job_id in rows))
+            batch = sum(1 for kind, _, _ in rows if kind == "parent")
+            resolved += batch
+            if batch < self.sql.FLOW_BATCH_SIZE:
+                break
+        return resolved
+
+    def redrive(  # type: ignore[override]
+        self,
+        name: object,
+        *,
+        source_name: object = None,
+        data: Any = None,
+        created_before: object = None,
+        ids: object = None,
+        destination: object = None,
+        limit: object = 1000,
+    ) -> Operation[int]:
+        """pg-boss 12's ``redrive`` (§6.5): move up to ``limit`` queued jobs of the dead letter queue ``name``
+        (oldest first, ``SKIP LOCKED``) back to ``destination`` or where each came from, as new jobs with that
+        queue's settings; returns how many moved. A job the destination's policy refuses is failed in place,
+        with a ``redrive_conflict`` output. Takes no advisory lock."""
+        params = self._redrive_params(name, source_name, data, created_before, ids, destination)
+        params["limit"] = integer("limit", limit, minimum=1)
+        rows = yield Step(self.sql.REDRIVE, params, "rows")
+        yield Expire(tuple((Job, (name, job_id)) for kind, name, job_id in rows if kind != "moved"))
+        moved = sum(1 for kind, _, _ in rows if kind == "moved")
+        if not moved:
+            yield from self._check_queue(params["queue_name"])
+        return moved
+
+    def preview_redrive(  # type: ignore[override]
+        self,
+        name: object,
+        *,
+        source_name: object = None,
+        data: Any = None,
+        created_before: object = None,
+        ids: object = None,
+        destination: object = None,
+        limit: object = 1000,
+    ) -> Operation[RedrivePreview]:
+        """What :meth:`redrive` with the same filter would do (pg-boss 12's ``previewRedrive``), reading at most
+        ``limit`` (1-100,000) jobs it would move and ``limit`` it would leave in place. Locks nothing."""
+        params = self._redrive_params(name, source_name, data, created_before, ids, destination)
+        params["limit"] = options46.list_limit("preview_redrive", limit)
+        rows = yield Step(self.sql.PREVIEW_REDRIVE, params, "rows")
+        if not rows:
+            yield from self._check_queue(params["queue_name"])
+        counts: dict[str, int] = {}
+        for (queue_name,) in rows:
+            if queue_name is not None:
+                counts[queue_name] = counts.get(queue_name, 0) + 1
+        ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+        return RedrivePreview(total=len(rows), destinations=dict(ordered), unroutable=len(rows) - sum(counts.values()))
+
+    def _check_queue(self, queue_name: str) -> Operation[None]:
+        if not (yield Step(self.sql.QUEUE_EXISTS, {"queue_name": queue_name}, "scalar")):
+            raise QueueNotFoundError(f"queue {queue_name!r} does not exist", (queue_name,))
+
+    def _redrive_params(
+        self, name: object, source_name: object, data: Any, created_before: object, ids: object, destination: object
+    ) -> dict[str, Any]:
+        if data is not None and not isinstance(data, Mapping):
+            raise InvalidOptionError(f"data must be a mapping (matched by JSON containment), not {data!r}")
+        if created_before is not None and (
+            not isinstance(created_before, dt.datetime) or created_before.utcoffset() is None
+        ):
+            raise InvalidOptionError(f"created_before must be an aware datetime, not {created_before!r}")
+        if isinstance(ids, (str, uuid.UUID)):
+            raise InvalidOptionError("ids must be a non-empty list of job ids, not one id")
+        return {
+            "queue_name": options46.queue_name(name),
+            "source_name": None if source_name is None else options46.queue_name(source_name, what="source_name"),
+            "data": None if data is None else payloads.json_text(data),
+            "created_before": created_before,
+            "ids": None if ids is None else names.job_ids(ids, operation="redrive"),
+            "destination": None if destination is None else options46.queue_name(destination, what="destination"),
+        }
+
     # ----------------------------------------- what workers and maintenance run: version 24 only, so far
 
     def _not_yet(self, operation: str) -> NoReturn:
@@ -494,4 +753,4 @@ def _check_rrule(expression: str) -> None:
         raise InvalidOptionError(f"schedule rule {expression!r} is not an RFC 5545 rule: {exc}") from None
 
 
-__all__ = ["Operations46", "QueueStats", "notify_channel"]
+__all__ = ["JobRef", "Operations46", "QueueStats", "RedrivePreview", "UpdateResult", "notify_channel"]

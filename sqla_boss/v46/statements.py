@@ -741,3 +741,508 @@ GET_QUEUE_SCHEDULES = GET_SCHEDULES.where(Schedule.name == _queue_name)
 GET_SCHEDULE = select(Schedule).where(Schedule.name == _queue_name, Schedule.key == bindparam("schedule_key"))
 
 __all__ = [name for name in dir() if name.isupper()] + ["QueueFunctions", "queue_functions"]
+
+# ------------------------------------------------------------------------- update and upsert (§4.7)
+
+
+def _given(changes: ColumnElement[Any], key: str) -> ColumnElement[bool]:
+    return changes.op("?", return_type=Boolean())(literal(key, Text))
+
+
+def _changed(changes: ColumnElement[Any], key: str, type_: TypeEngine[Any], current: ColumnElement[Any]) -> Any:
+    """The column's new value when ``key`` is in the changes (a JSON ``null`` gives SQL NULL), else its own."""
+    return case((_given(changes, key), cast(changes.op("->>")(literal(key, Text)), type_)), else_=current)
+
+
+def _notify_if_due(rows: Any, names: ColumnElement[Any]) -> Any:
+    """§10: one ``pg_notify`` on ``:notify_channel`` per notify-enabled queue among ``names`` (a column of
+    ``rows``) when one of ``rows`` is due now; delivered at commit."""
+    due = (
+        select(names.label("name"))
+        .select_from(rows)
+        .join(queue, queue.c.name == names)
+        .where(queue.c.notify, rows.c.start_after <= JOB_NOW)
+        .distinct()
+        .subquery("due")
+    )
+    return select(func.pg_notify(bindparam("notify_channel", type_=Text), due.c.name).label("sent")).cte("notified")
+
+
+def _update_job(by: str) -> Select[Any]:
+    changes = _json_param("changes")
+    target = select(job.c.id).where(job.c.name == _queue_name, job.c.state < _state(JobState.active))
+    if by == "id":
+        target = target.where(job.c.id == bindparam("job_id", type_=UUID(as_uuid=True)))
+    else:
+        target = target.where(job.c.singleton_key == bindparam("key", type_=Text))
+        if by == "newest":
+            target = target.order_by(job.c.created_on.desc(), job.c.id).limit(1)
+        elif by == "oldest":
+            target = target.order_by(job.c.created_on, job.c.id).limit(1)
+    targets = target.cte("target")
+    # §4.7: the start_after text as §4.3 reads it (ours: a timestamp ending in Z, or an interval from now).
+    start_text = changes.op("->>")(literal("startAfter", Text))
+    resolved = case(
+        (func.right(start_text, _const("1")) == _const("'Z'"), cast(start_text, TIMESTAMP(True))),
+        else_=JOB_NOW + cast(start_text, INTERVAL),
+    )
+    start_after = case((_given(changes, "startAfter"), resolved), else_=job.c.start_after)
+    updated = (
+        update(job)
+        .where(job.c.name == _queue_name, job.c.id.in_(select(targets.c.id)), job.c.state < _state(JobState.active))
+        .values(
+            data=case(
+                (_given(changes, "data"), changes.op("->", return_type=JSONB())(literal("data", Text))),
+                else_=job.c.data,
+            ),
+            priority=_changed(changes, "priority", Integer(), job.c.priority),
+            start_after=start_after,
+            keep_until=case(
+                (
+                    _given(changes, "retentionSeconds"),
+                    start_after + cast(changes.op("->>")(literal("retentionSeconds", Text)), Integer) * ONE_SECOND,
+                ),
+                (_given(changes, "startAfter"), start_after + (job.c.keep_until - job.c.start_after)),
+                else_=job.c.keep_until,
+            ),
+            expire_seconds=_changed(changes, "expireInSeconds", Integer(), job.c.expire_seconds),
+            deletion_seconds=_changed(changes, "deleteAfterSeconds", Integer(), job.c.deletion_seconds),
+            retry_limit=_changed(changes, "retryLimit", Integer(), job.c.retry_limit),
+            retry_delay=_changed(changes, "retryDelay", Integer(), job.c.retry_delay),
+            retry_backoff=_changed(changes, "retryBackoff", Boolean(), job.c.retry_backoff),
+            retry_delay_max=_changed(changes, "retryDelayMax", Integer(), job.c.retry_delay_max),
+            dead_letter=_changed(changes, "deadLetter", Text(), job.c.dead_letter),
+            heartbeat_seconds=_changed(changes, "heartbeatSeconds", Integer(), job.c.heartbeat_seconds),
+            group_id=_changed(changes, "groupId", Text(), job.c.group_id),
+            group_tier=_changed(changes, "groupTier", Text(), job.c.group_tier),
+        )
+        .returning(job.c.id, job.c.name, job.c.start_after)
+        .cte("updated")
+    )
+    notified = _notify_if_due(updated, updated.c.name)
+    return select(updated.c.id).where(select(func.count()).select_from(notified).scalar_subquery() >= 0)
+
+
+UPDATE_JOB = {by: _update_job(by) for by in ("id", "newest", "oldest", "all")}
+"""pg-boss 12's update (§4.7), by ``"id"`` (``:job_id``) or by ``:key``, changing the ``"newest"``, ``"oldest"``
+or ``"all"`` of its queued jobs: each column whose camelCase key is in ``:changes`` (JSON) changes, the others
+stay; ``keep_until`` follows a new retention, else slides with a new ``start_after``. Only queued jobs (created,
+retry) of ``:queue_name``; returns their ids. Notifies as a send does."""
+
+_FLAG_COLUMNS = (
+    ("blocked", Boolean()),
+    ("blocking", Boolean()),
+    ("pending_dependencies", Integer()),
+    ("upsert_by_key", Boolean()),
+)
+
+
+def _insert_flagged(*, skip_conflicts: bool) -> Any:
+    """An insert of the jobs of ``:jobs`` (JSON records as :data:`INSERT_JOBS` reads them, with the flow and
+    upsert columns of :data:`_FLAG_COLUMNS`), by :data:`INSERT_JOBS`'s precedence (§4.2): the job's setting,
+    else its queue's. The queue is LEFT JOINed, as pg-boss does, so a queue deleted since the caller checked it
+    fails ``q_fkey`` at commit. ``skip_conflicts``: ``ON CONFLICT DO NOTHING``; else a conflict is an error."""
+    columns = [column(c.name, c.type) for c in _RECORD_COLUMNS]
+    columns += [column(name, type_) for name, type_ in _FLAG_COLUMNS]
+    records = (
+        func.json_to_recordset(cast(bindparam("jobs", type_=Text), JSON))
+        .table_valued(*columns)
+        .render_derived(name="r", with_types=True)
+    )
+    start_at = case(
+        (func.right(records.c.start_after, _const("1")) == _const("'Z'"), cast(records.c.start_after, TIMESTAMP(True))),
+        else_=JOB_NOW + cast(func.coalesce(records.c.start_after, _const("'0'")), INTERVAL),
+    )
+    rows = select(records, start_at.label("start_at")).cte("flagged")
+    i = rows.c
+    q = queue.alias("q")
+    slot = i.singleton_seconds
+    values = {
+        "id": func.coalesce(i.id, func.gen_random_uuid()),
+        "name": i.name,
+        "data": i.data,
+        "priority": func.coalesce(i.priority, _const("0")),
+        "start_after": i.start_at,
+        "singleton_key": i.singleton_key,
+        "singleton_on": _const("'epoch'::timestamp")
+        + slot * func.floor((extract("epoch", JOB_NOW) + func.coalesce(i.singleton_offset, 0)) / slot) * ONE_SECOND,
+        "group_id": i.group_id,
+        "group_tier": i.group_tier,
+        "expire_seconds": func.coalesce(i.expire_in_seconds, q.c.expire_seconds, _const("900")),
+        "deletion_seconds": func.coalesce(i.delete_after_seconds, q.c.deletion_seconds, _const("604800")),
+        "keep_until": i.start_at
+        + func.coalesce(i.retention_seconds, q.c.retention_seconds, _const("1209600")) * ONE_SECOND,
+        "retry_limit": func.coalesce(i.retry_limit, q.c.retry_limit, _const("2")),
+        "retry_delay": func.coalesce(i.retry_delay, q.c.retry_delay, _const("0")),
+        "retry_backoff": func.coalesce(i.retry_backoff, q.c.retry_backoff, false()),
+        "retry_delay_max": func.coalesce(i.retry_delay_max, q.c.retry_delay_max),
+        "heartbeat_seconds": func.coalesce(i.heartbeat_seconds, q.c.heartbeat_seconds),
+        "dead_letter": func.coalesce(i.dead_letter, q.c.dead_letter),
+        "policy": q.c.policy,
+        "created_on": JOB_NOW,
+        "trace_context": i.trace_context,
+        "blocked": func.coalesce(i.blocked, false()),
+        "blocking": func.coalesce(i.blocking, false()),
+        "pending_dependencies": func.coalesce(i.pending_dependencies, _const("0")),
+        "upsert_by_key": i.upsert_by_key,
+    }
+    statement = insert(job).from_select(
+        list(values), select(*values.values()).select_from(rows.outerjoin(q, q.c.name == i.name))
+    )
+    if skip_conflicts:
+        statement = statement.on_conflict_do_nothing()
+    return rows, statement.returning(job.c.id, job.c.name, job.c.start_after).cte("inserted")
+
+
+def _upsert_insert() -> Select[Any]:
+    _, inserted = _insert_flagged(skip_conflicts=True)
+    notified = _notify_if_due(inserted, inserted.c.name)
+    return select(inserted.c.id).where(select(func.count()).select_from(notified).scalar_subquery() >= 0)
+
+
+UPSERT_INSERT = _upsert_insert()
+"""The insert of an upsert that matched nothing (§4.7): the job of ``:jobs`` (with ``upsert_by_key`` when it
+targets a key, so ``i13`` makes concurrent upserts of one key meet), ``ON CONFLICT DO NOTHING``; returns its id,
+or nothing on a conflict. Notifies as a send does."""
+
+# ------------------------------------------------------------------------------ flows (§4.8, §8.8)
+
+
+def _insert_flow() -> Select[Any]:
+    rows, inserted = _insert_flagged(skip_conflicts=False)
+    edges = (
+        func.json_to_recordset(cast(bindparam("dependencies", type_=Text), JSON))
+        .table_valued(
+            column("child_name", Text),
+            column("child_id", UUID(as_uuid=True)),
+            column("parent_name", Text),
+            column("parent_id", UUID(as_uuid=True)),
+        )
+        .render_derived(name="d", with_types=True)
+    )
+    dependencies = (
+        insert(job_dependency)
+        .from_select(
+            ["child_name", "child_id", "parent_name", "parent_id"],
+            select(edges.c.child_name, edges.c.child_id, edges.c.parent_name, edges.c.parent_id),
+        )
+        .on_conflict_do_nothing()
+        .returning(job_dependency.c.child_id)
+        .cte("dependencies")
+    )
+    # pg-boss wakes every notify-enabled queue of the flow, due jobs or not.
+    notified = (
+        select(func.pg_notify(bindparam("notify_channel", type_=Text), queue.c.name).label("sent"))
+        .where(queue.c.notify, queue.c.name.in_(select(rows.c.name)))
+        .cte("notified")
+    )
+    return select(
+        select(func.count()).select_from(inserted).scalar_subquery(),
+        select(func.count()).select_from(dependencies).scalar_subquery(),
+        select(func.count()).select_from(notified).scalar_subquery(),
+    )
+
+
+INSERT_FLOW = _insert_flow()
+"""Insert a flow (§4.8): every job of ``:jobs`` (records with ``blocked``, ``blocking``, ``pending_dependencies``)
+in one statement with no ``ON CONFLICT``, so any conflict fails it whole; the edges of ``:dependencies``
+(``child_name, child_id, parent_name, parent_id``); a notification per notify-enabled queue. Returns (jobs,
+edges, notifications)."""
+
+QUEUE_POLICIES = select(queue.c.name, queue.c.policy).where(
+    queue.c.name == any_(bindparam("queue_names", type_=ARRAY(Text)))
+)
+"""The policy of each of ``:queue_names`` that is a queue."""
+
+
+def _dependencies(side: str, after: bool) -> Select[Any]:
+    """The other side's (name, id) of the edges whose ``side`` (``child``: its parents; ``parent``: its
+    children) is (``:queue_name``, ``:job_id``), by (name, id), after (``:after_name``, ``:after_id``)."""
+    other = "parent" if side == "child" else "child"
+    d = job_dependency.c
+    name, job_id = d[f"{other}_name"], d[f"{other}_id"]
+    statement = select(name, job_id).where(
+        d[f"{side}_name"] == _queue_name, d[f"{side}_id"] == bindparam("job_id", type_=UUID(as_uuid=True))
+    )
+    if after:
+        statement = statement.where(
+            func.row(name, job_id)
+            > func.row(bindparam("after_name", type_=Text), bindparam("after_id", type_=UUID(as_uuid=True)))
+        )
+    return statement.order_by(name, job_id).limit(bindparam("limit", type_=Integer))
+
+
+GET_DEPENDENCIES = {after: _dependencies("child", after) for after in (False, True)}
+"""The parents (name, id) of the job (``:queue_name``, ``:job_id``), at most ``:limit``; with ``True``, after
+(``:after_name``, ``:after_id``)."""
+GET_DEPENDENTS = {after: _dependencies("parent", after) for after in (False, True)}
+"""The children (name, id) of the job, as :data:`GET_DEPENDENCIES`."""
+
+FLOW_BATCH_SIZE = 1000
+"""The most completed parents one resolver statement takes, as pg-boss 12's."""
+
+
+def _resolve_flow() -> CompoundSelect[Any]:
+    p = job.alias("p")
+    parents = (
+        select(p.c.name, p.c.id)
+        .where(p.c.blocking, p.c.state == _state(JobState.completed))
+        .order_by(p.c.name, p.c.id)
+        .limit(FLOW_BATCH_SIZE)
+        .with_for_update(of=p, skip_locked=True)
+        .cte("locked_parents")
+    )
+    d = job_dependency
+    decremented = (
+        select(d.c.child_name, d.c.child_id, func.count().label("n"))
+        .join_from(d, parents, and_(d.c.parent_name == parents.c.name, d.c.parent_id == parents.c.id))
+        .group_by(d.c.child_name, d.c.child_id)
+        .cte("decremented")
+    )
+    c = job.alias("c")
+    children = (
+        select(c.c.name, c.c.id, decremented.c.n)
+        .join_from(c, decremented, and_(decremented.c.child_name == c.c.name, decremented.c.child_id == c.c.id))
+        .where(c.c.blocked)
+        .order_by(c.c.name, c.c.id)
+        .with_for_update(of=c)
+        .cte("locked_children")
+    )
+    remaining = func.greatest(job.c.pending_dependencies - children.c.n, 0)
+    released = (
+        update(job)
+        .where(job.c.name == children.c.name, job.c.id == children.c.id)
+        .values(
+            pending_dependencies=remaining,
+            blocked=remaining > 0,
+            start_after=case((remaining == 0, func.greatest(job.c.start_after, JOB_NOW)), else_=job.c.start_after),
+        )
+        .returning(job.c.name, job.c.id)
+        .cte("released")
+    )
+    cleared = (
+        update(job)
+        .where(job.c.name == parents.c.name, job.c.id == parents.c.id)
+        .values(blocking=False)
+        .returning(job.c.name, job.c.id)
+        .cte("cleared")
+    )
+    return union_all(
+        select(literal("parent", Text).label("kind"), cleared.c.name, cleared.c.id),
+        select(literal("child", Text), released.c.name, released.c.id),
+    )
+
+
+RESOLVE_FLOW = _resolve_flow()
+"""One batch of pg-boss 12's flow resolver (§8.8): lock up to :data:`FLOW_BATCH_SIZE` completed parents still
+``blocking`` (``SKIP LOCKED``), take each of their blocked children's count of them off its
+``pending_dependencies`` (floor 0), unblock those at 0 (``start_after`` moved up to now), clear the parents'
+``blocking``. Returns (kind, name, id): each parent resolved (``parent``) and child changed (``child``)."""
+
+# ------------------------------------------------------------------------------------ redrive (§6.5)
+
+
+def _redrive_filter(j: Any) -> list[ColumnElement[bool]]:
+    """The dead-letter queue ``:queue_name``'s queued jobs that ``:source_name``, ``:data``, ``:created_before``
+    and ``:ids`` (each ignored when NULL) select, but for key_strict_fifo jobs whose key is held (§6.5)."""
+    k = job.alias("k")
+    source_name = _typed("source_name", Text())
+    data = _json_param("data")
+    created_before = _typed("created_before", TIMESTAMP(timezone=True))
+    ids = _typed("ids", ARRAY(UUID(as_uuid=True)))
+    held = (
+        exists()
+        .where(
+            j.c.policy == _FIFO,
+            k.c.name == j.c.name,
+            k.c.singleton_key == j.c.singleton_key,
+            k.c.policy == _FIFO,
+            k.c.state.in_([_state(JobState.active), _state(JobState.retry), _state(JobState.failed)]),
+        )
+        .correlate(j)
+    )
+    return [
+        j.c.name == _queue_name,
+        j.c.state < _state(JobState.active),
+        ~held,
+        or_(source_name.is_(None), j.c.source_name == source_name),
+        or_(data.is_(None), j.c.data.op("@>")(data)),
+        or_(created_before.is_(None), j.c.created_on < created_before),
+        or_(ids.is_(None), j.c.id == any_(ids)),
+    ]
+
+
+_destination = _typed("destination", Text())
+
+
+def _redrive() -> CompoundSelect[Any]:
+    j = job.alias("j")
+    target = queue.alias("target")
+    candidates = (
+        select(j.c.id, func.gen_random_uuid().label("new_id"))
+        .join_from(j, target, target.c.name == func.coalesce(_destination, j.c.source_name))
+        .where(*_redrive_filter(j))
+        .order_by(j.c.created_on)
+        .limit(bindparam("limit", type_=Integer))
+        .with_for_update(of=j, skip_locked=True)
+        .cte("candidates")
+        .prefix_with("MATERIALIZED")
+    )
+    m = job.alias("m")
+    q = queue.alias("q")
+    values = {
+        "id": candidates.c.new_id,
+        "name": func.coalesce(_destination, m.c.source_name),
+        "data": m.c.data,
+        "priority": m.c.priority,
+        "retry_limit": q.c.retry_limit,
+        "retry_backoff": q.c.retry_backoff,
+        "retry_delay": q.c.retry_delay,
+        "retry_delay_max": q.c.retry_delay_max,
+        "expire_seconds": q.c.expire_seconds,
+        "start_after": JOB_NOW,
+        "created_on": JOB_NOW,
+        "keep_until": JOB_NOW + q.c.retention_seconds * ONE_SECOND,
+        "deletion_seconds": q.c.deletion_seconds,
+        "policy": q.c.policy,
+        "singleton_key": m.c.singleton_key,
+        "group_id": m.c.group_id,
+        "group_tier": m.c.group_tier,
+        "heartbeat_seconds": q.c.heartbeat_seconds,
+        "dead_letter": q.c.dead_letter,
+        "source_root_id": func.coalesce(m.c.source_root_id, m.c.source_id),
+        "trace_context": m.c.trace_context,
+    }
+    inserted = (
+        insert(job)
+        .from_select(
+            list(values),
+            select(*values.values())
+            .select_from(candidates)
+            .join(m, and_(m.c.name == _queue_name, m.c.id == candidates.c.id))
+            .join(q, q.c.name == func.coalesce(_destination, m.c.source_name))
+            .order_by(m.c.created_on),
+        )
+        .on_conflict_do_nothing()
+        .returning(job.c.id, job.c.name)
+        .cte("inserted")
+    )
+    settled = (
+        select(candidates.c.id, inserted.c.id.is_not(None).label("moved"))
+        .select_from(candidates.outerjoin(inserted, inserted.c.id == candidates.c.new_id))
+        .cte("settled")
+    )
+    removed = (
+        delete(job)
+        .where(job.c.name == _queue_name, job.c.id.in_(select(settled.c.id).where(settled.c.moved)))
+        .returning(job.c.id)
+        .cte("removed")
+    )
+    # A conflict fails the dead-letter row in place, with the reason as its output; of several key_strict_fifo
+    # rows of one key only the oldest (job_i8 allows one failed job per key), the rest wait behind it.
+    first = job.alias("first")
+    ranked = (
+        select(
+            first.c.id,
+            func.row_number()
+            .over(partition_by=first.c.singleton_key, order_by=(first.c.created_on, first.c.id))
+            .label("rank"),
+        )
+        .where(
+            first.c.name == _queue_name,
+            first.c.id.in_(select(settled.c.id).where(~settled.c.moved)),
+            first.c.policy == _FIFO,
+        )
+        .subquery("ranked")
+    )
+    oldest_of_key = select(ranked.c.id).where(ranked.c.rank == 1)
+    destination = queue.alias("destination")
+    policy_text = cast(destination.c.policy, Text)
+    message = (
+        literal("Not redriven: queue ", Text)
+        .concat(destination.c.name)
+        .concat(
+            case(
+                (job.c.singleton_key.is_(None), literal(" already has a job this one conflicts with", Text)),
+                else_=literal(" already has a job with singletonKey ", Text).concat(job.c.singleton_key),
+            )
+        )
+        .concat(literal(" under its ", Text))
+        .concat(func.coalesce(policy_text, literal("standard", Text)))
+        .concat(literal(" policy", Text))
+    )
+    conflicted = (
+        update(job)
+        .where(
+            job.c.name == _queue_name,
+            job.c.id == settled.c.id,
+            ~settled.c.moved,
+            destination.c.name == func.coalesce(_destination, job.c.source_name),
+            or_(job.c.policy.is_distinct_from(_FIFO), job.c.singleton_key.is_(None), job.c.id.in_(oldest_of_key)),
+        )
+        .values(
+            state=JobState.failed,
+            completed_on=JOB_NOW,
+            source_output=func.coalesce(job.c.source_output, job.c.output),
+            output=func.jsonb_build_object(
+                literal("message", Text),
+                message,
+                literal("reason", Text),
+                literal("redrive_conflict", Text),
+                literal("destination", Text),
+                destination.c.name,
+                literal("policy", Text),
+                policy_text,
+                literal("singletonKey", Text),
+                job.c.singleton_key,
+            ),
+        )
+        .returning(job.c.id)
+        .cte("conflicted")
+    )
+    return union_all(
+        select(literal("moved", Text).label("kind"), inserted.c.name, inserted.c.id),
+        select(literal("removed", Text), _queue_name, removed.c.id),
+        select(literal("failed", Text), _queue_name, conflicted.c.id),
+    )
+
+
+REDRIVE = _redrive()
+"""pg-boss 12's redrive (§6.5): up to ``:limit`` of the jobs :func:`_redrive_filter` selects in the dead-letter
+queue ``:queue_name``, oldest first (``SKIP LOCKED``), whose destination (``:destination``, else the job's
+``source_name``) is a queue, become new jobs there with that queue's settings now; each moved row is deleted,
+each that conflicts is failed in place with a ``redrive_conflict`` output. Returns (kind, name, id): each new job
+(``moved``), dead-letter row deleted (``removed``) and failed (``failed``)."""
+
+
+def _preview_redrive() -> CompoundSelect[Any]:
+    j = job.alias("j")
+    target = queue.alias("target")
+    limit = bindparam("limit", type_=Integer)
+    base = (
+        select(target.c.name.label("destination"))
+        .select_from(j.outerjoin(target, target.c.name == func.coalesce(_destination, j.c.source_name)))
+        .where(*_redrive_filter(j))
+    )
+    unroutable = base.with_only_columns(cast(null(), Text).label("destination"))
+    return union_all(
+        base.where(target.c.name.is_not(None)).limit(limit), unroutable.where(target.c.name.is_(None)).limit(limit)
+    )
+
+
+PREVIEW_REDRIVE = _preview_redrive()
+"""What :data:`REDRIVE` with the same filter would do (§6.5): the destination of at most ``:limit`` jobs it would
+move, and NULL for at most ``:limit`` it would leave in place (no destination queue)."""
+
+__all__ += [
+    "FLOW_BATCH_SIZE",
+    "GET_DEPENDENCIES",
+    "GET_DEPENDENTS",
+    "INSERT_FLOW",
+    "PREVIEW_REDRIVE",
+    "QUEUE_POLICIES",
+    "REDRIVE",
+    "RESOLVE_FLOW",
+    "UPDATE_JOB",
+    "UPSERT_INSERT",
+]
