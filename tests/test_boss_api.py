@@ -47,6 +47,14 @@ PGBOSS_METHODS = {
     "get_queue_stats",
     "find_jobs",
     "get_schedule",
+    "update",
+    "upsert",
+    "flow",
+    "get_dependencies",
+    "get_dependents",
+    "resolve_flow",
+    "redrive",
+    "preview_redrive",
     # sqla_boss's own: which of the two the schema is at
     "version",
 }
