@@ -190,9 +190,29 @@ class Boss:
         """The queue as an ORM object, or ``None``. Does not commit; takes no locks."""
         return self._run(lambda o: o.get_queue(name))
 
-    def get_queues(self) -> list[Queue]:
-        """Every queue, by name, ``__pgboss__send-it`` included. Does not commit; takes no locks."""
-        return self._run(lambda o: o.get_queues())
+    def get_queues(
+        self, names: Sequence[str] | None = None, *, limit: int | None = None, after: str | None = None
+    ) -> list[Any]:
+        """Every queue, by name, ``__pgboss__send-it`` included. Does not commit; takes no locks.
+
+        On version 46, as pg-boss 12's ``getQueues``: only the queues ``names`` (when given), after the name
+        ``after``, at most ``limit`` (1-100,000; all when ``None``).
+
+        Raises:
+            UnsupportedOperationError: ``names``, ``limit`` or ``after`` on version 24.
+        """
+        return self._run(lambda o: o.get_queues(names, limit, after))
+
+    def get_blocked_keys(self, name: str, *, limit: int = 1000, after: str | None = None) -> list[str]:
+        """Version 46: the keys of a key_strict_fifo queue that a failed job blocks until it is retried or
+        deleted, in order, after ``after``, at most ``limit``. Does not commit; takes no locks.
+
+        Raises:
+            QueueNotFoundError: the queue does not exist.
+            InvalidOptionError: the queue is not key_strict_fifo.
+            UnsupportedOperationError: on version 24.
+        """
+        return self._run(lambda o: o.get_blocked_keys(name, limit, after))
 
     def get_queue_size(self, name: str, before: JobState | str = JobState.active) -> int:
         """How many of the queue's jobs are in a state before ``before`` (default: queued ones).

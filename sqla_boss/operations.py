@@ -230,9 +230,17 @@ class Operations:
         queues: list[Queue] = yield Step(self.sql.GET_QUEUE, {"queue_name": names.queue_name(name)}, "entities")
         return queues[0] if queues else None
 
-    def get_queues(self) -> Operation[list[Queue]]:
+    def get_queues(
+        self, queue_names: Iterable[object] | None = None, limit: object = None, after: object = None
+    ) -> Operation[list[Queue]]:
+        if (queue_names, limit, after) != (None, None, None):
+            _version_46_only("get_queues by names, limit or after")
         queues: list[Queue] = yield Step(self.sql.GET_QUEUES, {}, "entities")
         return queues
+
+    def get_blocked_keys(self, name: object, limit: object = 1000, after: object = None) -> Operation[list[str]]:
+        _version_46_only("get_blocked_keys")
+        yield  # pragma: no cover
 
     def get_queue_size(self, name: object, before: object) -> Operation[int]:
         state = queues.job_state(before, what="state for before")

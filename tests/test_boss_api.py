@@ -55,6 +55,7 @@ PGBOSS_METHODS = {
     "resolve_flow",
     "redrive",
     "preview_redrive",
+    "get_blocked_keys",
     # sqla_boss's own: which of the two the schema is at
     "version",
 }

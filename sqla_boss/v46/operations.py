@@ -216,13 +216,39 @@ class Operations46(Operations):
         found: list[Queue] = yield Step(self.sql.GET_QUEUE, {"queue_name": options46.queue_name(name)}, "entities")
         return found[0] if found else None
 
-    def get_queues(self, queue_names: Iterable[object] | None = None) -> Operation[list[Queue]]:  # type: ignore[override]
-        if queue_names is None:
-            found: list[Queue] = yield Step(self.sql.GET_QUEUES, {}, "entities")
-            return found
-        wanted = [options46.queue_name(queue_name) for queue_name in queue_names]
-        found = yield Step(self.sql.GET_NAMED_QUEUES, {"queue_names": wanted}, "entities")
+    def get_queues(  # type: ignore[override]
+        self, queue_names: Iterable[object] | None = None, limit: object = None, after: object = None
+    ) -> Operation[list[Queue]]:
+        """pg-boss 12's ``getQueues`` (§3.4): by name, ``queue_names`` only (when given), after the name
+        ``after``, at most ``limit`` (1-100,000; all when ``None``)."""
+        if isinstance(queue_names, (str, bytes)):
+            raise InvalidOptionError("get_queues() takes a list of queue names, not one name")
+        params = {
+            "queue_names": None if queue_names is None else [options46.queue_name(name) for name in queue_names],
+            "limit": None if limit is None else integer("limit", limit, minimum=1, maximum=100_000),
+            "after": None if after is None else options46.queue_name(after, what="after"),
+        }
+        found: list[Queue] = yield Step(self.sql.GET_QUEUE_PAGE, params, "entities")
         return found
+
+    def get_blocked_keys(self, name: object, limit: object = 1000, after: object = None) -> Operation[list[str]]:
+        """pg-boss 12's ``getBlockedKeys`` (§3.4): the keys of a key_strict_fifo queue that a failed job blocks
+        (until it is retried or deleted), in order, after ``after``, at most ``limit``."""
+        queue_name = options46.queue_name(name)
+        params = {
+            "queue_name": queue_name,
+            "limit": integer("limit", limit, minimum=1, maximum=100_000),
+            "after": None if after is None else text("after", after),
+        }
+        policy = yield Step(self.sql.QUEUE_POLICY, {"queue_name": queue_name}, "scalar")
+        if policy is None:
+            raise QueueNotFoundError(f"queue {queue_name!r} does not exist", (queue_name,))
+        if policy != "key_strict_fifo":
+            raise InvalidOptionError(
+                f"get_blocked_keys is only for key_strict_fifo queues; queue {queue_name!r} is {policy}"
+            )
+        rows = yield Step(self.sql.GET_BLOCKED_KEYS, params, "rows")
+        return [key for (key,) in rows]
 
     def get_queue_size(self, name: object, before: object) -> Operation[int]:
         _version_24_only("get_queue_size", "get_queue_stats")

@@ -556,9 +556,35 @@ QUEUE_POLICY = select(queue.c.policy).where(queue.c.name == _queue_name)
 EXISTING_QUEUES = select(queue.c.name).where(queue.c.name == any_(bindparam("queue_names", type_=ARRAY(Text))))
 GET_QUEUE = select(Queue).where(Queue.name == _queue_name)
 GET_QUEUES = select(Queue).order_by(Queue.name)
-GET_NAMED_QUEUES = (
-    select(Queue).where(Queue.name == any_(bindparam("queue_names", type_=ARRAY(Text)))).order_by(Queue.name)
+GET_QUEUE_PAGE = (
+    select(Queue)
+    .where(
+        or_(
+            _typed("queue_names", ARRAY(Text)).is_(None),
+            Queue.name == any_(_typed("queue_names", ARRAY(Text))),
+        ),
+        or_(_typed("after", Text()).is_(None), Queue.name > _typed("after", Text())),
+    )
+    .order_by(Queue.name)
+    .limit(bindparam("limit", type_=Integer))
 )
+"""pg-boss 12's getQueues (§3.4): the queues among ``:queue_names`` (all when NULL), by name, after ``:after``,
+at most ``:limit`` (all when NULL)."""
+
+GET_BLOCKED_KEYS = (
+    select(job.c.singleton_key)
+    .where(
+        job.c.name == _queue_name,
+        job.c.state == _state(JobState.failed),
+        job.c.policy == _FIFO,
+        or_(_typed("after", Text()).is_(None), job.c.singleton_key > _typed("after", Text())),
+    )
+    .distinct()
+    .order_by(job.c.singleton_key)
+    .limit(bindparam("limit", type_=Integer))
+)
+"""pg-boss 12's getBlockedKeys (§3.4): the keys a failed job of the key_strict_fifo queue ``:queue_name`` blocks,
+in order, after ``:after``, at most ``:limit``."""
 
 
 def _update_queue() -> Any:

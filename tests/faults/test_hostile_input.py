@@ -890,6 +890,7 @@ INVALID: dict[str, st.SearchStrategy[Case]] = {
             ("resolve_flow", ()),
             ("redrive", ("dlq",)),
             ("preview_redrive", ("dlq",)),
+            ("get_blocked_keys", ("q",)),
         )
     },
 }
