@@ -1,4 +1,5 @@
-"""sqla_boss: PostgreSQL job queues for SQLAlchemy, wire-compatible with pg-boss 10 (schema version 24)."""
+"""sqla_boss: PostgreSQL job queues for SQLAlchemy, wire-compatible with pg-boss 10 and 12 (schema versions 24 and
+46)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from sqla_boss.errors import (
     SchemaConflictError,
     SchemaVersionError,
     SqlaBossError,
+    UnsupportedOperationError,
 )
 from sqla_boss.identifiers import DEFAULT_SCHEMA, validate_schema_name
 from sqla_boss.maintenance import Maintenance
@@ -63,6 +65,7 @@ __all__ = [
     "SchemaVersionError",
     "SqlaBossError",
     "Subscription",
+    "UnsupportedOperationError",
     "Version",
     "Worker",
     "metadata",
