@@ -38,6 +38,7 @@ from sqlalchemy import (
     null,
     or_,
     select,
+    table,
     text,
     union_all,
     update,
@@ -133,35 +134,35 @@ _RECORD_COLUMNS = (
 )
 
 
-def _insert_jobs() -> CompoundSelect[Any]:
+def _incoming(name: str, extra: tuple[tuple[str, TypeEngine[Any]], ...] = ()) -> tuple[Any, Any]:
+    """The jobs of the JSON parameter ``:jobs`` (:meth:`~sqla_boss.options.v46.JobInput.record`'s objects, and
+    the ``extra`` columns), with ``start_at``, their start: a CTE named ``name`` for the statement's
+    ``add_cte()``, and the table its columns are read through. §4.3: a timestamp (ours always end in Z) is
+    cast; anything else is an interval from now.
+
+    The CTE selects ``r.*``, not each column "AS" itself: the statement stays under the 4 KB up to which
+    psycopg caches its conversion (a per-call cost otherwise)."""
+    columns = [*_RECORD_COLUMNS, *(column(key, type_) for key, type_ in extra)]
     records = (
         func.json_to_recordset(cast(bindparam("jobs", type_=Text), JSON))
-        .table_valued(*_RECORD_COLUMNS)
+        .table_valued(*columns)
         .render_derived(name="r", with_types=True)
     )
-    # §4.3: a timestamp (ours always end in Z) is cast; anything else is an interval from now.
     start_at = case(
         (func.right(records.c.start_after, _const("1")) == _const("'Z'"), cast(records.c.start_after, TIMESTAMP(True))),
         else_=JOB_NOW + cast(func.coalesce(records.c.start_after, _const("'0'")), INTERVAL),
     )
-    i = select(records, start_at.label("start_at")).cte("i").c
-    q = queue.alias("q")
-    dead_letter_queue = queue.alias("d")
-    problems = (
-        select(_const("'queue'").label("kind"), i.name.label("value"))
-        .where(~exists().where(q.c.name == i.name))
-        .union_all(
-            select(_const("'dead_letter'"), i.dead_letter).where(
-                i.dead_letter.is_not(None), ~exists().where(dead_letter_queue.c.name == i.dead_letter)
-            ),
-            select(_const("'key_required'"), i.name).where(
-                i.singleton_key.is_(None), exists().where(q.c.name == i.name, q.c.policy == _FIFO)
-            ),
-        )
-        .cte("problems")
-    )
+    cte = select(literal_column("r.*"), start_at.label("start_at")).select_from(records).cte(name)
+    view = table(name, *(column(c.name, c.type) for c in columns), column("start_at", TIMESTAMP(True)))
+    return cte, view
+
+
+def _job_values(i: Any, q: Any) -> dict[str, ColumnElement[Any]]:
+    """The columns of a new job from its incoming record ``i`` (:func:`_incoming`) and its queue ``q``, by pg-boss
+    12's precedence (§4.2): the job's setting, else the queue's, else pg-boss's default (which applies only when
+    the queue row is missing, and ``q_fkey`` then fails at commit)."""
     slot = i.singleton_seconds
-    values = {
+    return {
         "id": func.coalesce(i.id, func.gen_random_uuid()),
         "name": i.name,
         "data": i.data,
@@ -170,7 +171,9 @@ def _insert_jobs() -> CompoundSelect[Any]:
         "singleton_key": i.singleton_key,
         # §4.4: NULL without a slot, as every term is NULL then.
         "singleton_on": _const("'epoch'::timestamp")
-        + slot * func.floor((extract("epoch", JOB_NOW) + func.coalesce(i.singleton_offset, 0)) / slot) * ONE_SECOND,
+        + slot
+        * func.floor((extract("epoch", JOB_NOW) + func.coalesce(i.singleton_offset, _const("0"))) / slot)
+        * ONE_SECOND,
         "group_id": i.group_id,
         "group_tier": i.group_tier,
         "expire_seconds": func.coalesce(i.expire_in_seconds, q.c.expire_seconds, _const("900")),
@@ -187,6 +190,41 @@ def _insert_jobs() -> CompoundSelect[Any]:
         "created_on": JOB_NOW,
         "trace_context": i.trace_context,
     }
+
+
+def _notify_if_due(rows: Any, names: ColumnElement[Any]) -> Any:
+    """§10: one ``pg_notify`` on ``:notify_channel`` per notify-enabled queue among ``names`` (a column of
+    ``rows``) when one of ``rows`` is due now; delivered at commit."""
+    due = (
+        select(names.label("name"))
+        .select_from(rows)
+        .join(queue, queue.c.name == names)
+        .where(queue.c.notify, rows.c.start_after <= JOB_NOW)
+        .distinct()
+        .subquery("due")
+    )
+    return select(func.pg_notify(bindparam("notify_channel", type_=Text), due.c.name).label("sent")).cte("notified")
+
+
+def _insert_jobs() -> CompoundSelect[Any]:
+    incoming, view = _incoming("i")
+    i = view.c
+    q = queue.alias("q")
+    dead_letter_queue = queue.alias("d")
+    problems = (
+        select(_const("'queue'").label("kind"), i.name.label("value"))
+        .where(~exists().where(q.c.name == i.name))
+        .union_all(
+            select(_const("'dead_letter'"), i.dead_letter).where(
+                i.dead_letter.is_not(None), ~exists().where(dead_letter_queue.c.name == i.dead_letter)
+            ),
+            select(_const("'key_required'"), i.name).where(
+                i.singleton_key.is_(None), exists().where(q.c.name == i.name, q.c.policy == _const(f"'{_FIFO}'"))
+            ),
+        )
+        .cte("problems")
+    )
+    values = _job_values(i, q)
     rows = (
         select(*values.values()).join_from(i.name.table, q, q.c.name == i.name).where(~exists(select(problems.c.kind)))
     )
@@ -197,22 +235,14 @@ def _insert_jobs() -> CompoundSelect[Any]:
         .returning(job.c.id, job.c.name, job.c.start_after)
         .cte("inserted")
     )
-    # §10: one pg_notify per notify-enabled queue that got a job due now, delivered at commit.
-    due = (
-        select(inserted.c.name)
-        .join(queue, queue.c.name == inserted.c.name)
-        .where(queue.c.notify, inserted.c.start_after <= JOB_NOW)
-        .distinct()
-        .subquery("due")
-    )
-    notified = select(func.pg_notify(bindparam("notify_channel", type_=Text), due.c.name).label("sent")).cte("notified")
+    notified = _notify_if_due(inserted, inserted.c.name)
     no_id = cast(null(), UUID(as_uuid=True))
     return union_all(
         select(_const("'id'").label("kind"), cast(null(), Text).label("value"), inserted.c.id.label("id")),
         select(problems.c.kind, problems.c.value, no_id),
         select(_const("'now'"), cast(extract("epoch", JOB_NOW), Text), no_id),
         select(_const("'notified'"), cast(func.count(), Text), no_id).select_from(notified),
-    )
+    ).add_cte(incoming)
 
 
 INSERT_JOBS = _insert_jobs()
@@ -780,20 +810,6 @@ def _changed(changes: ColumnElement[Any], key: str, type_: TypeEngine[Any], curr
     return case((_given(changes, key), cast(changes.op("->>")(literal(key, Text)), type_)), else_=current)
 
 
-def _notify_if_due(rows: Any, names: ColumnElement[Any]) -> Any:
-    """§10: one ``pg_notify`` on ``:notify_channel`` per notify-enabled queue among ``names`` (a column of
-    ``rows``) when one of ``rows`` is due now; delivered at commit."""
-    due = (
-        select(names.label("name"))
-        .select_from(rows)
-        .join(queue, queue.c.name == names)
-        .where(queue.c.notify, rows.c.start_after <= JOB_NOW)
-        .distinct()
-        .subquery("due")
-    )
-    return select(func.pg_notify(bindparam("notify_channel", type_=Text), due.c.name).label("sent")).cte("notified")
-
-
 def _update_job(by: str) -> Select[Any]:
     changes = _json_param("changes")
     target = select(job.c.id).where(job.c.name == _queue_name, job.c.state < _state(JobState.active))
@@ -868,45 +884,11 @@ def _insert_flagged(*, skip_conflicts: bool) -> Any:
     upsert columns of :data:`_FLAG_COLUMNS`), by :data:`INSERT_JOBS`'s precedence (§4.2): the job's setting,
     else its queue's. The queue is LEFT JOINed, as pg-boss does, so a queue deleted since the caller checked it
     fails ``q_fkey`` at commit. ``skip_conflicts``: ``ON CONFLICT DO NOTHING``; else a conflict is an error."""
-    columns = [column(c.name, c.type) for c in _RECORD_COLUMNS]
-    columns += [column(name, type_) for name, type_ in _FLAG_COLUMNS]
-    records = (
-        func.json_to_recordset(cast(bindparam("jobs", type_=Text), JSON))
-        .table_valued(*columns)
-        .render_derived(name="r", with_types=True)
-    )
-    start_at = case(
-        (func.right(records.c.start_after, _const("1")) == _const("'Z'"), cast(records.c.start_after, TIMESTAMP(True))),
-        else_=JOB_NOW + cast(func.coalesce(records.c.start_after, _const("'0'")), INTERVAL),
-    )
-    rows = select(records, start_at.label("start_at")).cte("flagged")
+    incoming, rows = _incoming("flagged", _FLAG_COLUMNS)
     i = rows.c
     q = queue.alias("q")
-    slot = i.singleton_seconds
     values = {
-        "id": func.coalesce(i.id, func.gen_random_uuid()),
-        "name": i.name,
-        "data": i.data,
-        "priority": func.coalesce(i.priority, _const("0")),
-        "start_after": i.start_at,
-        "singleton_key": i.singleton_key,
-        "singleton_on": _const("'epoch'::timestamp")
-        + slot * func.floor((extract("epoch", JOB_NOW) + func.coalesce(i.singleton_offset, 0)) / slot) * ONE_SECOND,
-        "group_id": i.group_id,
-        "group_tier": i.group_tier,
-        "expire_seconds": func.coalesce(i.expire_in_seconds, q.c.expire_seconds, _const("900")),
-        "deletion_seconds": func.coalesce(i.delete_after_seconds, q.c.deletion_seconds, _const("604800")),
-        "keep_until": i.start_at
-        + func.coalesce(i.retention_seconds, q.c.retention_seconds, _const("1209600")) * ONE_SECOND,
-        "retry_limit": func.coalesce(i.retry_limit, q.c.retry_limit, _const("2")),
-        "retry_delay": func.coalesce(i.retry_delay, q.c.retry_delay, _const("0")),
-        "retry_backoff": func.coalesce(i.retry_backoff, q.c.retry_backoff, false()),
-        "retry_delay_max": func.coalesce(i.retry_delay_max, q.c.retry_delay_max),
-        "heartbeat_seconds": func.coalesce(i.heartbeat_seconds, q.c.heartbeat_seconds),
-        "dead_letter": func.coalesce(i.dead_letter, q.c.dead_letter),
-        "policy": q.c.policy,
-        "created_on": JOB_NOW,
-        "trace_context": i.trace_context,
+        **_job_values(i, q),
         "blocked": func.coalesce(i.blocked, false()),
         "blocking": func.coalesce(i.blocking, false()),
         "pending_dependencies": func.coalesce(i.pending_dependencies, _const("0")),
@@ -917,13 +899,14 @@ def _insert_flagged(*, skip_conflicts: bool) -> Any:
     )
     if skip_conflicts:
         statement = statement.on_conflict_do_nothing()
-    return rows, statement.returning(job.c.id, job.c.name, job.c.start_after).cte("inserted")
+    return incoming, rows, statement.returning(job.c.id, job.c.name, job.c.start_after).cte("inserted")
 
 
 def _upsert_insert() -> Select[Any]:
-    _, inserted = _insert_flagged(skip_conflicts=True)
+    incoming, _, inserted = _insert_flagged(skip_conflicts=True)
     notified = _notify_if_due(inserted, inserted.c.name)
-    return select(inserted.c.id).where(select(func.count()).select_from(notified).scalar_subquery() >= 0)
+    statement = select(inserted.c.id).where(select(func.count()).select_from(notified).scalar_subquery() >= 0)
+    return statement.add_cte(incoming)
 
 
 UPSERT_INSERT = _upsert_insert()
@@ -935,7 +918,7 @@ or nothing on a conflict. Notifies as a send does."""
 
 
 def _insert_flow() -> Select[Any]:
-    rows, inserted = _insert_flagged(skip_conflicts=False)
+    incoming, rows, inserted = _insert_flagged(skip_conflicts=False)
     edges = (
         func.json_to_recordset(cast(bindparam("dependencies", type_=Text), JSON))
         .table_valued(
@@ -966,7 +949,7 @@ def _insert_flow() -> Select[Any]:
         select(func.count()).select_from(inserted).scalar_subquery(),
         select(func.count()).select_from(dependencies).scalar_subquery(),
         select(func.count()).select_from(notified).scalar_subquery(),
-    )
+    ).add_cte(incoming)
 
 
 INSERT_FLOW = _insert_flow()
