@@ -44,7 +44,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, INTERVAL, JSONB, TIMESTAMP, UUID, insert
-from sqlalchemy.sql.selectable import CompoundSelect, ExecutableReturnsRows
+from sqlalchemy.sql.selectable import Alias, CompoundSelect, ExecutableReturnsRows
 from sqlalchemy.types import TypeEngine
 
 from sqla_boss.identifiers import DEFAULT_SCHEMA, quote_identifier, validate_schema_name
@@ -253,11 +253,22 @@ queue (then nothing was inserted). ``:notify_channel`` is pg-boss 12's channel o
 # --------------------------------------------------------------------------------------------- fetch (§5)
 
 
+def _as_alias(alias: Any) -> Alias:
+    """An alias of a table, as ``update()`` takes it (SQLAlchemy types ``Table.alias()`` more loosely)."""
+    assert isinstance(alias, Alias)
+    return alias
+
+
 def _fetch() -> ExecutableReturnsRows:
-    policy = select(queue.c.policy).where(queue.c.name == _queue_name).scalar_subquery()
+    # The queue's policy, read once (a CTE), and named short: psycopg caches the conversion of statements up
+    # to 4 KB only. For the same reason the parameters carry their type once, and constants are constants.
+    queue_policy = select(queue.c.policy).where(queue.c.name == _queue_name).cte("qp")
+    policy = select(queue_policy.c.policy).scalar_subquery()
+    fifo = _const(f"'{_FIFO}'")
+    j = job.alias("j")
     ignore_start_after = _typed("ignore_start_after", Boolean())
-    due = or_(ignore_start_after, job.c.start_after <= JOB_NOW)
-    key = func.coalesce(job.c.singleton_key, _const("''"))
+    due = or_(ignore_start_after, j.c.start_after <= JOB_NOW)
+    key = func.coalesce(j.c.singleton_key, _const("''"))
     busy = job.alias("busy")
     head = job.alias("head")
     other = job.alias("other")
@@ -272,37 +283,37 @@ def _fetch() -> ExecutableReturnsRows:
             head.c.name == _queue_name,
             head.c.state < _state(JobState.active),
             ~head.c.blocked,
-            head.c.policy == _FIFO,
+            head.c.policy == fifo,
             or_(ignore_start_after, head.c.start_after <= JOB_NOW),
         )
         .subquery("heads")
     )
-    fifo_heads = select(ranked_heads.c.id).where(ranked_heads.c.head_rank == 1)
-    group_default = _typed("group_default", Integer())
-    group_limit = func.coalesce(cast(_json_param("group_tiers").op("->>")(job.c.group_tier), Integer), group_default)
+    fifo_heads = select(ranked_heads.c.id).where(ranked_heads.c.head_rank == _const("1"))
+    group_default = bindparam("group_default", type_=Integer)
+    group_limit = func.coalesce(cast(_json_param("group_tiers").op("->>")(j.c.group_tier), Integer), group_default)
     group_active = (
         select(func.count())
         .where(
-            active.c.name == _queue_name, active.c.state == _state(JobState.active), active.c.group_id == job.c.group_id
+            active.c.name == _queue_name, active.c.state == _state(JobState.active), active.c.group_id == j.c.group_id
         )
         .scalar_subquery()
     )
-    min_priority, max_priority = _typed("min_priority", Integer()), _typed("max_priority", Integer())
+    min_priority, max_priority = bindparam("min_priority", type_=Integer), bindparam("max_priority", type_=Integer)
     candidates = (
-        select(job.c.id, job.c.singleton_key, job.c.group_id, job.c.group_tier, group_limit.label("group_limit"))
+        select(j.c.id, j.c.singleton_key, j.c.group_id, j.c.group_tier, group_limit.label("group_limit"))
         .where(
-            job.c.name == _queue_name,
-            job.c.state < _state(JobState.active),
-            ~job.c.blocked,
+            j.c.name == _queue_name,
+            j.c.state < _state(JobState.active),
+            ~j.c.blocked,
             due,
             or_(
-                policy.is_distinct_from(_FIFO),
+                policy.is_distinct_from(fifo),
                 and_(
-                    job.c.id.in_(fifo_heads),
+                    j.c.id.in_(fifo_heads),
                     ~exists().where(
                         other.c.name == _queue_name,
-                        other.c.singleton_key == job.c.singleton_key,
-                        other.c.id != job.c.id,
+                        other.c.singleton_key == j.c.singleton_key,
+                        other.c.id != j.c.id,
                         other.c.state.in_([_state(JobState.active), _state(JobState.retry), _state(JobState.failed)]),
                     ),
                 ),
@@ -316,11 +327,11 @@ def _fetch() -> ExecutableReturnsRows:
                     )
                 ),
             ),
-            or_(min_priority.is_(None), job.c.priority >= min_priority),
-            or_(max_priority.is_(None), job.c.priority <= max_priority),
-            or_(group_default.is_(None), job.c.group_id.is_(None), group_active < group_limit),
+            or_(min_priority.is_(None), j.c.priority >= min_priority),
+            or_(max_priority.is_(None), j.c.priority <= max_priority),
+            or_(group_default.is_(None), j.c.group_id.is_(None), group_active < group_limit),
         )
-        .order_by(job.c.priority.desc(), job.c.created_on)
+        .order_by(j.c.priority.desc(), j.c.created_on)
         .limit(bindparam("batch_size", type_=Integer))
         .with_for_update(skip_locked=True)
         .cte("candidates")
@@ -343,23 +354,24 @@ def _fetch() -> ExecutableReturnsRows:
     chosen = (
         select(r.id)
         .where(
-            or_(policy.not_in(_GATED), policy.is_(None), r.key_rank == 1),
+            or_(policy.not_in(_GATED), policy.is_(None), r.key_rank == _const("1")),
             or_(group_default.is_(None), r.group_id.is_(None), r.group_active + r.group_rank <= r.group_limit),
         )
         .cte("chosen")
     )
+    u = _as_alias(job.alias("u"))  # "u.x" 37 times in RETURNING, not "<schema>.job.x"
     activate = (
-        update(job)
+        update(u)
         # = ANY(ARRAY(...)), not a join: the planner would hash-join a small batch against a scan of the whole
         # table; this is an index lookup per id, whatever the table's size.
-        .where(job.c.name == _queue_name, job.c.id == any_(func.array(select(chosen.c.id).scalar_subquery())))
+        .where(u.c.name == _queue_name, u.c.id == any_(func.array(select(chosen.c.id).scalar_subquery())))
         .values(
-            state=JobState.active,
+            state=_state(JobState.active),
             started_on=JOB_NOW,
             heartbeat_on=JOB_NOW,
-            retry_count=case((job.c.started_on.is_not(None), job.c.retry_count + 1), else_=job.c.retry_count),
+            retry_count=case((u.c.started_on.is_not(None), u.c.retry_count + _const("1")), else_=u.c.retry_count),
         )
-        .returning(*job.c)
+        .returning(*u.c)
     )
     return select(Job).from_statement(activate)
 
