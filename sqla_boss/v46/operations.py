@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 
 from sqla_boss.errors import (
     DeadLetterQueueNotFoundError,
+    InvalidCronError,
     InvalidOptionError,
     JobConflictError,
     QueueInUseError,
@@ -369,7 +370,7 @@ class Operations46(Operations):
         if missed not in (None, "skip", "once"):
             raise InvalidOptionError(f"missed must be one of: skip, once; not {missed!r}")
         if not isinstance(cron, str) or not cron.strip():
-            raise InvalidOptionError(f"cron expression must be a non-empty string, not {cron!r}")
+            raise InvalidCronError(f"cron expression must be a non-empty string, not {cron!r}")
         if _RRULE.search(cron):
             kind, timezone = "rrule", schedules.time_zone(tz)
             _check_rrule(cron)
@@ -464,7 +465,7 @@ def _check_rrule(expression: str) -> None:
     try:
         rrule.rrulestr(expression, forceset=True)
     except (ValueError, TypeError) as exc:
-        raise InvalidOptionError(f"schedule rule {expression!r} is not an RFC 5545 rule: {exc}") from None
+        raise InvalidCronError(f"schedule rule {expression!r} is not an RFC 5545 rule: {exc}") from None
 
 
 __all__ = ["Operations46", "QueueStats", "notify_channel"]
