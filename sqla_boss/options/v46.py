@@ -19,7 +19,16 @@ from sqla_boss.errors import InvalidOptionError, InvalidQueueNameError, Unsuppor
 from sqla_boss.options.names import job_id
 from sqla_boss.options.payloads import check_structure, json_text
 from sqla_boss.options.timing import MAX_EXPIRE_SECONDS, start_after_text
-from sqla_boss.options.values import MAX_DURATION_SECONDS, flag, integer, is_utf8, seconds, text, too_long
+from sqla_boss.options.values import (
+    MAX_DURATION_SECONDS,
+    flag,
+    integer,
+    is_utf8,
+    number_text,
+    seconds,
+    text,
+    too_long,
+)
 
 _NAME = re.compile(r"[A-Za-z0-9_.\-/]+")
 
@@ -252,7 +261,7 @@ def job_input(name: object, data: Any, options: Mapping[str, Any], *, what: str 
         data=data,
         id=None if options.get("id") is None else job_id(options["id"], operation=what),
         priority=_optional_integer(options, "priority"),
-        start_after=start_after_text(options.get("start_after")),
+        start_after=_start_after(options.get("start_after"), what),
         singleton_key=None if options.get("singleton_key") is None else text("singleton_key", options["singleton_key"]),
         singleton_seconds=None if raw_slot is None else _whole_seconds(options, "singleton_seconds", minimum=1),
         group_id=group_id,
@@ -270,6 +279,16 @@ def job_input(name: object, data: Any, options: Mapping[str, Any], *, what: str 
         dead_letter=_optional_name(options, "dead_letter"),
         trace_context=_trace_context(options.get("trace_context")),
     )
+
+
+def _start_after(value: object, what: str) -> str | None:
+    """``start_after`` as the insert statement reads it. A send takes a number of seconds up to 0 as now, but
+    pg-boss 12's ``insert`` passes a negative number through: the job starts that long ago (§4.6)."""
+    if what == "insert" and isinstance(value, (int, float, dt.timedelta)) and not isinstance(value, bool):
+        amount = seconds("start_after", value)
+        if amount < 0:
+            return number_text(amount)
+    return start_after_text(value)
 
 
 def send_input(name: object, data: Any, options: Mapping[str, Any]) -> tuple[JobInput, bool]:
