@@ -11,7 +11,7 @@ import hashlib
 import json
 import re
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, ClassVar, NoReturn
@@ -205,6 +205,17 @@ class Operations46(Operations):
 
     def _insert_params(self) -> Mapping[str, Any]:
         return self._notify_params
+
+    def _insert_records(self, records: list[dict[str, Any]]) -> Generator[Step, Any, tuple[list[uuid.UUID], float]]:
+        # pg-boss 12 refuses a batch naming one job twice (§4.6); the statement would drop the second silently.
+        named: set[tuple[str, str]] = set()
+        for record in records:
+            if "id" in record:
+                key = (record["name"], record["id"])
+                if key in named:
+                    raise InvalidOptionError(f"duplicate job id in insert batch: {key[1]} (queue {key[0]!r})")
+                named.add(key)
+        return (yield from super()._insert_records(records))
 
     # ---------------------------------------------------------------------------------------- fetching
 
