@@ -217,6 +217,21 @@ class Operations46(Operations):
                 named.add(key)
         return (yield from super()._insert_records(records))
 
+    def publish(self, event: object, data: Any, options: Mapping[str, Any]) -> Operation[list[uuid.UUID]]:
+        # A key_strict_fifo subscriber refuses a job without a key: refuse before sending to any subscriber, so
+        # that nothing is written (pg-boss 12 sends to the others, then throws an AggregateError).
+        event_name = names.event_name(event)
+        job, _ = self._send_input("publish", data, options)
+        if job.singleton_key is None:
+            rows = yield Step(self.sql.KEY_STRICT_FIFO_SUBSCRIBERS, {"event_name": event_name}, "rows")
+            if rows:
+                fifo = ", ".join(repr(name) for (name,) in rows)
+                raise InvalidOptionError(
+                    f"queue {fifo} subscribed to {event_name!r} is key_strict_fifo: publish needs a singleton_key; "
+                    "nothing was sent"
+                )
+        return (yield from super().publish(event, data, options))
+
     # ---------------------------------------------------------------------------------------- fetching
 
     def fetch(  # type: ignore[override]
