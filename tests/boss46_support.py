@@ -29,9 +29,11 @@ QUEUE = Queue.__table__
 
 
 @pytest.fixture(scope="module", name="schema_version")
-def schema_version_46() -> int:
-    """This module's schema is at version 46: ``from boss46_support import schema_version_46, installed_schema``."""
-    return 46
+def schema_version_46(request: pytest.FixtureRequest) -> int:
+    """This module's schema is at version 46 (import it with :func:`installed_schema_46`), unless a test asks for
+    another with ``@pytest.mark.parametrize("schema_version", [24], indirect=True)``."""
+    version: int = getattr(request, "param", 46)
+    return version
 
 
 @pytest.fixture(scope="module", name="installed_schema")
