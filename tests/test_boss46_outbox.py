@@ -315,3 +315,39 @@ def test_deleting_a_partitioned_queue_holds_the_job_table_until_the_end(
     assert not _table_exists(engine, table)
     assert committed_count(engine, installed_schema, "queue", "name = 'part'") == 0
     assert committed_count(engine, installed_schema, "job", "name = 'stale'") == 1
+
+
+# ------------------------------------------------------------------------------------ concurrent fetchers
+
+
+def test_a_fetch_passes_over_the_jobs_another_transaction_holds(
+    committing_session_factory: sessionmaker[Session], setup: Any
+) -> None:
+    with committing_session_factory.begin() as session:
+        sent = {setup(session).send("work", {"n": n}) for n in range(2)}
+    with committing_session_factory() as first, committing_session_factory() as second:
+        [held] = setup(first).fetch("work")
+        [other] = setup(second).fetch("work")  # SKIP LOCKED: no waiting for the first transaction
+        assert {held.id, other.id} == sent
+        assert setup(second).fetch("work") == []
+        first.rollback()
+        [again] = setup(second).fetch("work")
+        assert again.id == held.id
+
+
+def test_key_strict_fifo_keeps_a_keys_order_across_transactions(
+    committing_session_factory: sessionmaker[Session], engine: Engine, installed_schema: str, setup: Any
+) -> None:
+    with committing_session_factory.begin() as session:
+        boss = setup(session)
+        head = boss.send("fifo", {"n": 1}, singleton_key="k")
+        boss.send("fifo", {"n": 2}, singleton_key="k")
+        other_key = boss.send("fifo", {"n": 3}, singleton_key="other")
+    schema = quote_identifier(installed_schema)
+    older = text(f"UPDATE {schema}.job SET created_on = created_on - interval '1 minute' WHERE id = :id")
+    with engine.begin() as connection:  # the head is the older one
+        connection.execute(older, {"id": head})
+    with committing_session_factory() as first, committing_session_factory() as second:
+        assert {job.id for job in setup(first).fetch("fifo", batch_size=10)} == {head, other_key}
+        # The head is locked by the first transaction; the job behind it is no head, so nothing is handed out.
+        assert setup(second).fetch("fifo", batch_size=10) == []
