@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -128,10 +129,15 @@ class SyncClient:
                 Boss(session, schema).insert(jobs)
         return Timing(time.perf_counter() - started, count)
 
-    def drain(self, count: int, batch: int, consumers: int) -> Timing:
+    def drain(self, count: int, batch: int, consumers: int, *, autocommit: bool = False) -> Timing:
+        """Consumers fetching and completing; each fetch and its complete in one transaction, or with
+        ``autocommit`` each its own statement on an autocommit connection, as pg-boss's two calls are."""
         schema, queue = self.target.schema, self.target.queue
         done = 0
         lock = threading.Lock()
+        engine = self.engine.execution_options(
+            isolation_level="AUTOCOMMIT", schema_translate_map=schema_translate_map(schema)
+        )
 
         def consume() -> None:
             nonlocal done
@@ -139,8 +145,12 @@ class SyncClient:
                 with lock:
                     if done >= count:
                         return
-                with self.sessions.begin() as session:
-                    boss = Boss(session, schema)
+                with contextlib.ExitStack() as stack:
+                    if autocommit:
+                        bind: Any = stack.enter_context(engine.connect())
+                    else:
+                        bind = stack.enter_context(self.sessions.begin())
+                    boss = Boss(bind, schema)
                     jobs = boss.fetch(queue, batch_size=batch)
                     if not jobs:
                         return
@@ -281,16 +291,25 @@ class AsyncClient:
 
         return self._run(run())  # type: ignore[no-any-return]
 
-    def drain(self, count: int, batch: int, consumers: int) -> Timing:
+    def drain(self, count: int, batch: int, consumers: int, *, autocommit: bool = False) -> Timing:
+        """As :meth:`SyncClient.drain`, on asyncio."""
+
         async def run() -> Timing:
             schema, queue = self.target.schema, self.target.queue
             done = 0
+            engine = self.engine.execution_options(
+                isolation_level="AUTOCOMMIT", schema_translate_map=schema_translate_map(schema)
+            )
 
             async def consume() -> None:
                 nonlocal done
                 while done < count:
-                    async with self.sessions.begin() as session:
-                        boss = AsyncBoss(session, schema)
+                    async with contextlib.AsyncExitStack() as stack:
+                        if autocommit:
+                            bind: Any = await stack.enter_async_context(engine.connect())
+                        else:
+                            bind = await stack.enter_async_context(self.sessions.begin())
+                        boss = AsyncBoss(bind, schema)
                         jobs = await boss.fetch(queue, batch_size=batch)
                         if not jobs:
                             return
@@ -426,13 +445,15 @@ def _captured_send(target: Target) -> tuple[str, dict[str, Any]]:
 
 
 class PgBossClient:
-    name = "pg-boss 10.4.2"
+    """pg-boss 10.4.2 (``major`` 10) or 12.38.0 (12), run by ``pgboss_bench.mjs`` in a Node process per run."""
 
-    def __init__(self, target: Target) -> None:
+    def __init__(self, target: Target, major: int = 10) -> None:
         self.target = target
         sys.path.insert(0, str(ROOT / "tests"))
         import pgboss  # tests/pgboss.py: installs pg-boss from the lock file, as the interop tests do
 
+        self.package = pgboss.PGBOSS12_PACKAGE if major == 12 else pgboss.PGBOSS_PACKAGE
+        self.name = f"pg-boss {pgboss.PACKAGE_VERSIONS[self.package]}"
         self.node, npm = pgboss.find_node()
         self.script = pgboss.install(npm, script=NODE_SCRIPT)
         self.connection_string = pgboss.node_connection_string(target.url)
@@ -458,6 +479,7 @@ class PgBossClient:
             text=True,
             cwd=self.script.parent,
             timeout=3600,
+            env={**os.environ, "PGBOSS_PACKAGE": self.package},
         )
         if completed.returncode != 0:
             raise RuntimeError(f"pg-boss {workload} failed:\n{completed.stderr}")

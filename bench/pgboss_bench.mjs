@@ -1,4 +1,6 @@
-// The pg-boss 10.4.2 side of `python -m bench`: runs one workload and prints its timing as JSON.
+// The pg-boss side of `python -m bench`: runs one workload and prints its timing as JSON. The pg-boss is the
+// package named by $PGBOSS_PACKAGE: `pg-boss` (10.4.2, the default) or `pg-boss-12` (12.38.0, whose `insert`
+// takes the queue first, and which starts without migrating, registering or listening here).
 //
 // Command (stdin): {"connectionString", "schema", "queue", "workload", "params"}. pg-boss starts on the schema
 // sqla_boss installed (it adopts it unchanged), with supervise and schedule off, so only the workload runs.
@@ -8,7 +10,9 @@
 // (W6: send, then the time until work()'s handler starts).
 
 import { readFileSync } from 'node:fs'
-import PgBoss from 'pg-boss'
+const loaded = await import(process.env.PGBOSS_PACKAGE ?? 'pg-boss')
+const PgBoss = loaded.PgBoss ?? loaded.default
+const twelve = loaded.PgBoss !== undefined
 
 const command = JSON.parse(readFileSync(0, 'utf8'))
 const { queue, params } = command
@@ -17,7 +21,8 @@ const boss = new PgBoss({
   schema: command.schema,
   supervise: false,
   schedule: false,
-  max: 10
+  max: 10,
+  ...(twelve ? { migrate: false, registerInstance: false } : {})
 })
 boss.on('error', error => process.stderr.write(`pg-boss error: ${error.message}\n`))
 await boss.start()
@@ -37,9 +42,9 @@ async function insert () {
   for (let first = 0; first < params.count; first += params.batch) {
     const jobs = []
     for (let n = first; n < Math.min(params.count, first + params.batch); n++) {
-      jobs.push({ name: queue, data: { n } })
+      jobs.push(twelve ? { data: { n } } : { name: queue, data: { n } })
     }
-    await boss.insert(jobs)
+    await (twelve ? boss.insert(queue, jobs) : boss.insert(jobs))
   }
   return { seconds: (now() - started) / 1000, jobs: params.count }
 }

@@ -45,8 +45,12 @@ from sqla_boss.database import DATABASE_URL_ENV, normalize_url
 SCHEMA = "bench_sqla_boss"
 QUEUE = "bench"
 PGBOSS = "pg-boss 10.4.2"
+PGBOSS12 = "pg-boss 12.38.0"
+PGBOSS_COLUMNS = {10: PGBOSS, 12: PGBOSS12}
+"""The pg-boss of ``--pgboss 10`` (schema version 24, every workload) and ``--pgboss 12`` (version 46: the
+repository's workloads W1-W4 and W7, sqla_boss's workers running version 24 only)."""
 PYTHON = ("sqla_boss sync", "sqla_boss async")
-COLUMNS = (*PYTHON, "raw psycopg", PGBOSS)
+COLUMNS = (*PYTHON, "raw psycopg", PGBOSS, PGBOSS12)
 """The table's first columns, in this order; the peers' columns (named with their versions) follow."""
 TUNED = {"batch": 100, "registrations": 4, "polling_interval": 0.5}
 """pg-boss's tuned ``work()`` (W5, W8): batchSize 100, pollingIntervalSeconds 0.5, four ``work()`` calls."""
@@ -74,6 +78,12 @@ class Bench:
     clients: dict[str, Any]
     rows: list[Row] = field(default_factory=list)
     say: Callable[[str], None] = print
+    pgboss: int = 10
+    """The pg-boss major release, and so the schema version, of this run."""
+
+    @property
+    def pgboss_name(self) -> str:
+        return PGBOSS_COLUMNS[self.pgboss]
 
     def count(self, full: int) -> int:
         return max(1, int(full * self.scale))
@@ -82,7 +92,8 @@ class Bench:
 
     def reset(self, backlog: int = 0) -> None:
         with self.engine.begin() as connection:
-            connection.execute(text(f"TRUNCATE {SCHEMA}.job, {SCHEMA}.archive, {SCHEMA}.bench_effects"))
+            archive = f", {SCHEMA}.archive" if self.pgboss == 10 else ""
+            connection.execute(text(f"TRUNCATE {SCHEMA}.job{archive}, {SCHEMA}.bench_effects"))
         if backlog:
             with Session(self.engine) as session, session.begin():
                 boss = Boss(session, SCHEMA)
@@ -109,7 +120,10 @@ class Bench:
 
     def set_index(self, present: bool) -> None:
         """Install or remove the opt-in fetch index through its Alembic revision, as a user would, then give
-        every client fresh connections: a prepared fetch keeps the plan it was made with (see README)."""
+        every client fresh connections: a prepared fetch keeps the plan it was made with (see README). Version
+        46 has no such index (its own indexes serve the fetch): nothing to do there."""
+        if self.pgboss == 12:
+            return
         if present:
             migrations.upgrade(self.engine, schema=SCHEMA, fetch_index=True)
         else:
@@ -177,7 +191,10 @@ def run_workloads(bench: Bench, only: set[str] | None, indexes: tuple[bool, ...]
         return only is None or name in only
 
     python = list(PYTHON)
-    every = [*python, PGBOSS]
+    every = [*python, bench.pgboss_name]
+    if bench.pgboss == 12:  # the repository's workloads alone, without the version-24 fetch index
+        only = {"W1", "W2", "W3", "W4", "W7"} & (only or {"W1", "W2", "W3", "W4", "W7"})
+        indexes = (False,)
     peers = bench.peers()
 
     if wanted("W1"):
@@ -190,8 +207,9 @@ def run_workloads(bench: Bench, only: set[str] | None, indexes: tuple[bool, ...]
             bench.measure("W1 single sends, own transaction", name, lambda c: c.send(count), sent)
         for name in python:
             bench.measure("W1 single sends, autocommit", name, lambda c: c.send_autocommit(count), sent)
-        bench.measure("W1 raw prepared, own transaction", "raw psycopg", lambda c: c.send(count), sent)
-        bench.measure("W1 raw prepared, autocommit", "raw psycopg", lambda c: c.send(count, autocommit=True), sent)
+        if bench.pgboss == 10:  # the raw client's statement is version 24's
+            bench.measure("W1 raw prepared, own transaction", "raw psycopg", lambda c: c.send(count), sent)
+            bench.measure("W1 raw prepared, autocommit", "raw psycopg", lambda c: c.send(count, autocommit=True), sent)
         for name in peers:
             peer = bench.clients[name]
             bench.measure(
@@ -263,6 +281,14 @@ def run_workloads(bench: Bench, only: set[str] | None, indexes: tuple[bool, ...]
                             title,
                             name,
                             lambda c, b=batch, n=count, k=consumers: c.drain(n, b, k),
+                            drained(count, backlog),
+                            backlog=backlog,
+                        )
+                    for name in python:  # fetch and complete each its own statement, as pg-boss's two calls
+                        bench.measure(
+                            f"{title}, autocommit",
+                            name,
+                            lambda c, b=batch, n=count, k=consumers: c.drain(n, b, k, autocommit=True),
                             drained(count, backlog),
                             backlog=backlog,
                         )
@@ -419,7 +445,7 @@ def table(rows: list[Row]) -> str:
                 continue
             span = f"{_number(min(row.runs))}-{_number(max(row.runs))}"
             cells.append(f"{_number(row.median)} {row.unit} ({span}{_extras(row, _number)})")
-        reference = found.get(PGBOSS) or _reference(rows, workload)
+        reference = found.get(PGBOSS) or found.get(PGBOSS12) or _reference(rows, workload)
         ratios = []
         for name in PYTHON:
             row = found.get(name)
@@ -464,9 +490,22 @@ def table_from_json(path: str) -> str:
 def _reference(rows: list[Row], workload: str) -> Row | None:
     """Our worker rows compare with pg-boss's work() row of the same index setting: those fetching 100 jobs at
     a time (the transactional worker's too) with work() tuned (batchSize 100), the others with its defaults."""
+    if workload.startswith(("W3", "W4")) and workload.endswith(", autocommit"):
+        return next(
+            (
+                row
+                for row in rows
+                if row.workload == workload.removesuffix(", autocommit") and row.client in (PGBOSS, PGBOSS12)
+            ),
+            None,
+        )
     if workload.startswith("W1 single sends, autocommit"):
         return next(
-            (row for row in rows if row.workload == "W1 single sends, own transaction" and row.client == PGBOSS),
+            (
+                row
+                for row in rows
+                if row.workload == "W1 single sends, own transaction" and row.client in (PGBOSS, PGBOSS12)
+            ),
             None,
         )
     if workload.startswith(("W5 worker", "W5 transactional worker")):
@@ -507,6 +546,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default="bench-results.json", help="where to write the results")
     parser.add_argument("--no-pgboss", action="store_true", help="skip pg-boss (no Node needed)")
     parser.add_argument(
+        "--pgboss",
+        type=int,
+        choices=[10, 12],
+        default=10,
+        help="10: schema version 24 beside pg-boss 10.4.2 (default); 12: version 46 beside pg-boss 12.38.0, "
+        "the repository's workloads (W1-W4, W7)",
+    )
+    parser.add_argument(
         "--no-peers", action="store_true", help="skip the Python peers, procrastinate and pgqueuer (the bench extra)"
     )
     parser.add_argument(
@@ -521,7 +568,7 @@ def main(argv: list[str] | None = None) -> int:
     with database() as url:
         engine = create_engine(url)
         drop_bench_schema(engine)
-        migrations.upgrade(engine, schema=SCHEMA)
+        migrations.upgrade(engine, schema=SCHEMA, pgboss=args.pgboss)
         with Session(engine) as session, session.begin():
             Boss(session, SCHEMA).create_queue(QUEUE)
         effects_table(SCHEMA).create(engine)
@@ -529,13 +576,14 @@ def main(argv: list[str] | None = None) -> int:
         clients: dict[str, Any] = {
             "sqla_boss sync": SyncClient(target),
             "sqla_boss async": AsyncClient(target),
-            "raw psycopg": RawClient(target),
         }
+        if args.pgboss == 10:
+            clients["raw psycopg"] = RawClient(target)
         if not args.no_pgboss:
-            clients[PGBOSS] = PgBossClient(target)
-        if not args.no_peers:
+            clients[PGBOSS_COLUMNS[args.pgboss]] = PgBossClient(target, args.pgboss)
+        if not args.no_peers and args.pgboss == 10:
             clients |= peer_clients(target)
-        bench = Bench(engine, target, args.repeat, args.scale, clients)
+        bench = Bench(engine, target, args.repeat, args.scale, clients, pgboss=args.pgboss)
         with engine.connect() as connection:
             server = connection.execute(text("SHOW server_version")).scalar_one()
         print(f"PostgreSQL {server} at {url.render_as_string(hide_password=True)}; {args.repeat} runs each")
@@ -557,6 +605,7 @@ def main(argv: list[str] | None = None) -> int:
             "cpus": os.cpu_count(),
             "repeat": args.repeat,
             "scale": args.scale,
+            "pgboss": PGBOSS_COLUMNS[args.pgboss],
             "peers": peer_versions() if bench.peers() else {},
             "seconds": round(time.perf_counter() - started, 1),
             "rows": [asdict(row) | {"median": row.median} for row in bench.rows],

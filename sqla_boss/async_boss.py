@@ -164,14 +164,16 @@ class AsyncBoss:
         return await self._run(lambda o: o.update_queue(name, settings))
 
     async def delete_queue(self, name: str) -> bool:
-        """Delete an empty queue, its partition, schedule and subscriptions; ``False`` if there was none.
+        """Delete a queue, its schedules and subscriptions (and its partition, if it has one); ``False`` if there
+        was none. On version 24 the queue must be empty; on version 46 its jobs go with it, as in pg-boss 12.
 
-        Runs in your transaction and does not commit. Dropping the partition takes an ACCESS EXCLUSIVE lock
-        on ``job`` and ``queue`` until your transaction ends, which blocks every send, fetch and read of
-        jobs meanwhile, Node pg-boss's included: commit soon.
+        Runs in your transaction and does not commit. Dropping a partition takes an ACCESS EXCLUSIVE lock on
+        ``job`` and ``queue`` until your transaction ends, which blocks every send, fetch and read of jobs
+        meanwhile, Node pg-boss's included: commit soon. On version 46 it also takes pg-boss 12's
+        ``delete-queue`` advisory lock.
 
         Raises:
-            QueueNotEmptyError: the queue still holds jobs (pg-boss's SQL would fail the transaction).
+            QueueNotEmptyError: version 24: the queue still holds jobs (pg-boss's SQL would fail the transaction).
             QueueInUseError: another queue or a job uses it as a dead letter queue.
         """
         return await self._run(lambda o: o.delete_queue(name))

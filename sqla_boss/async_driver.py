@@ -15,7 +15,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.util import greenlet_spawn
 
 from sqla_boss.binding import bind_session, expire_stale, pool_of, read_result
-from sqla_boss.direct import DirectStatement, direct_statement, sync_connection, untouched_transaction
+from sqla_boss.direct import (
+    DirectStatement,
+    autocommitting,
+    direct_statement,
+    sync_connection,
+    untouched_transaction,
+)
 from sqla_boss.flavours import ASYNC
 from sqla_boss.identifiers import validate_schema_name
 from sqla_boss.operations import Expire, Operation, Step, verify_schema
@@ -124,7 +130,12 @@ class AsyncDriver:
     ) -> Any:
         if not step.savepoint:
             return await self._execute(bind, connection, step)
-        raw = untouched_transaction(await self._connection(bind, connection))
+        current = await self._connection(bind, connection)
+        if autocommitting(current):
+            # The statement is a transaction of its own (and a SAVEPOINT an error there): a failure undoes it
+            # alone, as rolling back to a savepoint would.
+            return await self._execute(bind, connection, step)
+        raw = untouched_transaction(current)
         if raw is None:
             async with bind.begin_nested():
                 return await self._execute(bind, connection, step)

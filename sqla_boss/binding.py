@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Result, event
+from sqlalchemy import Connection, Engine, Result, event, inspect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import ORMExecuteState, Session
 from sqlalchemy.orm.util import identity_key
@@ -95,7 +95,11 @@ def expire_stale(session: Session | AsyncSession, step: Expire) -> None:
     for model, key in step.keys:
         stale = session.identity_map.get(identity_key(model, key))
         if stale is not None:
-            session.expire(stale)
+            if step.keep:
+                attributes = inspect(stale).mapper.attrs
+                session.expire(stale, [prop.key for prop in attributes if prop.key not in step.keep])
+            else:
+                session.expire(stale)
 
 
 def pool_of(bind: Session | AsyncSession | Connection | AsyncConnection) -> object:

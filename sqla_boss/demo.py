@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import URL, DateTime, Engine, MetaData, String, create_engine, delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
@@ -29,13 +29,17 @@ from sqla_boss.async_worker import AsyncWorker
 from sqla_boss.boss import Boss
 from sqla_boss.database import DATABASE_URL_ENV, normalize_url
 from sqla_boss.identifiers import quote_identifier, validate_schema_name
-from sqla_boss.models import Job, JobState
+from sqla_boss.models import Job as Job24
+from sqla_boss.models import JobState
 from sqla_boss.schema import schema_translate_map
+from sqla_boss.v46.models import Job as Job46
 from sqla_boss.worker import Worker
 
 BOSS_SCHEMA = "sqla_boss_demo"
 """The pg-boss schema the demo installs on its embedded server (never your ``pgboss``); on a server of yours,
 each run takes one of its own (``sqla_boss_demo_<random>``), so that two runs never collide."""
+BOSS_SCHEMA_12 = "sqla_boss_demo12"
+"""The pg-boss schema of ``sqla-boss demo --pgboss 12`` on the embedded server: version 46, beside the other."""
 APP_SCHEMA = "sqla_boss_demo_app"
 """The schema the ``orders`` model names; each run translates it to ``<its pg-boss schema>_app``."""
 QUEUE = "order-confirmation"
@@ -94,8 +98,15 @@ class Summary:
     states: dict[str, int] = field(default_factory=dict)
 
 
-def run(*, say: Callable[[str], None] = print, use_async: bool = False, schema: str | None = None) -> Summary:
+def run(
+    *, say: Callable[[str], None] = print, use_async: bool = False, schema: str | None = None, pgboss: int = 10
+) -> Summary:
     """Run the demo and print what happens; returns the summary it printed.
+
+    ``pgboss``: the release whose schema the demo installs, 10 (version 24) or 12 (version 46, in a schema of
+    its own on the embedded server: :data:`BOSS_SCHEMA_12`). On 12, where sqla_boss's workers do not run yet,
+    the queue is worked off by ``Boss.fetch`` and ``complete`` in one transaction per job, which commits the
+    confirmation with it, as the transactional worker does on 10.
 
     With ``use_async`` the orders are placed and worked off through :class:`~sqla_boss.AsyncBoss` on an
     ``AsyncSession`` (psycopg's async driver); the rows are the same. ``schema``: the pg-boss schema to use
@@ -109,11 +120,12 @@ def run(*, say: Callable[[str], None] = print, use_async: bool = False, schema: 
     if schema is not None:
         validate_schema_name(schema)
     with _database(say) as (engine, server_mode):
+        base = BOSS_SCHEMA_12 if pgboss == 12 else BOSS_SCHEMA
         if schema is None:
-            schema = f"{BOSS_SCHEMA}_{uuid.uuid4().hex[:8]}" if server_mode else BOSS_SCHEMA
+            schema = f"{base}_{uuid.uuid4().hex[:8]}" if server_mode else base
         schemas = Schemas(schema, validate_schema_name(f"{schema}_app"))
         try:
-            return _run(engine, say, use_async, schemas)
+            return _run(engine, say, use_async, schemas, pgboss)
         finally:
             if server_mode:
                 _clean_up(engine, schemas)
@@ -146,15 +158,20 @@ def _database(say: Callable[[str], None]) -> Iterator[tuple[Engine, bool]]:
         server.stop()
 
 
-def _run(engine: Engine, say: Callable[[str], None], use_async: bool, schemas: Schemas) -> Summary:
+def _run(engine: Engine, say: Callable[[str], None], use_async: bool, schemas: Schemas, pgboss: int) -> Summary:
     summary = Summary()
-    migrations.upgrade(engine, schema=schemas.boss)
+    migrations.upgrade(engine, schema=schemas.boss, pgboss=pgboss)
+    Job: Any = Job46 if pgboss == 12 else Job24
     jobs_engine = schemas.translated(engine)
     with jobs_engine.begin() as connection:
         connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(schemas.app)}"))
         _Base.metadata.drop_all(connection)
         _Base.metadata.create_all(connection)
-    say(f"Installed the pg-boss schema {schemas.boss!r} and created the table {schemas.app}.orders.\n")
+    version = 46 if pgboss == 12 else 24
+    say(
+        f"Installed the pg-boss schema {schemas.boss!r} (version {version}, pg-boss {pgboss}) and created the table "
+        f"{schemas.app}.orders.\n"
+    )
 
     with Session(jobs_engine) as session, session.begin():
         boss = Boss(session, schema=schemas.boss)
@@ -165,9 +182,9 @@ def _run(engine: Engine, say: Callable[[str], None], use_async: bool, schemas: S
 
     say("Placing orders; each order and its confirmation job commit in one transaction:")
     if use_async:
-        asyncio.run(_place_and_work_async(engine.url, schemas, summary, say))
+        asyncio.run(_place_and_work_async(engine.url, schemas, summary, say, pgboss))
     else:
-        _place_and_work(jobs_engine, schemas.boss, summary, say)
+        _place_and_work(jobs_engine, schemas.boss, summary, say, pgboss)
 
     with Session(jobs_engine) as session:
         rows = session.execute(
@@ -185,7 +202,9 @@ def _run(engine: Engine, say: Callable[[str], None], use_async: bool, schemas: S
     return summary
 
 
-def _place_and_work(jobs_engine: Engine, schema: str, summary: Summary, say: Callable[[str], None]) -> None:
+def _place_and_work(
+    jobs_engine: Engine, schema: str, summary: Summary, say: Callable[[str], None], pgboss: int
+) -> None:
     for customer, cents, behaviour in ORDERS:
         try:
             with Session(jobs_engine, expire_on_commit=False) as session, session.begin():
@@ -198,11 +217,14 @@ def _place_and_work(jobs_engine: Engine, schema: str, summary: Summary, say: Cal
         except PaymentDeclined as exc:
             _declined(customer, cents, exc, summary, say)
 
+    if pgboss == 12:
+        _work_off_with_boss(jobs_engine, schema, summary, say)
+        return
     say("\nWorking off the queue with a Worker (transactional: each confirmation commits with its job):")
     worker = Worker(jobs_engine, schema, supervise=False, schedule=False, polling_interval_seconds=0.5)
 
     @worker.work(QUEUE, concurrency=2, transactional=True)
-    def confirm(jobs: list[Job], session: Session) -> dict[str, str]:
+    def confirm(jobs: list[Job24], session: Session) -> dict[str, str]:
         (job,) = jobs
         failure = _outcome(job, summary, say)
         if failure is not None:
@@ -217,7 +239,9 @@ def _place_and_work(jobs_engine: Engine, schema: str, summary: Summary, say: Cal
         worker.stop()
 
 
-async def _place_and_work_async(url: URL, schemas: Schemas, summary: Summary, say: Callable[[str], None]) -> None:
+async def _place_and_work_async(
+    url: URL, schemas: Schemas, summary: Summary, say: Callable[[str], None], pgboss: int
+) -> None:
     engine = create_async_engine(url, poolclass=NullPool)
     jobs_engine = schemas.translated(engine)
     try:
@@ -233,11 +257,14 @@ async def _place_and_work_async(url: URL, schemas: Schemas, summary: Summary, sa
             except PaymentDeclined as exc:
                 _declined(customer, cents, exc, summary, say)
 
+        if pgboss == 12:
+            await _work_off_with_async_boss(jobs_engine, schemas.boss, summary, say)
+            return
         say("\nWorking off the queue with an AsyncWorker (transactional: each confirmation commits with its job):")
         worker = AsyncWorker(jobs_engine, schemas.boss, supervise=False, schedule=False, polling_interval_seconds=0.5)
 
         @worker.work(QUEUE, concurrency=2, transactional=True)
-        async def confirm(jobs: list[Job], session: AsyncSession) -> dict[str, str]:
+        async def confirm(jobs: list[Job24], session: AsyncSession) -> dict[str, str]:
             (job,) = jobs
             failure = _outcome(job, summary, say)
             if failure is not None:
@@ -258,14 +285,57 @@ async def _place_and_work_async(url: URL, schemas: Schemas, summary: Summary, sa
         await engine.dispose()
 
 
+_WORK_OFF_12 = (
+    "\nWorking off the queue with Boss.fetch and complete, one transaction per job that commits the confirmation "
+    "with it (sqla_boss's workers run schema version 24 in this release):"
+)
+
+
+def _work_off_with_boss(jobs_engine: Engine, schema: str, summary: Summary, say: Callable[[str], None]) -> None:
+    say(_WORK_OFF_12)
+    deadline = time.monotonic() + WORK_OFF_SECONDS
+    while _pending(jobs_engine):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the demo's jobs were not worked off in {WORK_OFF_SECONDS} s")
+        with Session(jobs_engine) as session, session.begin():
+            boss = Boss(session, schema=schema)
+            for job in boss.fetch(QUEUE):
+                failure = _outcome(job, summary, say)
+                if failure is not None:
+                    boss.fail(QUEUE, [job], failure)
+                    continue
+                session.get_one(Order, job.data["order_id"]).confirmed_on = dt.datetime.now(dt.timezone.utc)
+                boss.complete(QUEUE, [job], {"emailed": job.data["customer"]})
+
+
+async def _work_off_with_async_boss(
+    jobs_engine: AsyncEngine, schema: str, summary: Summary, say: Callable[[str], None]
+) -> None:
+    say(_WORK_OFF_12.replace("Boss.fetch", "AsyncBoss.fetch"))
+    deadline = time.monotonic() + WORK_OFF_SECONDS
+    while await _pending_async(jobs_engine):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the demo's jobs were not worked off in {WORK_OFF_SECONDS} s")
+        async with AsyncSession(jobs_engine) as session, session.begin():
+            boss = AsyncBoss(session, schema=schema)
+            for job in await boss.fetch(QUEUE):
+                failure = _outcome(job, summary, say)
+                if failure is not None:
+                    await boss.fail(QUEUE, [job], failure)
+                    continue
+                (await session.get_one(Order, job.data["order_id"])).confirmed_on = dt.datetime.now(dt.timezone.utc)
+                await boss.complete(QUEUE, [job], {"emailed": job.data["customer"]})
+
+
 def _pending(jobs_engine: Engine) -> int:
+    """The demo's queued and active jobs (the queue's ``job`` table is the same of both versions for this)."""
     with Session(jobs_engine) as session:
-        return session.scalar(select(func.count()).where(Job.name == QUEUE, Job.state < JobState.completed)) or 0
+        return session.scalar(select(func.count()).where(Job24.name == QUEUE, Job24.state < JobState.completed)) or 0
 
 
 async def _pending_async(jobs_engine: AsyncEngine) -> int:
     async with AsyncSession(jobs_engine) as session:
-        found = await session.scalar(select(func.count()).where(Job.name == QUEUE, Job.state < JobState.completed))
+        found = await session.scalar(select(func.count()).where(Job24.name == QUEUE, Job24.state < JobState.completed))
         return found or 0
 
 
@@ -297,7 +367,7 @@ def _declined(customer: str, cents: int, exc: Exception, summary: Summary, say: 
     say(f"  {'order':<9} for {customer:<8} {cents / 100:>7.2f}  ROLLED BACK ({exc}): no order, no job")
 
 
-def _outcome(job: Job, summary: Summary, say: Callable[[str], None]) -> Exception | None:
+def _outcome(job: Job24 | Job46, summary: Summary, say: Callable[[str], None]) -> Exception | None:
     """What working ``job`` does: ``None`` to complete it, or the exception to fail it with."""
     data = job.data
     if data["behaviour"] == "flaky" and job.retry_count == 0:

@@ -121,6 +121,16 @@ def untouched_transaction(connection: Connection | AsyncConnection) -> Any | Non
     return raw if sync.in_transaction() and begins(raw) else None
 
 
+def autocommitting(connection: Connection | AsyncConnection) -> bool:
+    """Whether ``connection`` runs each statement as a transaction of its own (``isolation_level="AUTOCOMMIT"``,
+    on the connection, its engine's options or the engine itself). No I/O."""
+    sync = sync_connection(connection)
+    check = getattr(sync, "_is_autocommit_isolation", None)  # SQLAlchemy's own test, where it has one
+    if check is not None:
+        return bool(check())
+    return sync.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
+
+
 def _psycopg_under(connection: Connection | AsyncConnection) -> tuple[Connection, Any] | None:
     """The SQLAlchemy ``Connection`` and the psycopg connection under it, when it is open, valid, psycopg's, and
     of the caller's flavour: a sync ``Connection`` of an async engine (the ORM's ``run_sync``) holds psycopg's
@@ -149,4 +159,11 @@ def sync_connection(connection: Connection | AsyncConnection) -> Connection:
     return connection
 
 
-__all__ = ["DirectStatement", "begins", "direct_statement", "sync_connection", "untouched_transaction"]
+__all__ = [
+    "DirectStatement",
+    "autocommitting",
+    "begins",
+    "direct_statement",
+    "sync_connection",
+    "untouched_transaction",
+]

@@ -17,7 +17,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from sqla_boss.binding import bind_session, expire_stale, pool_of, read_result
-from sqla_boss.direct import DirectStatement, direct_statement, sync_connection, untouched_transaction
+from sqla_boss.direct import (
+    DirectStatement,
+    autocommitting,
+    direct_statement,
+    sync_connection,
+    untouched_transaction,
+)
 from sqla_boss.identifiers import validate_schema_name
 from sqla_boss.operations import Expire, Operation, Step, verify_schema
 from sqla_boss.schema import SUPPORTED_VERSIONS, schema_translate_map
@@ -123,7 +129,12 @@ class Driver:
     def _perform(self, bind: Session | Connection, connection: Connection | None, step: Step) -> Any:
         if not step.savepoint:
             return self._execute(bind, connection, step)
-        raw = untouched_transaction(self._connection(bind, connection))
+        current = self._connection(bind, connection)
+        if autocommitting(current):
+            # The statement is a transaction of its own (and a SAVEPOINT an error there): a failure undoes it
+            # alone, as rolling back to a savepoint would.
+            return self._execute(bind, connection, step)
+        raw = untouched_transaction(current)
         if raw is None:
             with bind.begin_nested():
                 return self._execute(bind, connection, step)

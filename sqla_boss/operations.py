@@ -76,6 +76,10 @@ class Expire:
     """
 
     keys: tuple[tuple[type[Any], tuple[Any, ...]], ...]
+    keep: frozenset[str] = frozenset()
+    """Attributes left as they are. Version 46 keeps a job's ``id``, ``name`` and ``retry_count``: the attempt a
+    worker holds, which fences its later calls, must not be re-read from a newer attempt (nor, on an
+    ``AsyncSession``, need I/O to read)."""
 
     @classmethod
     def jobs(cls, queue_name: str, ids: Iterable[uuid.UUID]) -> Expire:
@@ -277,7 +281,8 @@ class Operations:
     def _insert_params(self) -> Mapping[str, Any]:
         return self._default_params
 
-    def _expire_jobs(self, queue_name: str, ids: Iterable[uuid.UUID]) -> Expire:
+    def _expire_jobs(self, queue_name: str, ids: Iterable[uuid.UUID], *, deleted: bool = False) -> Expire:
+        """Expire the jobs' objects in the session (whole: a deleted job's too, so ``session.get`` finds it gone)."""
         return Expire(tuple((self.models.Job, (queue_name, job_id)) for job_id in ids))
 
     def _insert(self, jobs: list[Any]) -> Generator[Step, Any, tuple[list[uuid.UUID], float]]:

@@ -213,7 +213,7 @@ def supported_version(schema: str, version: int | None, runs: tuple[int, ...] = 
     if version is None:
         raise SchemaNotInstalledError(f"schema {schema!r} holds no pg-boss tables; run sqla-boss migrate")
     if version not in runs:
-        supported = ", ".join(map(str, runs))
+        supported = ", ".join(f"{number} ({KNOWN_VERSIONS[number]})" for number in runs)
         if version == v46.VERSION:
             why = (
                 "sqla_boss installs, adopts and upgrades to version 46, and its Boss runs it, but its workers and "
@@ -221,12 +221,15 @@ def supported_version(schema: str, version: int | None, runs: tuple[int, ...] = 
             )
         elif version < min(runs):
             why = "pg-boss 10.4 migrates it to 24 when it starts"
+        elif version < v46.VERSION:
+            why = "pg-boss 12.38 migrates it to 46 when it starts" + (
+                ", which sqla_boss's Boss runs" if v46.VERSION in runs else ""
+            )
         else:
             why = "a newer pg-boss migrated it, and cannot go back"
         raise SchemaVersionError(
             f"schema {schema!r} holds pg-boss schema version {version}; this sqla_boss runs version"
-            f"{'s' if len(runs) > 1 else ''} {supported} "
-            f"({v24.PGBOSS_RELEASES}); {why}",
+            f"{'s' if len(runs) > 1 else ''} {supported}; {why}",
             version,
             runs,
         )
@@ -240,14 +243,15 @@ def inspect_schema(connection: Connection, schema: str) -> tuple[SchemaState, in
     return (SchemaState.foreign if schema_has_objects(connection, schema) else SchemaState.absent), None
 
 
-def check_schema(connection: Connection, schema: str) -> int:
-    """The version of the pg-boss schema ``schema``, when this release runs it. Reads only; takes no lock.
+def check_schema(connection: Connection, schema: str, runs: tuple[int, ...] = SUPPORTED_VERSIONS) -> int:
+    """The version of the pg-boss schema ``schema``, when it is one of ``runs`` (by default what the workers and
+    maintenance run). Reads only; takes no lock.
 
     Raises:
         SchemaNotInstalledError, SchemaVersionError: see :func:`supported_version`.
     """
     state, version = inspect_schema(connection, schema)
-    return supported_version(schema, version if state is SchemaState.installed else None)
+    return supported_version(schema, version if state is SchemaState.installed else None, runs)
 
 
 def schema_has_objects(connection: Connection, schema: str) -> bool:

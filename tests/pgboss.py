@@ -35,7 +35,8 @@ For pg-boss 12.38.0, import ``pgboss12_fixture`` too and use the fixture ``pgbos
 Instance methods (``detectSchemaDrift``, ``schemaVersion``...) are plain :func:`call` actions after
 :func:`start`; :func:`static` calls a named export of the package (12.x: ``getConstructionPlans``,
 ``getMigrationPlans``...) or else a static of its class (10.x: ``PgBoss.getConstructionPlans``...) and needs
-no start; :func:`exports` lists both; :func:`listen` records more events (12.x's ``wip``, ``bam``, ``flow``...).
+no start; :func:`exports` lists both; :func:`listen` records more events (12.x's ``wip``, ``bam``, ``flow``...);
+:func:`attempt` is :func:`call` recording an error as its result instead of ending the run.
 
 ``pgboss.spawn(schema, actions)`` runs a list in the background instead, for a pg-boss working alongside the
 test (the driver's ``workSql`` and ``waitSql`` actions): see :meth:`PgBoss.spawn`.
@@ -117,6 +118,12 @@ def start(**options: Any) -> dict[str, Any]:
 def call(method: str, *args: Any) -> dict[str, Any]:
     """The action that awaits ``boss[method](...args)``; ``createQueue``, ``send``, ``fetch``, ``stop``..."""
     return {"action": method, "args": list(args)}
+
+
+def attempt(method: str, *args: Any) -> dict[str, Any]:
+    """Like :func:`call`, but an error does not end the run: the result is ``{"ok": True, "result": ...}`` or
+    ``{"ok": False, "error": {"name", "message", "code"...}}``, so one run can record several refusals."""
+    return {"action": "attempt", "args": [method, *args]}
 
 
 def static(name: str, *args: Any) -> dict[str, Any]:

@@ -39,6 +39,16 @@ PGBOSS_METHODS = {
     "schedule",
     "unschedule",
     "get_schedules",
+    # pg-boss 12's (schema version 46)
+    "touch",
+    "delete_queued_jobs",
+    "delete_stored_jobs",
+    "delete_all_jobs",
+    "get_queue_stats",
+    "find_jobs",
+    "get_schedule",
+    # sqla_boss's own: which of the two the schema is at
+    "version",
 }
 
 # How the async API may spell what the sync one says: read AsyncSession as Session, and so on.

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 from support import drop_schema, unique_name, wait_until
 
-from sqla_boss import Boss, migrations
+from sqla_boss import Boss, Maintenance, migrations
 from sqla_boss.errors import InvalidOptionError, MigrationError, SchemaVersionError
 from sqla_boss.identifiers import quote_identifier
 from sqla_boss.schema import schema_translate_map
@@ -480,8 +480,11 @@ def test_boss_and_the_command_line_know_version_46_and_say_what_runs_it(
 ) -> None:
     migrations.upgrade(engine, schema=schema_name, pgboss=12)
     translated = engine.execution_options(schema_translate_map=schema_translate_map(schema_name))
-    with Session(translated) as session, pytest.raises(SchemaVersionError, match=r"version 46.*run version 24 in this"):
-        Boss(session, schema_name).get_queues()
+    with Session(translated) as session:
+        assert Boss(session, schema_name).version() == 46  # the repository runs it
+        assert Boss(session, schema_name).get_queues() == []
+    with pytest.raises(SchemaVersionError, match=r"version 46.*its Boss runs it, but its workers and maintenance run"):
+        Maintenance(engine, schema_name).maintain()
     status, out, _ = run_in(schema_name, "current")
     assert status == 0
     assert "pg-boss version 46 (pg-boss 12.38), revision pgboss_v46" in out

@@ -51,6 +51,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--async", dest="use_async", action="store_true", help="do the same work through AsyncBoss")
     demo.add_argument(
+        "--pgboss",
+        type=int,
+        choices=[10, 12],
+        default=10,
+        help="the pg-boss release whose schema the demo installs: 10 (version 24, default) or 12 (version 46)",
+    )
+    demo.add_argument(
         "--schema",
         help="the pg-boss schema to use (default: one of the demo's own, new for each run on a server of yours)",
     )
@@ -87,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from sqla_boss import demo
 
-    demo.run(use_async=args.use_async, schema=args.schema)
+    demo.run(use_async=args.use_async, schema=args.schema, pgboss=args.pgboss)
     return 0
 
 

@@ -18,9 +18,11 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
 from sqla_boss.database import DATABASE_URL_ENV
+from sqla_boss.driver import Driver
 from sqla_boss.errors import InvalidOptionError
 from sqla_boss.identifiers import DEFAULT_SCHEMA
-from sqla_boss.schema import check_schema, schema_translate_map
+from sqla_boss.operations import Operations, operations_for
+from sqla_boss.schema import REPOSITORY_VERSIONS, check_schema, schema_translate_map
 
 Handler = Callable[[argparse.Namespace, URL], int]
 """A command: it gets the parsed arguments and the database URL, and returns the exit status."""
@@ -54,16 +56,24 @@ def engine_for(url: URL) -> Iterator[Engine]:
 
 @contextmanager
 def session_for(url: URL, schema: str) -> Iterator[Session]:
-    """A session on the pg-boss schema, once the schema is checked to hold a version this release runs.
+    """A session on the pg-boss schema, once the schema is checked to hold a version the repository runs (24
+    or 46).
 
     Raises:
         SchemaNotInstalledError, SchemaVersionError: the schema is not one to work on.
     """
     with engine_for(url) as engine:
         with engine.connect() as connection:
-            check_schema(connection, schema)
+            check_schema(connection, schema, REPOSITORY_VERSIONS)
         with Session(engine.execution_options(schema_translate_map=schema_translate_map(schema))) as session:
             yield session
+
+
+def repository(session: Session, schema: str) -> tuple[Driver, Operations]:
+    """The driver and the operations of the schema's version, for the commands that read what ``Boss`` does
+    not offer (a job by id alone, the newest jobs). Reads the version once; commits nothing."""
+    driver = Driver(schema, runs=REPOSITORY_VERSIONS)
+    return driver, operations_for(schema, {}, driver.version(session))
 
 
 def json_argument(text: str, what: str) -> Any:
@@ -140,6 +150,7 @@ __all__ = [
     "json_argument",
     "json_file",
     "number_or_text",
+    "repository",
     "session_for",
     "short",
     "table",

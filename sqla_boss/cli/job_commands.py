@@ -18,14 +18,13 @@ from sqla_boss.cli.common import (
     json_argument,
     json_file,
     number_or_text,
+    repository,
     session_for,
     short,
     table,
 )
-from sqla_boss.driver import Driver
 from sqla_boss.errors import InvalidOptionError, JobNotFoundError, QueueNotFoundError
-from sqla_boss.models import Archive, Job, JobState
-from sqla_boss.operations import operations_for
+from sqla_boss.models import Archive, JobState
 
 STATES = [state.value for state in JobState]
 
@@ -67,6 +66,10 @@ def add(commands: Commands) -> None:
     send.add_argument("--retry-backoff", action="store_true", default=None)
     send.add_argument("--expire-in-seconds", type=int)
     send.add_argument("--dead-letter")
+    send.add_argument("--group", metavar="ID[:TIER]", help="pg-boss 12 (schema 46): the job's group, and its tier")
+    send.add_argument("--retention-seconds", type=int, help="pg-boss 12: how long the job may stay queued")
+    send.add_argument("--delete-after-seconds", type=int, help="pg-boss 12: how long the finished job is kept")
+    send.add_argument("--heartbeat-seconds", type=int, help="pg-boss 12: fail the job when its heartbeat is older")
 
     for name, (does, default_state) in _CHANGES.items():
         change = add_command(
@@ -86,7 +89,7 @@ def add(commands: Commands) -> None:
 
 def _jobs(args: argparse.Namespace, url: URL) -> int:
     with session_for(url, args.schema) as session:
-        driver, operations = Driver(args.schema), operations_for(args.schema, {})
+        driver, operations = repository(session, args.schema)
         if driver.run(session, operations.get_queue(args.queue)) is None:
             raise QueueNotFoundError(f"no queue {args.queue!r} in schema {args.schema!r}", (args.queue,))
         jobs = driver.run(session, operations.newest_jobs(args.queue, args.state, args.limit))
@@ -119,13 +122,14 @@ def _output(output: Any) -> str:
     return "" if output is None else short(dumps(output), 60)
 
 
-def _row(job: Job | Archive) -> dict[str, Any]:
+def _row(job: Any) -> dict[str, Any]:
     return {column.key: getattr(job, column.key) for column in job.__table__.columns}
 
 
 def _job(args: argparse.Namespace, url: URL) -> int:
     with session_for(url, args.schema) as session:
-        found = Driver(args.schema).run(session, operations_for(args.schema, {}).find_job(args.id))
+        driver, operations = repository(session, args.schema)
+        found = driver.run(session, operations.find_job(args.id))
         if found is None:
             raise JobNotFoundError(f"no job {args.id} in schema {args.schema!r}, nor in its archive")
         row = _row(found)
@@ -160,6 +164,10 @@ def _send(args: argparse.Namespace, url: URL) -> int:
         "retry_backoff": args.retry_backoff,
         "expire_in_seconds": args.expire_in_seconds,
         "dead_letter": args.dead_letter,
+        "group": None if args.group is None else _group(args.group),
+        "retention_seconds": args.retention_seconds,
+        "delete_after_seconds": args.delete_after_seconds,
+        "heartbeat_seconds": args.heartbeat_seconds,
     }
     with session_for(url, args.schema) as session, session.begin():
         job_id = Boss(session, schema=args.schema).send(
@@ -172,6 +180,11 @@ def _send(args: argparse.Namespace, url: URL) -> int:
     else:
         print(job_id)
     return 0
+
+
+def _group(text: str) -> dict[str, str]:
+    group_id, _, tier = text.partition(":")
+    return {"id": group_id, "tier": tier} if tier else {"id": group_id}
 
 
 def _change(args: argparse.Namespace, url: URL) -> int:
@@ -190,7 +203,7 @@ def _change(args: argparse.Namespace, url: URL) -> int:
 
 def _targets(args: argparse.Namespace, session: Session, boss: Boss) -> dict[str, list[uuid.UUID]]:
     """The jobs a change is for, by queue: the ids given (all of them must exist), or ``--queue`` in ``--state``."""
-    driver, operations = Driver(args.schema), operations_for(args.schema, {})
+    driver, operations = repository(session, args.schema)
     if args.ids:
         by_queue, missing = driver.run(session, operations.locate_jobs(args.ids))
         if args.queue is not None:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from sqlalchemy import URL
+from sqlalchemy import URL, Engine
 
 from sqla_boss.boss import Boss
-from sqla_boss.cli.common import Commands, add_command, age, dumps, engine_for, session_for, table
+from sqla_boss.cli.common import Commands, add_command, age, dumps, session_for, table
 from sqla_boss.errors import QueueNotFoundError
 from sqla_boss.maintenance import Maintenance
 from sqla_boss.models import JobState, QueuePolicy
+from sqla_boss.operations import QueueSnapshot
+from sqla_boss.v46.models import QueuePolicy as QueuePolicy46
+from sqla_boss.v46.operations import QueueStats
 
 
 def add(commands: Commands) -> None:
@@ -44,7 +47,7 @@ def add(commands: Commands) -> None:
 
 
 def _queue_options(sub: argparse.ArgumentParser, *, policy_default: str | None) -> None:
-    policies = [policy.value for policy in QueuePolicy]
+    policies = [policy.value for policy in QueuePolicy46]  # pg-boss 10's four, and pg-boss 12's two more
     sub.add_argument("--policy", choices=policies, default=policy_default, help="the queue's policy")
     sub.add_argument("--retry-limit", type=int, help="retries of a failed job")
     sub.add_argument("--retry-delay", type=int, help="seconds before a retry")
@@ -52,8 +55,14 @@ def _queue_options(sub: argparse.ArgumentParser, *, policy_default: str | None) 
     backoff.add_argument("--retry-backoff", dest="retry_backoff", action="store_true", default=None)
     backoff.add_argument("--no-retry-backoff", dest="retry_backoff", action="store_false")
     sub.add_argument("--expire-in-seconds", type=int, help="how long a job may stay active")
-    sub.add_argument("--retention-minutes", type=int, help="how long a queued job is kept")
+    sub.add_argument("--retention-minutes", type=int, help="pg-boss 10 (schema 24): how long a queued job is kept")
     sub.add_argument("--dead-letter", help="the queue failed jobs are copied to")
+    sub.add_argument("--retention-seconds", type=int, help="pg-boss 12 (schema 46): how long a queued job is kept")
+    sub.add_argument("--delete-after-seconds", type=int, help="pg-boss 12: how long a finished job is kept")
+    sub.add_argument("--retry-delay-max", type=int, help="pg-boss 12: the longest backoff delay")
+    sub.add_argument("--heartbeat-seconds", type=int, help="pg-boss 12: fail a job whose heartbeat is older")
+    if policy_default is not None:  # creating
+        sub.add_argument("--partition", action="store_true", default=None, help="pg-boss 12: a job table of its own")
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -65,13 +74,25 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         "expire_in_seconds": args.expire_in_seconds,
         "retention_minutes": args.retention_minutes,
         "dead_letter": args.dead_letter,
+        "retention_seconds": args.retention_seconds,
+        "delete_after_seconds": args.delete_after_seconds,
+        "retry_delay_max": args.retry_delay_max,
+        "heartbeat_seconds": args.heartbeat_seconds,
+        "partition": getattr(args, "partition", None),
     }
     return {key: value for key, value in settings.items() if value is not None}
 
 
 def _queues(args: argparse.Namespace, url: URL) -> int:
-    with engine_for(url) as engine:
-        snapshots = Maintenance(engine, args.schema).queue_snapshots()
+    with session_for(url, args.schema) as session:
+        boss = Boss(session, args.schema)
+        if boss.version() == 46:
+            stats = [boss.get_queue_stats(queue.name) for queue in boss.get_queues()]
+            snapshots = [_snapshot(queue) for queue in stats]
+        else:
+            engine = session.get_bind()
+            assert isinstance(engine, Engine)
+            snapshots = Maintenance(engine, args.schema).queue_snapshots()
     rows = [
         {
             "name": snapshot.name,
@@ -89,6 +110,20 @@ def _queues(args: argparse.Namespace, url: URL) -> int:
     ]
     print(table(headers, cells) if cells else "no queues")
     return 0
+
+
+def _snapshot(stats: QueueStats) -> QueueSnapshot:
+    """A version-46 queue's counts in the columns of the listing."""
+    return QueueSnapshot(
+        stats.name,
+        stats.created,
+        stats.retry,
+        stats.active,
+        stats.completed,
+        stats.cancelled,
+        stats.failed,
+        stats.ready_oldest_seconds,
+    )
 
 
 def _create(args: argparse.Namespace, url: URL) -> int:

@@ -249,6 +249,17 @@ def _trace_context(value: object) -> Mapping[str, Any] | None:
     return value
 
 
+def _start_after(value: object, *, clamp: bool) -> str | None:
+    """``start_after`` as the insert statement reads it. A send takes 0 or less as now (pg-boss 12's send drops
+    it); an ``insert`` does not clamp, so a negative number of seconds starts the job that long ago, as pg-boss
+    12's ``insert`` does (PGBOSS12.md §4.6)."""
+    if not clamp and isinstance(value, (int, float, dt.timedelta)) and not isinstance(value, bool):
+        amount = seconds("start_after", value)
+        if amount < 0:
+            return number_text(amount)
+    return start_after_text(value)
+
+
 def job_input(name: object, data: Any, options: Mapping[str, Any], *, what: str = "send") -> JobInput:
     """Validate one job of a ``send`` (or, with ``what="insert"``, one element of an ``insert``)."""
     allowed = SEND_OPTIONS if what == "send" else INSERT_FIELDS
@@ -261,7 +272,7 @@ def job_input(name: object, data: Any, options: Mapping[str, Any], *, what: str 
         data=data,
         id=None if options.get("id") is None else job_id(options["id"], operation=what),
         priority=_optional_integer(options, "priority"),
-        start_after=_start_after(options.get("start_after"), what),
+        start_after=_start_after(options.get("start_after"), clamp=what == "send"),
         singleton_key=None if options.get("singleton_key") is None else text("singleton_key", options["singleton_key"]),
         singleton_seconds=None if raw_slot is None else _whole_seconds(options, "singleton_seconds", minimum=1),
         group_id=group_id,
@@ -279,16 +290,6 @@ def job_input(name: object, data: Any, options: Mapping[str, Any], *, what: str 
         dead_letter=_optional_name(options, "dead_letter"),
         trace_context=_trace_context(options.get("trace_context")),
     )
-
-
-def _start_after(value: object, what: str) -> str | None:
-    """``start_after`` as the insert statement reads it. A send takes a number of seconds up to 0 as now, but
-    pg-boss 12's ``insert`` passes a negative number through: the job starts that long ago (§4.6)."""
-    if what == "insert" and isinstance(value, (int, float, dt.timedelta)) and not isinstance(value, bool):
-        amount = seconds("start_after", value)
-        if amount < 0:
-            return number_text(amount)
-    return start_after_text(value)
 
 
 def send_input(name: object, data: Any, options: Mapping[str, Any]) -> tuple[JobInput, bool]:

@@ -15,17 +15,27 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from sqla_boss.binding import bind_session, schema_of
+from sqla_boss.driver import Driver
 from sqla_boss.errors import InvalidOptionError
+from sqla_boss.identifiers import DEFAULT_SCHEMA
 from sqla_boss.models import Job, Queue
 from sqla_boss.options.names import queue_name
-from sqla_boss.schema import schema_translate_map
+from sqla_boss.schema import REPOSITORY_VERSIONS, schema_translate_map
+from sqla_boss.v46.models import Job as Job46
 
 LISTED = 20
 """How many jobs a failure message lists before it says how many more there are."""
 
-FILTERS = tuple(column.key for column in Job.__table__.columns if column.key not in ("name", "data"))
-"""The ``Job`` columns the assertions filter on by keyword (``name`` is the queue, ``data`` has its own
-argument)."""
+
+def _filters(model: type[Any]) -> tuple[str, ...]:
+    return tuple(column.key for column in model.__table__.columns if column.key not in ("name", "data"))
+
+
+FILTERS = _filters(Job)
+"""The ``Job`` columns of schema version 24 the assertions filter on by keyword (``name`` is the queue,
+``data`` has its own argument)."""
+FILTERS_46 = _filters(Job46)
+"""The same on schema version 46 (pg-boss 12), whose jobs have other columns."""
 
 
 def sent_jobs(session: Session, queue: str, data: Any = ANY, *, schema: str | None = None, **filters: Any) -> list[Job]:
@@ -44,7 +54,7 @@ def sent_jobs(session: Session, queue: str, data: Any = ANY, *, schema: str | No
         InvalidOptionError: a filter that is no ``Job`` column.
     """
     _check_filters(filters)
-    return [job for job in _jobs_of(session, queue, schema) if _matches(job, data, filters)]
+    return [job for job in _jobs_of(session, queue, schema, filters) if _matches(job, data, filters)]
 
 
 def assert_sent(
@@ -70,7 +80,7 @@ def assert_sent(
     _check_filters(filters)
     if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
         raise InvalidOptionError(f"count must be a whole number of at least 1, not {count!r} (see assert_not_sent)")
-    jobs = _jobs_of(session, queue, schema)
+    jobs = _jobs_of(session, queue, schema, filters)
     matching = [job for job in jobs if _matches(job, data, filters)]
     if matching and (count is None or len(matching) == count):
         return matching
@@ -91,7 +101,7 @@ def assert_not_sent(
         InvalidOptionError: a filter that is no ``Job`` column.
     """
     _check_filters(filters)
-    matching = [job for job in _jobs_of(session, queue, schema) if _matches(job, data, filters)]
+    matching = [job for job in _jobs_of(session, queue, schema, filters) if _matches(job, data, filters)]
     if matching:
         wanted = _describe_match(data, filters)
         lines = [f"expected no job in queue {queue!r}{wanted}; {len(matching)} match:"]
@@ -131,12 +141,15 @@ async def async_assert_not_sent(
 # ------------------------------------------------------------------------------------------------ helpers
 
 
-def _check_filters(filters: dict[str, Any]) -> None:
-    unknown = sorted(set(filters) - set(FILTERS))
+def _check_filters(filters: dict[str, Any], columns: tuple[str, ...] | None = None) -> None:
+    """Refuse a filter that is no ``Job`` column: of either schema version, or of the version whose ``columns``
+    are given."""
+    allowed = set(FILTERS) | set(FILTERS_46) if columns is None else set(columns)
+    unknown = sorted(set(filters) - allowed)
     if unknown:
         hint = " (the queue is the second argument)" if "name" in unknown else ""
         names = ", ".join(map(repr, unknown))
-        known = ", ".join(FILTERS)
+        known = ", ".join(columns or FILTERS)
         raise InvalidOptionError(f"no Job column named {names} to filter on{hint}; the columns are {known}")
 
 
@@ -146,10 +159,16 @@ def _options(session: Session, schema: str | None) -> dict[str, Any]:
     return {"schema_translate_map": schema_translate_map(name), "populate_existing": True}
 
 
-def _jobs_of(session: Session, queue: str, schema: str | None) -> list[Job]:
+def _jobs_of(session: Session, queue: str, schema: str | None, filters: dict[str, Any]) -> list[Any]:
+    """The queue's jobs as the models of the schema's version (read once per connection pool), after checking
+    ``filters`` against that version's columns."""
     name = queue_name(queue)
-    statement = select(Job).where(Job.name == name).order_by(Job.created_on, literal_column("ctid"))
-    return list(session.scalars(statement, execution_options=_options(session, schema)).all())
+    options = _options(session, schema)
+    version = Driver(options["schema_translate_map"][DEFAULT_SCHEMA], runs=REPOSITORY_VERSIONS).version(session)
+    model: Any = Job46 if version == 46 else Job
+    _check_filters(filters, FILTERS_46 if version == 46 else FILTERS)
+    statement = select(model).where(model.name == name).order_by(model.created_on, literal_column("ctid"))
+    return list(session.scalars(statement, execution_options=options).all())
 
 
 def _matches(job: Job, data: Any, filters: dict[str, Any]) -> bool:
@@ -216,6 +235,7 @@ def _failure(
 
 __all__ = [
     "FILTERS",
+    "FILTERS_46",
     "LISTED",
     "assert_not_sent",
     "assert_sent",

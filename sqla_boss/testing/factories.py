@@ -23,6 +23,7 @@ from sqla_boss.binding import schema_of
 from sqla_boss.boss import Boss
 from sqla_boss.errors import FactoryNotBoundError, QueueNotFoundError
 from sqla_boss.models import Archive, Job, JobState, Queue, QueuePolicy
+from sqla_boss.v46.models import Job as Job46
 
 _QUEUE_OPTIONS = {
     "policy": "policy",
@@ -32,8 +33,16 @@ _QUEUE_OPTIONS = {
     "expire_seconds": "expire_in_seconds",
     "retention_minutes": "retention_minutes",
     "dead_letter": "dead_letter",
+    # schema version 46 (pg-boss 12)
+    "retry_delay_max": "retry_delay_max",
+    "retention_seconds": "retention_seconds",
+    "deletion_seconds": "delete_after_seconds",
+    "partition": "partition",
+    "heartbeat_seconds": "heartbeat_seconds",
+    "notify": "notify",
+    "warning_queued": "warning_queue_size",
 }
-"""``Queue`` columns, and the ``Boss.create_queue`` options that set them."""
+"""``Queue`` columns (of either schema version), and the ``Boss.create_queue`` options that set them."""
 
 
 def bind_factories(session: Session | None) -> None:
@@ -64,8 +73,10 @@ class QueueFactory(SQLAlchemyModelFactory):  # type: ignore[misc]
     """A queue made the way pg-boss makes one, through ``create_queue``, so its partition exists too.
 
     Takes ``Queue``'s columns: ``name, policy, retry_limit, retry_delay, retry_backoff, expire_seconds,
-    retention_minutes, dead_letter``. Runs in the bound session's transaction and does not commit; takes
-    ``create_queue``'s locks (see :meth:`sqla_boss.Boss.create_queue`).
+    retention_minutes, dead_letter``; on schema version 46 (pg-boss 12) ``retention_seconds`` instead of
+    ``retention_minutes``, and ``retry_delay_max, deletion_seconds, partition, heartbeat_seconds, notify,
+    warning_queued``. Returns the queue as the model of the schema's version. Runs in the bound session's
+    transaction and does not commit; takes ``create_queue``'s locks (see :meth:`sqla_boss.Boss.create_queue`).
     """
 
     class Meta:
@@ -87,6 +98,7 @@ class QueueFactory(SQLAlchemyModelFactory):  # type: ignore[misc]
 
 class JobFactory(SQLAlchemyModelFactory):  # type: ignore[misc]
     """A job row, ``created`` unless told otherwise, in a new queue unless ``name`` names an existing one.
+    On schema version 46 (pg-boss 12) the row is that version's ``Job``, and takes its columns.
 
     ``policy`` defaults to the queue's, as ``send`` copies it (the partition's unique indexes read it); the
     other columns you do not give take the table's defaults, not the queue's settings. Flushed in the bound
@@ -109,7 +121,10 @@ class JobFactory(SQLAlchemyModelFactory):  # type: ignore[misc]
     @classmethod
     def _create(cls, model_class: type[Job], *args: Any, **kwargs: Any) -> Job:
         session = _session(cls)
-        queue = Boss(session, schema_of(session)).get_queue(kwargs["name"])
+        boss = Boss(session, schema_of(session))
+        if boss.version() == 46:
+            model_class = Job46  # type: ignore[assignment]
+        queue = boss.get_queue(kwargs["name"])
         if queue is None:
             raise QueueNotFoundError(
                 f"JobFactory: queue {kwargs['name']!r} does not exist; create it first (QueueFactory(name=...))",

@@ -40,6 +40,10 @@ _RRULE = re.compile(r"^[ \t]*[a-z][a-z0-9-]*[;:]|(?:^|[\s;])FREQ=", re.IGNORECAS
 """pg-boss 12's test of whether a schedule's expression is an RFC 5545 rule rather than cron (§9.1)."""
 
 
+_ATTEMPT = frozenset({"id", "name", "retry_count"})
+"""What identifies the attempt a fetched ``Job`` object holds."""
+
+
 def notify_channel(schema: str) -> str:
     """pg-boss 12's LISTEN/NOTIFY channel of ``schema`` (§10): ``pgboss_`` and 24 hex digits of its sha224."""
     return "pgboss_" + hashlib.sha224(schema.encode()).hexdigest()[:24]
@@ -61,6 +65,10 @@ class QueueStats:
     failed: int
     total: int
     ready_oldest_seconds: float | None
+    created: int
+    """Queued jobs that are not retries (``created`` + ``retry`` = ``queued``)."""
+    retry: int
+    """Queued jobs waiting for another try."""
 
 
 def _version_24_only(operation: str, instead: str | None = None) -> NoReturn:
@@ -156,7 +164,7 @@ class Operations46(Operations):
     def _delete_where(self, statement: Any, name: object) -> Operation[int]:
         queue_name = options46.queue_name(name)
         rows = yield Step(statement.returning(self.sql.job.c.id), {"queue_name": queue_name}, "rows")
-        yield self._expire_jobs(queue_name, (job_id for (job_id,) in rows))
+        yield self._expire_jobs(queue_name, (job_id for (job_id,) in rows), deleted=True)
         return len(rows)
 
     def get_queue(self, name: object) -> Operation[Queue | None]:  # type: ignore[override]
@@ -180,7 +188,9 @@ class Operations46(Operations):
         rows = yield Step(self.sql.QUEUE_STATS, {"queue_name": queue_name}, "rows")
         if not rows:
             raise QueueNotFoundError(f"queue {queue_name!r} does not exist", (queue_name,))
-        queue, deferred, blocked, queued, ready, active, completed, cancelled, failed, total, oldest = rows[0]
+        queue, deferred, blocked, queued, ready, active, completed, cancelled, failed, total, created, retry, oldest = (
+            rows[0]
+        )
         return QueueStats(
             name=queue,
             deferred=deferred,
@@ -193,6 +203,8 @@ class Operations46(Operations):
             failed=failed,
             total=total,
             ready_oldest_seconds=None if oldest is None else float(oldest),
+            created=created,
+            retry=retry,
         )
 
     # ----------------------------------------------------------------------------------------- sending
@@ -290,14 +302,28 @@ class Operations46(Operations):
             raise InvalidOptionError(f"{operation}() takes job ids or job objects, not a mix of both")
         return [job.id for job in jobs], [f"{job.id}:{job.retry_count}" for job in jobs]
 
+    def _expire_jobs(self, queue_name: str, ids: Iterable[uuid.UUID], *, deleted: bool = False) -> Expire:
+        """Expire the jobs' objects but for the attempt they hold (``id``, ``name``, ``retry_count``): a ``Job``
+        given to a later call is fenced on the attempt its caller fetched (§6.1), even after a :meth:`touch`.
+        Deleted jobs are expired whole, so that ``session.get`` finds them gone."""
+        return Expire(tuple((Job, (queue_name, job_id)) for job_id in ids), keep=frozenset() if deleted else _ATTEMPT)
+
     def _settle(
-        self, statement: Any, operation: str, name: object, ids: object, extra: Mapping[str, Any], result: str
+        self,
+        statement: Any,
+        operation: str,
+        name: object,
+        ids: object,
+        extra: Mapping[str, Any],
+        result: str,
+        *,
+        deleted: bool = False,
     ) -> Operation[Any]:
         queue_name = options46.queue_name(name)
         job_ids, attempts = self._targets(ids, operation)
         params = {"queue_name": queue_name, "ids": job_ids, "attempts": attempts, **extra}
         outcome = yield Step(statement, params, result)  # type: ignore[arg-type]
-        yield self._expire_jobs(queue_name, job_ids)
+        yield self._expire_jobs(queue_name, job_ids, deleted=deleted)
         return outcome
 
     def complete(self, name: object, ids: object, output: Any, include_queued: object = False) -> Operation[int]:
@@ -310,7 +336,8 @@ class Operations46(Operations):
         return int((yield from self._settle(self.sql.CANCEL, "cancel", name, ids, {}, "rowcount")))
 
     def delete_job(self, name: object, ids: object) -> Operation[int]:
-        return int((yield from self._settle(self.sql.DELETE_JOBS, "delete_job", name, ids, {}, "rowcount")))
+        statement = self.sql.DELETE_JOBS
+        return int((yield from self._settle(statement, "delete_job", name, ids, {}, "rowcount", deleted=True)))
 
     def touch(self, name: object, ids: object) -> Operation[int]:
         """Refresh the heartbeat of the given active jobs (pg-boss 12's ``touch``); returns how many."""

@@ -65,7 +65,11 @@ translation does not reach it by itself: this is SQLAlchemy's own placeholder fo
 it replaces (quoted) in the SQL of every statement run with a ``schema_translate_map``, as the driver runs them."""
 
 ONE_SECOND = literal_column("interval '1 second'", INTERVAL())
-_GATED = (QueuePolicy.singleton.value, QueuePolicy.stately.value)
+_GATED: list[ColumnElement[Any]] = [
+    literal_column(f"'{policy.value}'") for policy in (QueuePolicy.singleton, QueuePolicy.stately)
+]
+"""The policies whose fetch passes over busy keys, as constants (a list of values would be an expanding
+parameter, which :mod:`sqla_boss.direct` leaves to SQLAlchemy)."""
 _FIFO = QueuePolicy.key_strict_fifo.value
 
 
@@ -228,8 +232,12 @@ def _fetch() -> ExecutableReturnsRows:
     head = job.alias("head")
     other = job.alias("other")
     active = job.alias("active")
-    fifo_heads = (
-        select(head.c.id)
+    # The head of each key: its first queued row by (state DESC, created_on, id), a retry before created ones.
+    head_rank = func.row_number().over(
+        partition_by=head.c.singleton_key, order_by=[head.c.state.desc(), head.c.created_on, head.c.id]
+    )
+    ranked_heads = (
+        select(head.c.id, head_rank.label("head_rank"))
         .where(
             head.c.name == _queue_name,
             head.c.state < _state(JobState.active),
@@ -237,9 +245,9 @@ def _fetch() -> ExecutableReturnsRows:
             head.c.policy == _FIFO,
             or_(ignore_start_after, head.c.start_after <= JOB_NOW),
         )
-        .distinct(head.c.singleton_key)
-        .order_by(head.c.singleton_key, head.c.state.desc(), head.c.created_on, head.c.id)
+        .subquery("heads")
     )
+    fifo_heads = select(ranked_heads.c.id).where(ranked_heads.c.head_rank == 1)
     group_default = _typed("group_default", Integer())
     group_limit = func.coalesce(cast(_json_param("group_tiers").op("->>")(job.c.group_tier), Integer), group_default)
     group_active = (
@@ -312,7 +320,9 @@ def _fetch() -> ExecutableReturnsRows:
     )
     activate = (
         update(job)
-        .where(job.c.name == _queue_name, job.c.id == chosen.c.id)
+        # = ANY(ARRAY(...)), not a join: the planner would hash-join a small batch against a scan of the whole
+        # table; this is an index lookup per id, whatever the table's size.
+        .where(job.c.name == _queue_name, job.c.id == any_(func.array(select(chosen.c.id).scalar_subquery())))
         .values(
             state=JobState.active,
             started_on=JOB_NOW,
@@ -596,7 +606,7 @@ job table."""
 
 FORGET_BAM = delete(_tables[f"{DEFAULT_SCHEMA}.bam"]).where(
     _tables[f"{DEFAULT_SCHEMA}.bam"].c.table_name == bindparam("table_name", type_=Text),
-    _tables[f"{DEFAULT_SCHEMA}.bam"].c.status.not_in(["completed"]),
+    _tables[f"{DEFAULT_SCHEMA}.bam"].c.status != literal_column("'completed'"),
 )
 """Delete the unfinished deferred index builds of a dropped partition (§3.4)."""
 
@@ -624,6 +634,8 @@ def _queue_stats() -> Select[Any]:
             func.count(job.c.id).filter(job.c.state == _state(JobState.cancelled)).label("cancelled"),
             func.count(job.c.id).filter(job.c.state == _state(JobState.failed)).label("failed"),
             func.count(job.c.id).label("total"),
+            func.count(job.c.id).filter(job.c.state == _state(JobState.created)).label("created"),
+            func.count(job.c.id).filter(job.c.state == _state(JobState.retry)).label("retry"),
             extract(
                 "epoch",
                 JOB_NOW

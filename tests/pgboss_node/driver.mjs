@@ -49,6 +49,11 @@
 //     class's own statics]}, to see what a version offers.
 //   {"action": "listen", "args": [...]} (above).
 //
+// One action keeps the run going past an error, to record several refusals in one process:
+//
+//   {"action": "attempt", "args": [method, ...args]} awaits boss[method](...args) and returns {"ok": true,
+//     "result": ...} or, if it threw, {"ok": false, "error": {...}} (as the failed output's "error").
+//
 // Two more actions let a long-running driver (tests/pgboss.py: PgBoss.spawn) work alongside the tests:
 //
 //   {"action": "workSql", "args": [queue, workOptions, sql]} registers boss.work(queue, workOptions, handler)
@@ -245,6 +250,16 @@ async function main () {
         results.push(await boss.work(queue, options ?? {}, async jobs => {
           for (const job of jobs) await db.executeSql(sql, [job.id])
         }))
+        continue
+      }
+      if (step.action === 'attempt') {
+        const [method, ...rest] = args
+        if (typeof boss[method] !== 'function') throw new Error(`attempt: ${method} is not a PgBoss method`)
+        try {
+          results.push({ ok: true, result: jsonable(await boss[method](...rest)) })
+        } catch (error) {
+          results.push({ ok: false, error: describeError(error) })
+        }
         continue
       }
       if (step.action === 'waitSql') {
