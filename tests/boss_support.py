@@ -10,21 +10,37 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from apis import AwaitingBoss
 from sqlalchemy import Connection, Engine, extract, func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 from sqlalchemy.util import await_only
-from support import drop_schema, unique_name
+from support import drop_schema, install_schema, unique_name
 
-from sqla_boss import AsyncBoss, Boss, Job, migrations
+from sqla_boss import AsyncBoss, Boss, Job
+from sqla_boss import models as v24_models
 from sqla_boss.identifiers import quote_identifier
+from sqla_boss.v46 import models as v46_models
 
 EPOCH = dt.datetime(1970, 1, 1)
 """``timestamp 'epoch'``: the naive UTC origin of pg-boss's ``singleton_on`` slots."""
 
 TABLES = ("queue", "job", "schedule", "subscription", "archive")
-"""The pg-boss tables whose content a snapshot covers."""
+"""The pg-boss tables of version 24 whose content a snapshot covers."""
+
+TABLES_46 = ("queue", "job", "schedule", "subscription", "job_dependency", "bam")
+"""The pg-boss tables of version 46 whose content a snapshot covers (there is no archive)."""
+
+MODELS: dict[int, Any] = {24: v24_models, 46: v46_models}
+"""The models module of each schema version: ``MODELS[version].Job`` and so on."""
+
+JOB_MODELS = (v24_models.Job, v46_models.Job)
+
+BOTH_VERSIONS = pytest.mark.parametrize("schema_version", [24, 46], indirect=True)
+"""Run a test on a schema of version 24 and on one of version 46 (the module-scoped ``schema_version`` fixture),
+for what behaves the same on both; a module's one schema (:func:`one_schema_per_module`) is installed once per
+version."""
 
 
 def db_now(session: Session | Connection) -> dt.datetime:
@@ -39,31 +55,34 @@ def db_epoch(session: Session | Connection) -> float:
     return float(session.scalar(select(extract("epoch", func.now()))))
 
 
-def load(session: Session, name: str, job_id: uuid.UUID | str | None) -> Job:
-    """The job's row as it is now, read through the ORM (refreshing any object the session holds)."""
+def load(session: Session, name: str, job_id: uuid.UUID | str | None, model: type[Any] = Job) -> Any:
+    """The job's row as it is now, read through the ORM (refreshing any object the session holds); ``model``
+    is the version's ``Job`` (version 24's by default)."""
     assert job_id is not None, "expected a job id, got None"
-    job = session.get(Job, (name, uuid.UUID(str(job_id))), populate_existing=True)
+    job = session.get(model, (name, uuid.UUID(str(job_id))), populate_existing=True)
     assert job is not None, f"job {job_id} of {name!r} does not exist"
     return job
 
 
-def jobs_of(session: Session, name: str) -> list[Job]:
-    """Every job of the queue, oldest first (then by id), refreshed."""
+def jobs_of(session: Session, name: str, model: type[Any] = Job) -> list[Any]:
+    """Every job of the queue, oldest first (then by id), refreshed; ``model`` as for :func:`load`."""
     return list(
         session.scalars(
-            select(Job).where(Job.name == name).order_by(Job.created_on, Job.id),
+            select(model).where(model.name == name).order_by(model.created_on, model.id),
             execution_options={"populate_existing": True},
         )
     )
 
 
 def snapshot(bind: Session | Connection, schema: str) -> dict[str, str]:
-    """A digest of every row of the pg-boss tables, plus the schema's tables (partitions included), in one query."""
+    """A digest of every row of the pg-boss tables of the schema's version, plus the schema's tables (partitions
+    included)."""
     quoted = quote_identifier(schema)
+    has_archive = bind.scalar(text("SELECT to_regclass(:table) IS NOT NULL"), {"table": f"{quoted}.archive"})
     digests = [
         f"(SELECT count(*) || ':' || coalesce(md5(string_agg(r::text, ',' ORDER BY r::text)), '') "
         f"FROM {quoted}.{table} r) AS {table}"
-        for table in TABLES
+        for table in (TABLES if has_archive else TABLES_46)
     ]
     tables = (
         "(SELECT string_agg(c.relname, ',' ORDER BY c.relname) FROM pg_class c "
@@ -97,7 +116,7 @@ def assert_usable(boss: Boss, name: str = "q") -> uuid.UUID:
     job_id = boss.send(name, marker)
     assert job_id is not None
     job = boss.get_job_by_id(name, job_id)
-    assert isinstance(job, Job)
+    assert isinstance(job, JOB_MODELS)
     assert job.data == marker
     return job_id
 
@@ -111,15 +130,16 @@ def backend_waits_for_lock(engine: Engine, pid: int) -> bool:
     return wait == "Lock"
 
 
-def one_schema_per_module(engine: Engine) -> Iterator[str]:
-    """A pg-boss schema installed once for a whole test module, dropped after it.
+def one_schema_per_module(engine: Engine, schema_version: int) -> Iterator[str]:
+    """A pg-boss schema at ``schema_version`` (24 unless the module or test says otherwise: see the
+    ``schema_version`` fixture) installed once for a whole test module, dropped after it.
 
     For modules whose tests never commit: each test works in the ``connection`` fixture's transaction,
     which is rolled back (DDL included), so the tests stay independent while the install is paid once.
     Use it as ``installed_schema = pytest.fixture(scope="module", name="installed_schema")(one_schema_per_module)``.
     """
     name = unique_name("t")
-    migrations.upgrade(engine, schema=name)
+    install_schema(engine, name, schema_version)
     try:
         yield name
     finally:

@@ -6,14 +6,16 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from types import ModuleType
 
 import pytest
 from sqlalchemy import URL, Engine, create_engine, text
 from sqlalchemy.pool import NullPool
-from support import Run, drop_schema, unique_name
+from support import Run, drop_schema, install_schema, unique_name
 
-from sqla_boss import migrations
+from sqla_boss import models as v24_models
 from sqla_boss.identifiers import quote_identifier
+from sqla_boss.v46 import models as v46_models
 
 # connection, session, boss, make_boss, committing_session_factory: on Boss and on AsyncBoss; pytester, for
 # tests/users' tests of the testing kit's pytest plugin (a non-root conftest cannot load plugins).
@@ -42,10 +44,26 @@ def schema_name(engine: Engine) -> Iterator[str]:
     drop_schema(engine, name)
 
 
+@pytest.fixture(scope="module")
+def schema_version(request: pytest.FixtureRequest) -> int:
+    """The pg-boss schema version ``installed_schema`` installs: 24 (pg-boss 10) unless parametrised, as
+    ``boss_support.BOTH_VERSIONS`` does (``parametrize("schema_version", [24, 46], indirect=True)``), or
+    overridden by a module of version 46 alone. Indirect, so that a schema of one version is never reused by a
+    test of another: pytest tears down what depends on this fixture whenever its value changes."""
+    version: int = getattr(request, "param", 24)
+    return version
+
+
 @pytest.fixture
-def installed_schema(engine: Engine, schema_name: str) -> str:
-    """A pg-boss schema installed by our migrations, committed."""
-    migrations.upgrade(engine, schema=schema_name)
+def models(schema_version: int) -> ModuleType:
+    """The models module of ``schema_version``: :mod:`sqla_boss.models` or :mod:`sqla_boss.v46.models`."""
+    return v46_models if schema_version == 46 else v24_models
+
+
+@pytest.fixture
+def installed_schema(engine: Engine, schema_name: str, schema_version: int) -> str:
+    """A pg-boss schema at ``schema_version`` installed by our migrations, committed."""
+    install_schema(engine, schema_name, schema_version)
     return schema_name
 
 

@@ -62,6 +62,15 @@ def drop_schema(engine: Engine, schema: str) -> None:
             )
 
 
+PGBOSS_OF_VERSION = {24: 10, 46: 12}
+"""The pg-boss major release whose schema each version is, as :func:`sqla_boss.migrations.upgrade` names it."""
+
+
+def install_schema(engine: Engine, schema: str, version: int = 24) -> None:
+    """Install pg-boss schema ``version`` (24 or 46) in ``schema`` through our migrations, committed."""
+    migrations.upgrade(engine, schema=schema, pgboss=PGBOSS_OF_VERSION[version])
+
+
 def _query(bind: Engine | Connection, sql: str, **params: Any) -> list[Any]:
     if isinstance(bind, Engine):
         with bind.connect() as connection:

@@ -4,7 +4,9 @@ Each case proves three things: the exact :class:`SqlaBossError` subclass, an unc
 pg-boss table (and of the schema's tables, so no partition appeared), and a transaction that still works
 (a job is sent and read back afterwards). The schema is installed once for this module, with committed
 queues and jobs; every case runs in its own transaction, rolled back. Every case runs on ``Boss`` and on
-``AsyncBoss`` (the ``boss`` and ``make_boss`` fixtures), the constructor's included.
+``AsyncBoss`` (the ``boss`` and ``make_boss`` fixtures), the constructor's included, and on schema versions 24
+and 46 but for the rules of version 24 alone (:data:`_VERSION_24_ONLY`); tests/test_boss46_bad_input.py has
+version 46's own.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from boss_support import assert_usable, one_schema_per_module, snapshot
+from boss_support import BOTH_VERSIONS, assert_usable, one_schema_per_module, snapshot
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
@@ -154,8 +156,9 @@ _DEAD_LETTER_CALLS: dict[str, Callable[[Boss, Any, Jobs], Any]] = {
 }
 
 
+@BOTH_VERSIONS
 @pytest.mark.parametrize("name", _BAD_NAMES, ids=repr)
-@pytest.mark.parametrize("method", list(_NAME_CALLS))
+@pytest.mark.parametrize("method", [method for method in _NAME_CALLS if method != "get_queue_size"])
 def test_bad_queue_names_are_refused(
     boss: Boss, session: Session, installed_schema: str, jobs: Jobs, method: str, name: Any
 ) -> None:
@@ -163,6 +166,15 @@ def test_bad_queue_names_are_refused(
     _refused(boss, session, installed_schema, jobs, lambda b, j: call(b, name, j), InvalidQueueNameError)
 
 
+@pytest.mark.parametrize("name", _BAD_NAMES, ids=repr)
+def test_bad_queue_names_are_refused_by_get_queue_size(
+    boss: Boss, session: Session, installed_schema: str, jobs: Jobs, name: Any
+) -> None:
+    """Version 24 alone: on 46 get_queue_size is an UnsupportedOperationError, whatever the name."""
+    _refused(boss, session, installed_schema, jobs, lambda b, j: b.get_queue_size(name), InvalidQueueNameError)
+
+
+@BOTH_VERSIONS
 @pytest.mark.parametrize("name", [*_BAD_NAMES, *_MORE_BAD_NAMES], ids=repr)
 @pytest.mark.parametrize("method", ["create_queue", "send", "get_queue"])
 def test_more_bad_queue_names_are_refused(
@@ -172,6 +184,7 @@ def test_more_bad_queue_names_are_refused(
     _refused(boss, session, installed_schema, jobs, lambda b, j: call(b, name, j), InvalidQueueNameError)
 
 
+@BOTH_VERSIONS
 @pytest.mark.parametrize("name", [name for name in _BAD_NAMES if name is not None], ids=repr)
 @pytest.mark.parametrize("method", list(_DEAD_LETTER_CALLS))
 def test_bad_dead_letter_names_are_refused(
@@ -181,6 +194,7 @@ def test_bad_dead_letter_names_are_refused(
     _refused(boss, session, installed_schema, jobs, lambda b, j: call(b, name, j), InvalidQueueNameError)
 
 
+@BOTH_VERSIONS
 @pytest.mark.parametrize("method", ["create_queue", "send", "fetch", "complete", "subscribe"])
 def test_queue_names_that_are_not_utf8_are_refused(
     boss: Boss, session: Session, installed_schema: str, jobs: Jobs, method: str
@@ -493,7 +507,57 @@ _CASES = [
 ]
 
 
-@pytest.mark.parametrize(("call", "error"), _CASES)
+_VERSION_24_ONLY = {
+    # pg-boss 10's spellings, which version 46 refuses as UnsupportedOperationError (tests/test_boss46_bad_input.py)
+    "create_queue-retention-0",
+    "create_queue-retention-frac",
+    "update_queue-retention",
+    "send-keep_until",
+    "send-retention-huge",
+    "send-singleton-minutes-frac",
+    "send-singleton-hours-huge",
+    "send-expire-24h",
+    "send-expire-1440min",
+    "send-expire-0h",
+    "send-retention-0",
+    "send-retention-str",
+    "send-retention-inf",
+    "insert-send-only-field",
+    "insert-keep_until-naive",
+    "insert-keep_until-str",
+    # version 24's limits: expiry below 24 hours (46 takes 86,400 s), a throttling slot within the archive delay
+    # (46 has no archive)
+    "create_queue-expire-24h",
+    "send-singleton-over-archive",
+    "send_throttled-seconds-huge",
+    "insert-singleton",
+    # an operation of version 24 alone
+    "get_queue_size-before-str",
+    "get_queue_size-before-int",
+    "get_queue_size-before-none",
+    # version 46 refuses an update without settings before it looks for the queue, as pg-boss 12 does
+    "update_queue-missing-no-options",
+}
+"""The cases of rules of schema version 24 alone."""
+
+
+@pytest.mark.parametrize(("call", "error"), [case for case in _CASES if case.id in _VERSION_24_ONLY])
+def test_bad_input_of_version_24_is_refused_before_anything_is_written(
+    boss: Boss,
+    make_boss: Callable[..., Any],
+    session: Session,
+    installed_schema: str,
+    jobs: Jobs,
+    call: Call | Construct,
+    error: type[SqlaBossError],
+) -> None:
+    if isinstance(call, Construct):
+        call = call.on(make_boss)
+    _refused(boss, session, installed_schema, jobs, call, error)
+
+
+@BOTH_VERSIONS
+@pytest.mark.parametrize(("call", "error"), [case for case in _CASES if case.id not in _VERSION_24_ONLY])
 def test_bad_input_is_refused_before_anything_is_written(
     boss: Boss,
     make_boss: Callable[..., Any],
@@ -523,6 +587,7 @@ _ID_CALLS: dict[str, Callable[[Boss, Any, Any], Any]] = {
 _VALID_FOR = {"complete": "active", "fail": "active", "cancel": "created", "resume": "cancelled", "retry": "failed"}
 
 
+@BOTH_VERSIONS
 @pytest.mark.parametrize(
     "bad",
     [[], set(), None, "not-a-uuid", 123, b"0" * 16, {"id": 1}, "mixed", "nested"],
@@ -544,12 +609,15 @@ def test_bad_job_ids_are_refused(
 # ------------------------------------------------------------------------------ nothing-written proofs
 
 
-def test_the_snapshot_sees_a_write(boss: Boss, session: Session, installed_schema: str, jobs: Jobs) -> None:
+@BOTH_VERSIONS
+def test_the_snapshot_sees_a_write(
+    boss: Boss, session: Session, installed_schema: str, jobs: Jobs, schema_version: int
+) -> None:
     """The digest the cases compare really changes when anything is written."""
     before = snapshot(session, installed_schema)
     boss.update_queue("q", retry_limit=3)
     assert snapshot(session, installed_schema)["queue"] != before["queue"]
-    boss.create_queue("fresh")
+    boss.create_queue("fresh", **({"partition": True} if schema_version == 46 else {}))
     assert snapshot(session, installed_schema)["tables"] != before["tables"]
     boss.cancel("q", jobs.created)
     assert snapshot(session, installed_schema)["job"] != before["job"]
@@ -562,6 +630,7 @@ def nested(depth: int) -> Any:
     return [value]
 
 
+@BOTH_VERSIONS
 def test_json_deeper_than_the_limit_is_refused_on_every_python(boss: Boss, session: Session) -> None:
     """One depth rule, whatever the Python: 3.11's json gives up near 1,000 levels, 3.13's goes far deeper."""
     boss.create_queue("deep")

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 import pytest
-from boss_support import committed_count, committed_snapshot, db_now, plain_connection
+from boss_support import BOTH_VERSIONS, JOB_MODELS, committed_count, committed_snapshot, db_now, plain_connection
 from sqlalchemy import Engine, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session, sessionmaker
 
-from sqla_boss import Job, JobState, Queue
+from sqla_boss import JobState, Queue
 from sqla_boss.identifiers import quote_identifier
 
 
@@ -54,6 +55,7 @@ def _committed_job_ids(engine: Engine, schema: str, name: str) -> set[uuid.UUID]
         return set(rows)
 
 
+@BOTH_VERSIONS
 def test_the_job_and_the_business_row_commit_together(
     committing_session_factory: sessionmaker[Session],
     make_boss: Callable[..., Any],
@@ -61,6 +63,7 @@ def test_the_job_and_the_business_row_commit_together(
     installed_schema: str,
     orders: str,
     emails: str,
+    models: ModuleType,
 ) -> None:
     with committing_session_factory() as session:
         boss = make_boss(session, schema=installed_schema)
@@ -68,7 +71,7 @@ def test_the_job_and_the_business_row_commit_together(
         job_id = boss.send(emails, {"order_id": 1})
         assert job_id is not None
         # Both exist in the transaction, neither outside it.
-        assert session.get(Job, (emails, job_id)) is not None
+        assert session.get(models.Job, (emails, job_id)) is not None
         assert _orders(engine, orders) == []
         assert _committed_job_ids(engine, installed_schema, emails) == set()
         session.commit()
@@ -76,11 +79,12 @@ def test_the_job_and_the_business_row_commit_together(
     assert _orders(engine, orders) == [(1, "book")]
     assert _committed_job_ids(engine, installed_schema, emails) == {job_id}
     with committing_session_factory() as reader:
-        job = reader.get(Job, (emails, job_id))
+        job = reader.get(models.Job, (emails, job_id))
         assert job is not None
         assert (job.data, job.state) == ({"order_id": 1}, JobState.created)
 
 
+@BOTH_VERSIONS
 def test_the_job_and_the_business_row_roll_back_together(
     committing_session_factory: sessionmaker[Session],
     make_boss: Callable[..., Any],
@@ -103,6 +107,7 @@ def test_the_job_and_the_business_row_roll_back_together(
     assert committed_count(engine, installed_schema, "job") == 0
 
 
+@BOTH_VERSIONS
 def test_a_rolled_back_savepoint_takes_its_jobs_and_keeps_the_others(
     committing_session_factory: sessionmaker[Session],
     make_boss: Callable[..., Any],
@@ -110,6 +115,7 @@ def test_a_rolled_back_savepoint_takes_its_jobs_and_keeps_the_others(
     installed_schema: str,
     orders: str,
     emails: str,
+    models: ModuleType,
 ) -> None:
     with committing_session_factory() as session:
         boss = make_boss(session, schema=installed_schema)
@@ -133,7 +139,7 @@ def test_a_rolled_back_savepoint_takes_its_jobs_and_keeps_the_others(
 
         session.execute(text(f"INSERT INTO {orders} VALUES (4, 'kept after')"))
         after = boss.send(emails, {"order_id": 4})
-        assert set(session.scalars(select(Job.id).where(Job.name == emails))) == {before, after}
+        assert set(session.scalars(select(models.Job.id).where(models.Job.name == emails))) == {before, after}
         session.commit()
 
     assert None not in (before, dropped, dropped_too, after)
@@ -142,6 +148,7 @@ def test_a_rolled_back_savepoint_takes_its_jobs_and_keeps_the_others(
     assert _orders(engine, orders) == [(1, "kept before"), (4, "kept after")]
 
 
+@BOTH_VERSIONS
 def test_a_committed_savepoint_keeps_its_jobs_until_the_outer_transaction_decides(
     committing_session_factory: sessionmaker[Session],
     make_boss: Callable[..., Any],
@@ -159,6 +166,7 @@ def test_a_committed_savepoint_keeps_its_jobs_until_the_outer_transaction_decide
     assert committed_count(engine, installed_schema, "job") == 0
 
 
+@BOTH_VERSIONS
 def test_boss_on_a_plain_connection_commits_with_the_connection(
     engine: Engine, async_engine: AsyncEngine | None, installed_schema: str
 ) -> None:
@@ -171,7 +179,7 @@ def test_boss_on_a_plain_connection_commits_with_the_connection(
             boss.create_queue("plain")
             job_id = boss.send("plain", {"via": "connection"})
             job = boss.get_job_by_id("plain", job_id)  # type: ignore[arg-type]
-            assert isinstance(job, Job)
+            assert isinstance(job, JOB_MODELS)
             assert job.data == {"via": "connection"}
             assert job.created_on == db_now(connection)
             assert committed_count(engine, installed_schema, "queue") == 0

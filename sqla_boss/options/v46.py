@@ -246,7 +246,7 @@ def _trace_context(value: object) -> Mapping[str, Any] | None:
         return None
     if not isinstance(value, Mapping) or not all(isinstance(key, str) for key in value):
         raise InvalidOptionError(f"trace_context must be a mapping of strings (a propagator's carrier), not {value!r}")
-    check_structure(value, what="trace_context")
+    json_text(value, what="trace_context")  # what JSON cannot carry is refused here, under its own name
     return value
 
 

@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, ClassVar, NoReturn
@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 
 from sqla_boss.errors import (
     DeadLetterQueueNotFoundError,
+    InvalidCronError,
     InvalidOptionError,
     JobConflictError,
     QueueInUseError,
@@ -289,6 +290,32 @@ class Operations46(Operations):
     def _insert_params(self) -> Mapping[str, Any]:
         return self._notify_params
 
+    def _insert_records(self, records: list[dict[str, Any]]) -> Generator[Step, Any, tuple[list[uuid.UUID], float]]:
+        # pg-boss 12 refuses a batch naming one job twice (§4.6); the statement would drop the second silently.
+        named: set[tuple[str, str]] = set()
+        for record in records:
+            if "id" in record:
+                key = (record["name"], record["id"])
+                if key in named:
+                    raise InvalidOptionError(f"duplicate job id in insert batch: {key[1]} (queue {key[0]!r})")
+                named.add(key)
+        return (yield from super()._insert_records(records))
+
+    def publish(self, event: object, data: Any, options: Mapping[str, Any]) -> Operation[list[uuid.UUID]]:
+        # A key_strict_fifo subscriber refuses a job without a key: refuse before sending to any subscriber, so
+        # that nothing is written (pg-boss 12 sends to the others, then throws an AggregateError).
+        event_name = names.event_name(event)
+        job, _ = self._send_input("publish", data, options)
+        if job.singleton_key is None:
+            rows = yield Step(self.sql.KEY_STRICT_FIFO_SUBSCRIBERS, {"event_name": event_name}, "rows")
+            if rows:
+                fifo = ", ".join(repr(name) for (name,) in rows)
+                raise InvalidOptionError(
+                    f"queue {fifo} subscribed to {event_name!r} is key_strict_fifo: publish needs a singleton_key; "
+                    "nothing was sent"
+                )
+        return (yield from super().publish(event, data, options))
+
     # ---------------------------------------------------------------------------------------- fetching
 
     def fetch(  # type: ignore[override]
@@ -468,7 +495,7 @@ class Operations46(Operations):
         if missed not in (None, "skip", "once"):
             raise InvalidOptionError(f"missed must be one of: skip, once; not {missed!r}")
         if not isinstance(cron, str) or not cron.strip():
-            raise InvalidOptionError(f"cron expression must be a non-empty string, not {cron!r}")
+            raise InvalidCronError(f"cron expression must be a non-empty string, not {cron!r}")
         if _RRULE.search(cron):
             kind, timezone = "rrule", schedules.time_zone(tz)
             _check_rrule(cron)
@@ -776,7 +803,7 @@ def _check_rrule(expression: str) -> None:
     try:
         rrule.rrulestr(expression, forceset=True)
     except (ValueError, TypeError) as exc:
-        raise InvalidOptionError(f"schedule rule {expression!r} is not an RFC 5545 rule: {exc}") from None
+        raise InvalidCronError(f"schedule rule {expression!r} is not an RFC 5545 rule: {exc}") from None
 
 
 __all__ = ["JobRef", "Operations46", "QueueStats", "RedrivePreview", "UpdateResult", "notify_channel"]

@@ -770,6 +770,13 @@ SUBSCRIBERS = (
     .where(subscription.c.event == bindparam("event_name", type_=Text))
     .order_by(subscription.c.name)
 )
+KEY_STRICT_FIFO_SUBSCRIBERS = (
+    select(subscription.c.name)
+    .join(queue, queue.c.name == subscription.c.name)
+    .where(subscription.c.event == bindparam("event_name", type_=Text), queue.c.policy == _FIFO)
+    .order_by(subscription.c.name)
+)
+"""The key_strict_fifo queues subscribed to ``:event_name``, which refuse a job without a singleton_key."""
 
 # ------------------------------------------------------------------------------------- schedules (§9.1)
 
