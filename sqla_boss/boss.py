@@ -100,7 +100,9 @@ class Boss:
         Does nothing if the queue exists already (its settings stay as they were, as in pg-boss). Runs in
         your transaction and does not commit; takes the locks of ``CREATE TABLE`` and ``ATTACH PARTITION``
         on the ``job`` table until your transaction ends when it makes a table, and on version 46 pg-boss 12's
-        ``create-queue`` advisory lock.
+        ``create-queue`` advisory lock. On version 46 a ``partition=True`` queue's ``ATTACH PARTITION`` also
+        locks the shared ``job_common`` table (ACCESS EXCLUSIVE) until you commit, which holds up every send
+        and fetch of the shared queues meanwhile, Node pg-boss's included: commit soon.
 
         Args:
             name: the queue's name. Version 24: at least one of ``[A-Za-z0-9_-]``; version 46: only letters,

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqla_boss.errors import InvalidOptionError
+from sqla_boss.options import v46
 from sqla_boss.options.names import job_id, optional_queue_name, queue_name
 from sqla_boss.options.payloads import check_structure, json_text
 from sqla_boss.options.timing import (
@@ -21,7 +22,7 @@ from sqla_boss.options.timing import (
     singleton_seconds,
     start_after_text,
 )
-from sqla_boss.options.values import flag, known, optional_flag, optional_integer, optional_text
+from sqla_boss.options.values import flag, known, not_here, optional_flag, optional_integer, optional_text
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,7 @@ def fixed_options(options: Mapping[str, Any], method: str, **fixed: Any) -> dict
 
 def send_input(name: object, data: Any, options: Mapping[str, Any]) -> tuple[JobInput, bool]:
     """Validate a ``send`` and return its :class:`JobInput` and whether it debounces (``singleton_next_slot``)."""
+    not_here(options, SEND_OPTIONS, v46.SEND_OPTIONS, "send")
     known(options, SEND_OPTIONS, "send")
     json_text(data)
     priority = optional_integer(options, "priority")
@@ -207,6 +209,7 @@ def insert_input(job: Mapping[str, Any]) -> JobInput:
     """Validate one element of an ``insert`` batch (the fields pg-boss's insert honours)."""
     if not isinstance(job, Mapping):
         raise InvalidOptionError(f"each job to insert must be a mapping, not {type(job).__name__}")
+    not_here(job, INSERT_FIELDS, v46.INSERT_FIELDS, "insert")
     known(job, INSERT_FIELDS, "insert")
     if "name" not in job:
         raise InvalidOptionError("each job to insert needs a name")

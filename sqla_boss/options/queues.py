@@ -7,12 +7,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqla_boss.errors import InvalidOptionError
+from sqla_boss.errors import InvalidOptionError, UnsupportedOperationError
 from sqla_boss.models import JobState, QueuePolicy
 from sqla_boss.options import v46
 from sqla_boss.options.names import optional_queue_name
 from sqla_boss.options.timing import expire_in_seconds, optional_delay
-from sqla_boss.options.values import flag, integer, known, optional_flag, optional_integer
+from sqla_boss.options.values import flag, integer, known, not_here, optional_flag, optional_integer
 
 QUEUE_OPTIONS = frozenset(
     {"policy", "retry_limit", "retry_delay", "retry_backoff", "expire_in_seconds", "retention_minutes", "dead_letter"}
@@ -50,12 +50,17 @@ def queue_policy(value: object) -> QueuePolicy:
     try:
         return QueuePolicy(value)
     except ValueError:
+        if value in v46.V46_POLICIES:
+            raise UnsupportedOperationError(
+                f"queue policy {value!r} is pg-boss 12's (schema version 46); this schema is at version 24"
+            ) from None
         choices = ", ".join(policy.value for policy in QueuePolicy)
         raise InvalidOptionError(f"{value!r} is not a valid queue policy ({choices})") from None
 
 
 def queue_options(options: Mapping[str, Any], *, policy_default: QueuePolicy | None) -> dict[str, Any]:
     """The ``create_queue`` JSON options (pg-boss's camelCase keys), validated. ``None`` values are left out."""
+    not_here(options, QUEUE_OPTIONS, v46.QUEUE_OPTIONS, "queue")
     known(options, QUEUE_OPTIONS, "queue")
     policy = options.get("policy")
     expire = options.get("expire_in_seconds")

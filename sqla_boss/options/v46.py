@@ -333,6 +333,9 @@ QUEUE_OPTIONS = frozenset(
 )
 """Every pg-boss 12 queue option, in snake_case."""
 
+V46_POLICIES = frozenset({"exclusive", "key_strict_fifo"})
+"""The queue policies pg-boss 12 added to pg-boss 10's four."""
+
 CLEARABLE = frozenset({"retry_delay_max", "heartbeat_seconds", "dead_letter"})
 """The settings ``update_queue`` replaces whenever given, so ``None`` clears them (pg-boss 12 §3.3)."""
 
@@ -465,6 +468,7 @@ __all__ = [
     "QUEUE_OPTIONS",
     "SEND_OPTIONS",
     "V24_SPELLINGS",
+    "V46_POLICIES",
     "FetchOptions",
     "JobInput",
     "group",

@@ -12,7 +12,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqla_boss.errors import InvalidOptionError
+from sqla_boss.errors import InvalidOptionError, UnsupportedOperationError
 
 MAX_NAME_BYTES = 1024
 """The longest queue name, event name or singleton key, in UTF-8 bytes: two of them and a timestamp stay
@@ -106,6 +106,16 @@ def known(keys: Iterable[object], allowed: frozenset[str], what: str) -> None:
     unknown = sorted(key if isinstance(key, str) else repr(key) for key in set(keys) - allowed)
     if unknown:
         raise InvalidOptionError(f"unknown {what} option(s): {', '.join(unknown)}")
+
+
+def not_here(keys: Iterable[object], allowed: frozenset[str], elsewhere: frozenset[str], what: str) -> None:
+    """Refuse, with :class:`~sqla_boss.errors.UnsupportedOperationError`, the ``keys`` that are options of the
+    other pg-boss schema version (in ``elsewhere``) and not of this one (``allowed``)."""
+    other = sorted(key for key in keys if isinstance(key, str) and key in elsewhere and key not in allowed)
+    if other:
+        raise UnsupportedOperationError(
+            f"{what} option(s) {', '.join(other)} are pg-boss 12's (schema version 46); this schema is at version 24"
+        )
 
 
 def optional_integer(options: Mapping[str, Any], key: str, *, minimum: int | None = None) -> int | None:

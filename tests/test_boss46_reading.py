@@ -1,5 +1,6 @@
-"""Reading queues as pg-boss 12.38.0 does: ``get_queues`` with names, ``after`` and ``limit`` (``getQueues``), and
-``get_blocked_keys`` (``getBlockedKeys``), against the real pg-boss on the same schema."""
+"""Reading queues as pg-boss 12.38.0 does, against the real pg-boss on the same schema: ``get_queues`` with names,
+``after`` and ``limit`` (``getQueues``) and ``get_blocked_keys`` (``getBlockedKeys``); and version 24 refusing
+pg-boss 12's operations and options."""
 
 from __future__ import annotations
 
@@ -104,3 +105,13 @@ def test_version_24_refuses_them(engine: Engine, schema_name: str) -> None:
             boss.get_queues(["a"])
         with pytest.raises(UnsupportedOperationError, match="get_blocked_keys"):
             boss.get_blocked_keys("a")
+        # pg-boss 12's options, likewise, before anything is written
+        with pytest.raises(UnsupportedOperationError, match="partition are pg-boss 12's"):
+            boss.create_queue("a", partition=True)
+        with pytest.raises(UnsupportedOperationError, match="'exclusive' is pg-boss 12's"):
+            boss.create_queue("a", policy="exclusive")
+        boss.create_queue("a")
+        with pytest.raises(UnsupportedOperationError, match="group, heartbeat_seconds are pg-boss 12's"):
+            boss.send("a", None, group={"id": "g"}, heartbeat_seconds=30)
+        with pytest.raises(UnsupportedOperationError, match="retention_seconds are pg-boss 12's"):
+            boss.insert([{"name": "a", "retention_seconds": 60}])
