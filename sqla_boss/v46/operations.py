@@ -138,6 +138,9 @@ class Operations46(Operations):
             )
         super().__init__(schema, None)
         self._notify_params = {"notify_channel": notify_channel(self.schema)}
+        self._gated_queues: set[str] = set()
+        """Queues seen with a policy whose fetch must look at other jobs (singleton, stately, key_strict_fifo):
+        their fetches skip the plain statement. A hint only: the plain fetch checks the policy itself."""
 
     # ------------------------------------------------------------------------------------------ queues
 
@@ -348,19 +351,36 @@ class Operations46(Operations):
             "group_default": options.group_default,
             "group_tiers": json.dumps(options.group_tiers),
         }
-        jobs: list[Job] = []
-        if not savepoint:
-            jobs = yield Step(self.sql.FETCH, params, "entities")
-        else:
-            for _ in range(FETCH_ATTEMPTS):
-                try:
-                    jobs = yield Step(self.sql.FETCH, params, "entities", savepoint=True)
-                except IntegrityError:
-                    continue  # a concurrent activation of the same key: pg-boss answers [] (§5.4)
-                break
-        if not jobs and not (yield Step(self.sql.QUEUE_EXISTS, {"queue_name": queue_name}, "scalar")):
+        plain = (
+            options.group_default is None
+            and options.min_priority is None
+            and options.max_priority is None
+            and queue_name not in self._gated_queues
+        )
+        jobs = yield from self._fetch(self.sql.FETCH_PLAIN if plain else self.sql.FETCH, params, savepoint)
+        if jobs:
+            return jobs
+        policy = yield Step(self.sql.QUEUE_POLICY, {"queue_name": queue_name}, "scalar")
+        if policy is None:
             raise QueueNotFoundError(f"queue {queue_name!r} does not exist", (queue_name,))
+        if plain and policy not in self.sql.PLAIN_POLICIES:
+            # The plain fetch takes nothing from such a queue: fetch by its rules, and remember them (a hint only).
+            if len(self._gated_queues) < 10_000:
+                self._gated_queues.add(queue_name)
+            return (yield from self._fetch(self.sql.FETCH, params, savepoint))
         return jobs
+
+    def _fetch(self, statement: Any, params: Mapping[str, Any], savepoint: bool) -> Operation[list[Job]]:
+        if not savepoint:
+            found: list[Job] = yield Step(statement, params, "entities")
+            return found
+        for _ in range(FETCH_ATTEMPTS):
+            try:
+                jobs: list[Job] = yield Step(statement, params, "entities", savepoint=True)
+            except IntegrityError:
+                continue  # a concurrent activation of the same key: pg-boss answers [] (§5.4)
+            return jobs
+        return []
 
     # ----------------------------------------------------------------------------------- state changes
 
