@@ -304,3 +304,17 @@ def test_key_strict_fifo_heads_are_among_unblocked_jobs(boss: Boss, session: Ses
     set_job(session, fifo, head, blocked=True)
     # The blocked job is no head (heads are among unblocked jobs), so the next one of the key is.
     assert ids(boss.fetch(fifo, batch_size=10)) == {behind}
+
+
+def test_a_queue_made_again_with_another_policy_is_fetched_by_its_new_rules(boss: Boss, session: Session) -> None:
+    """The plain fetch of standard queues checks the queue's policy itself: a queue fetched as standard, then
+    deleted and made again as key_strict_fifo, still hands out each key's oldest job, not the likeliest."""
+    boss.create_queue("again")
+    assert boss.fetch("again") == []  # fetched once as a standard queue
+    boss.delete_queue("again")
+    boss.create_queue("again", policy="key_strict_fifo")
+    oldest = boss.send("again", {"n": 1}, singleton_key="k")
+    newer = boss.send("again", {"n": 2}, singleton_key="k", priority=10)
+    _age(session, "again", {oldest: 2, newer: 1})
+    assert _one(boss, "again") == oldest
+    assert boss.fetch("again") == []
