@@ -275,7 +275,8 @@ def run_workloads(bench: Bench, only: set[str] | None, indexes: tuple[bool, ...]
             for backlog in (bench.count(2000), bench.count(20_000)):
                 for batch in (1, 100):
                     count = backlog if batch == 100 else min(backlog, bench.count(1000))
-                    title = f"{workload} fetch {batch} x{consumers}, backlog {backlog:,}{label}"
+                    base = f"{workload} fetch {batch} x{consumers}, backlog {backlog:,}"
+                    title = f"{base}{label}"
                     for name in every:
                         bench.measure(
                             title,
@@ -286,7 +287,7 @@ def run_workloads(bench: Bench, only: set[str] | None, indexes: tuple[bool, ...]
                         )
                     for name in python:  # fetch and complete each its own statement, as pg-boss's two calls
                         bench.measure(
-                            f"{title}, autocommit",
+                            f"{base}, autocommit{label}",
                             name,
                             lambda c, b=batch, n=count, k=consumers: c.drain(n, b, k, autocommit=True),
                             drained(count, backlog),
@@ -490,12 +491,12 @@ def table_from_json(path: str) -> str:
 def _reference(rows: list[Row], workload: str) -> Row | None:
     """Our worker rows compare with pg-boss's work() row of the same index setting: those fetching 100 jobs at
     a time (the transactional worker's too) with work() tuned (batchSize 100), the others with its defaults."""
-    if workload.startswith(("W3", "W4")) and workload.endswith(", autocommit"):
+    if workload.startswith(("W3", "W4")) and ", autocommit" in workload:
         return next(
             (
                 row
                 for row in rows
-                if row.workload == workload.removesuffix(", autocommit") and row.client in (PGBOSS, PGBOSS12)
+                if row.workload == workload.replace(", autocommit", "") and row.client in (PGBOSS, PGBOSS12)
             ),
             None,
         )

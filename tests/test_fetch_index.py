@@ -30,10 +30,11 @@ import pytest
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from catalog import Snapshot, differences, snapshot, without_relations
-from pgboss import (  # noqa: F401  (the fixtures pgboss and pgboss_install)
+from pgboss import (  # noqa: F401  (the fixtures pgboss, pgboss12 and pgboss_install)
     PgBoss,
     call,
     partition_name,
+    pgboss12_fixture,
     pgboss_fixture,
     pgboss_install_fixture,
     ref,
@@ -737,4 +738,21 @@ def test_the_bench_runs_against_pgboss(tmp_path: Path, database_url: URL, engine
     assert all(key[0].startswith("W1 ") and value > 0 for key, value in pgboss_rows.items())
     assert "| workload |" in completed.stdout
     assert "pg-boss 10.4.2 |" in completed.stdout
+    assert_bench_cleaned_up(engine)
+
+
+@pytest.mark.slow
+@pytest.mark.pgboss
+def test_the_bench_runs_on_version_46_against_pgboss_12(
+    tmp_path: Path, database_url: URL, engine: Engine, pgboss12: PgBoss
+) -> None:
+    completed, result = run_bench(tmp_path, database_url, "--pgboss", "12", "--only", "W1,W3")
+
+    found = medians(result)
+    assert "pg-boss 12.38.0 |" in completed.stdout
+    assert result["pgboss"] == "pg-boss 12.38.0"
+    assert {client for _, client in found} == {"sqla_boss sync", "sqla_boss async", "pg-boss 12.38.0"}
+    assert any(workload.startswith("W3") and workload.endswith(", autocommit") for workload, _ in found)
+    assert not any("+index" in workload or workload.startswith("W1 raw") for workload, _ in found)
+    assert all(value > 0 for value in found.values())
     assert_bench_cleaned_up(engine)
