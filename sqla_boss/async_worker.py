@@ -79,6 +79,7 @@ from sqla_boss.handling import (
     backoff,
     describe,
     handler_timeout,
+    heartbeat_interval,
     log_cron_tick,
     log_failure,
     log_retry,
@@ -93,7 +94,7 @@ from sqla_boss.models import Job
 from sqla_boss.notify import channel
 from sqla_boss.operations import Operations, operations_for, verify_schema
 from sqla_boss.options.workers import Registration, WorkerSettings, adjust
-from sqla_boss.schema import schema_translate_map
+from sqla_boss.schema import REPOSITORY_VERSIONS, schema_translate_map
 
 logger = logging.getLogger("sqla_boss.worker")
 
@@ -182,7 +183,9 @@ class AsyncWorker:
         self.maintenance = AsyncMaintenance(self._engine, self.schema, settings=self.settings.maintenance)
         """The maintenance commands this worker's supervisor runs."""
         self._operations = operations_for(self.schema, self.settings.defaults)
-        self._driver = AsyncDriver(self.schema)
+        """The operations of the schema's version, chosen again by :meth:`start` once it has read it."""
+        self._version = 24
+        self._driver = AsyncDriver(self.schema, REPOSITORY_VERSIONS)
         self._registrations: list[Registration] = []
         self._wake: dict[str, AEvent] = {}
         self._tasks = Tasks()
@@ -213,6 +216,10 @@ class AsyncWorker:
         polling_interval_seconds: float | None = None,
         include_metadata: bool = False,
         transactional: bool = False,
+        group_concurrency: int | dict[str, Any] | None = None,
+        min_priority: int | None = None,
+        max_priority: int | None = None,
+        heartbeat_refresh_seconds: float | None = None,
     ) -> Callable[[HandlerT], HandlerT]: ...
 
     @overload
@@ -226,6 +233,10 @@ class AsyncWorker:
         polling_interval_seconds: float | None = None,
         include_metadata: bool = False,
         transactional: bool = False,
+        group_concurrency: int | dict[str, Any] | None = None,
+        min_priority: int | None = None,
+        max_priority: int | None = None,
+        heartbeat_refresh_seconds: float | None = None,
     ) -> HandlerT: ...
 
     def work(
@@ -238,11 +249,20 @@ class AsyncWorker:
         polling_interval_seconds: float | None = None,
         include_metadata: bool = False,
         transactional: bool = False,
+        group_concurrency: int | dict[str, Any] | None = None,
+        min_priority: int | None = None,
+        max_priority: int | None = None,
+        heartbeat_refresh_seconds: float | None = None,
     ) -> Any:
         """Register ``handler`` for queue ``name``; returns the handler, or a decorator without one.
 
         ``transactional``: call ``handler(jobs, session)`` in the transaction that completes the jobs (see
-        the module documentation). Options are checked now. Registering on a started worker starts its
+        the module documentation). On a version-46 schema (pg-boss 12), ``group_concurrency`` (a number, or
+        ``{"default": n, "tiers": {tier: n}}``) caps the active jobs of each group across the cluster,
+        ``min_priority`` / ``max_priority`` bound the priorities fetched, and a batch holding jobs with
+        ``heartbeat_seconds`` is touched every ``heartbeat_refresh_seconds`` (default: half the smallest
+        ``heartbeat_seconds``) while its handler runs; :meth:`start` refuses them on version 24. Options are
+        checked now. Registering on a started worker starts its
         loops at once (on asyncio, call it from the worker's event loop then). Touches no database.
 
         Raises:
@@ -259,6 +279,10 @@ class AsyncWorker:
             polling_interval_seconds=interval,
             include_metadata=include_metadata,
             transactional=transactional,
+            group_concurrency=group_concurrency,
+            min_priority=min_priority,
+            max_priority=max_priority,
+            heartbeat_refresh_seconds=heartbeat_refresh_seconds,
         )
 
         def register(function: AsyncHandler) -> AsyncHandler:
@@ -332,7 +356,7 @@ class AsyncWorker:
             self._started = True
             for registration in self._registrations:
                 self._launch(registration)
-        if self.settings.cron_enabled and not self._stopping.is_set():
+        if self.settings.cron_on(self._version) and not self._stopping.is_set():
             # Before the supervisor, whose first cron tick comes at once and inserts into this queue (§9.2),
             # and before the listener, so that its first LISTEN covers the queue.
             await self._create_send_it_queue()
@@ -343,7 +367,7 @@ class AsyncWorker:
                 return
             if self.settings.listen:
                 self._tasks.spawn(self._listen, "sqla_boss-listener")
-            if Timetable(self.settings, 0.0).next_at() is not None:
+            if self._version == 24 and Timetable(self.settings, 0.0).next_at() is not None:
                 self._tasks.spawn(self._supervise, "sqla_boss-supervisor")
         loops = sum(registration.concurrency for registration in self._registrations if not registration.internal)
         logger.info(
@@ -453,7 +477,8 @@ class AsyncWorker:
         """The checks of :meth:`start`, in one read-only transaction."""
         try:
             async with self._sessions() as session:
-                await self._driver.run(session, verify_schema(self.schema))
+                version = await self._driver.run(session, verify_schema(self.schema, REPOSITORY_VERSIONS))
+                self._use_version(version)
                 missing = await self._driver.run(session, self._operations.missing_queues(self.queues))
         except DBAPIError as error:
             raise DatabaseUnavailableError(
@@ -465,6 +490,23 @@ class AsyncWorker:
                 f"no queue {names} in schema {self.schema!r} to work on: create it first (sqla-boss create-queue)",
                 tuple(missing),
             )
+
+    def _use_version(self, version: int) -> None:
+        """Run the operations of the schema's ``version``, once the options given are ones it has.
+
+        Raises:
+            UnsupportedOperationError: an option of the other version.
+        """
+        self.settings.check_version(version)
+        for registration in self._registrations:
+            registration.check_version(version)
+        self._operations = operations_for(self.schema, self.settings.defaults, version)
+        self._version = version
+
+    def _settling(self, ids: list[uuid.UUID], jobs: Sequence[Job]) -> list[Any]:
+        """What to settle jobs by: on version 46 the fetched jobs themselves, so that the statement touches only
+        the attempt this worker holds (PGBOSS12.md §6.1, trap 18); their ids on 24, which has no fence."""
+        return list(jobs) if self._version == 46 and jobs else ids
 
     def _refuse(self, error: SqlaBossError) -> None:
         """The schema changed under the worker: log it once, and stop fetching."""
@@ -521,10 +563,11 @@ class AsyncWorker:
         """Complete what earlier handlers returned, in ``session``'s transaction; the caller clears the list
         once that transaction has committed."""
         for completion in completions:
+            targets = self._settling(completion.ids, completion.jobs)
             if completion.failed:
-                await self._driver.run(session, self._operations.fail(name, completion.ids, completion.output))
+                await self._driver.run(session, self._operations.fail(name, targets, completion.output))
             else:
-                await self._driver.run(session, self._operations.complete(name, completion.ids, completion.output))
+                await self._driver.run(session, self._operations.complete(name, targets, completion.output))
 
     def _hold(self, held: Held) -> object | None:
         """Record fetched jobs as held; ``None`` when stop() has swept already and they must not run."""
@@ -540,11 +583,56 @@ class AsyncWorker:
         with self._lock:
             return self._held.pop(key, None) is not None
 
+    def _beat(self, registration: Registration, jobs: Sequence[Job]) -> AEvent | None:
+        """Start touching ``jobs`` while their handler runs, if any has a heartbeat (version 46): returns the
+        event that stops it, or ``None``."""
+        seconds = heartbeat_interval(jobs, registration.heartbeat_refresh_seconds)
+        if seconds is None:
+            return None
+        done = AEvent()
+        self._tasks.spawn(
+            self._heartbeat, f"sqla_boss-heartbeat-{registration.name}", registration.name, jobs, seconds, done
+        )
+        return done
+
+    async def _heartbeat(self, name: str, jobs: Sequence[Job], seconds: float, done: AEvent) -> None:
+        """Touch the jobs every ``seconds`` until ``done`` (pg-boss 12's heartbeat timer, §7.2), each time in a
+        transaction of its own, fenced on the attempts held; a touch that misses a job (expired, or settled by
+        someone else meanwhile) is logged once."""
+        ids = [job.id for job in jobs]
+        warned = False
+        while not await done.wait(seconds):
+            try:
+                async with self._sessions.begin() as session:
+                    touched = await self._driver.run(session, self._operations.touch(name, list(jobs)))
+            except Exception as error:
+                logger.warning(
+                    "could not touch job(s) of queue %s: %s", name, one_line(error), extra=describe(name, ids)
+                )
+                continue
+            if touched < len(jobs) and not warned and not done.is_set():
+                warned = True
+                logger.warning(
+                    "%d of %d job(s) of queue %s are no longer this worker's to touch (expired or settled)",
+                    len(jobs) - touched,
+                    len(jobs),
+                    name,
+                    extra=describe(name, ids),
+                )
+
     async def _fetch(self, session: AsyncSession, registration: Registration) -> list[Job] | None:
         """Fetch without a savepoint (the worker owns the transaction); ``None`` after a collision with a
         concurrent activation of the same singleton key, rolled back, to be fetched again at once."""
         operation = self._operations.fetch(
-            registration.name, registration.batch_size, True, registration.include_metadata, False, savepoint=False
+            registration.name,
+            registration.batch_size,
+            True,
+            registration.include_metadata,
+            False,
+            savepoint=False,
+            min_priority=registration.min_priority,
+            max_priority=registration.max_priority,
+            group_concurrency=registration.group_concurrency,
         )
         try:
             return await self._driver.run(session, operation)
@@ -590,25 +678,28 @@ class AsyncWorker:
         if not jobs:
             return jobs is None
         ids = [job.id for job in jobs]
-        key = self._hold(Held(name, ids))
+        key = self._hold(Held(name, ids, jobs=jobs))
         if key is None:  # stop() has already failed what it found; fail these too rather than run them
-            await self._fail_held(Held(name, ids), SHUTDOWN_OUTPUT)
+            await self._fail_held(Held(name, ids, jobs=jobs), SHUTDOWN_OUTPUT)
             return True
         logger.debug("running job(s) %s of queue %s", ", ".join(map(str, ids)), name, extra=describe(name, ids))
         seconds = handler_timeout(jobs)
+        beating = self._beat(registration, jobs)
         state.handling_since = time.monotonic()
         try:
             outcome = await caller.call(seconds, registration.handler, jobs)
         finally:
             state.handling_since = None
+            if beating is not None:
+                beating.set()
         if not self._release(key):
             return True
         if not outcome.finished:
-            await self._record_failure(name, ids, timeout_error(seconds), completions)
+            await self._record_failure(name, jobs, timeout_error(seconds, self._version), completions)
             return True
         completion = settle(jobs, outcome.value, outcome.error)
         if completion.failed:
-            await self._record_failure(name, ids, completion.output, completions)
+            await self._record_failure(name, jobs, completion.output, completions)
         else:
             completions.append(completion)
         return True
@@ -635,18 +726,24 @@ class AsyncWorker:
             pid = await _backend_pid(session)  # begins the handler's transaction
         except Exception as error:  # the jobs are active now: fail them rather than leave them to expiry
             await session.invalidate()
-            await self._record_failure(name, ids, error, completions)
+            await self._record_failure(name, jobs, error, completions)
             raise
-        key = self._hold(Held(name, ids, pid))
+        key = self._hold(Held(name, ids, pid, jobs))
         if key is None:  # stop() has already failed what it found; fail these too rather than run them
             await session.close()
-            await self._fail_held(Held(name, ids), SHUTDOWN_OUTPUT)
+            await self._fail_held(Held(name, ids, jobs=jobs), SHUTDOWN_OUTPUT)
             return True
 
         async def in_transaction() -> BaseException | None:
             """Run the handler in a savepoint; complete, or roll the handler back and fail; commit."""
             error = await handle_in_transaction(
-                self._driver, session, self._operations, name, jobs, registration.handler
+                self._driver,
+                session,
+                self._operations,
+                name,
+                jobs,
+                registration.handler,
+                targets=self._settling(ids, jobs),
             )
             try:
                 await session.commit()
@@ -659,16 +756,19 @@ class AsyncWorker:
         seconds = handler_timeout(jobs)
         # A call that outlives its timeout keeps the session (a thread runs on with it, a cancelled coroutine
         # may have left it mid-statement): its connection must never go back to the pool.
+        beating = self._beat(registration, jobs)
         state.handling_since = time.monotonic()
         try:
             outcome = await caller.call(seconds, in_transaction, if_abandoned=session.invalidate)
         finally:
             state.handling_since = None
+            if beating is not None:
+                beating.set()
         held = self._release(key)
         if not outcome.finished:  # end its transaction from outside: its writes roll back
             await self._terminate(pid)
             if held:
-                await self._record_failure(name, ids, timeout_error(seconds), completions)
+                await self._record_failure(name, jobs, timeout_error(seconds, self._version), completions)
             return True
         try:
             if outcome.error is not None:  # the transaction itself failed: maybe its backend, terminated at stop
@@ -680,17 +780,18 @@ class AsyncWorker:
         if not held:
             return True
         if outcome.error is not None:  # the transaction itself failed; the jobs are still active
-            await self._record_failure(name, ids, outcome.error, completions)
+            await self._record_failure(name, jobs, outcome.error, completions)
         elif outcome.value is not None:
             log_failure(name, ids, outcome.value)
         return True
 
-    async def _record_failure(self, name: str, ids: list[uuid.UUID], error: Any, pending: list[Completion]) -> None:
+    async def _record_failure(self, name: str, jobs: Sequence[Job], error: Any, pending: list[Completion]) -> None:
         """Fail the jobs now, in a transaction of their own; if the database refuses (a lock or statement
         timeout, a lost connection), keep the failure in ``pending`` for the loop's next transaction."""
+        ids = [job.id for job in jobs]
         log_failure(name, ids, error)
         try:
-            await self._fail(name, ids, error)
+            await self._fail(name, self._settling(ids, jobs), error)
         except Exception as refused:
             logger.warning(
                 "could not record the failure of job(s) %s of queue %s (%s); trying again with the next fetch",
@@ -700,15 +801,16 @@ class AsyncWorker:
                 extra=describe(name, ids),
             )
             logger.debug("recording the failure failed", exc_info=True, extra=describe(name, ids))
-            pending.append(Completion(ids, error, failed=True))
+            pending.append(Completion(ids, error, failed=True, jobs=jobs))
 
-    async def _fail(self, name: str, ids: list[uuid.UUID], output: Any) -> None:
-        """Fail the jobs in a transaction of their own, committed at once; once more if the pool handed out a
-        connection whose backend is gone (a terminated transactional batch's: the pool is renewed by then)."""
+    async def _fail(self, name: str, targets: list[Any], output: Any) -> None:
+        """Fail the jobs (ids, or on version 46 the fetched jobs: :meth:`_settling`) in a transaction of their
+        own, committed at once; once more if the pool handed out a connection whose backend is gone (a
+        terminated transactional batch's: the pool is renewed by then)."""
         for attempt in (1, 2):
             try:
                 async with self._sessions() as session, session.begin():
-                    await self._driver.run(session, self._operations.fail(name, ids, output))
+                    await self._driver.run(session, self._operations.fail(name, targets, output))
                 return
             except DBAPIError as error:
                 if attempt == 2 or not error.connection_invalidated:
@@ -721,7 +823,7 @@ class AsyncWorker:
         try:
             if held.pid is not None:
                 await self._terminate(held.pid)
-            await self._fail(held.name, held.ids, output)
+            await self._fail(held.name, self._settling(held.ids, held.jobs), output)
         except Exception as error:
             logger.error(
                 "could not fail job(s) %s of queue %s: %s", extra["job_id"], held.name, one_line(error), extra=extra
@@ -878,13 +980,16 @@ async def handle_in_transaction(
     jobs: Sequence[Job],
     handler: AsyncHandler,
     call: Callable[..., Any] = call_handler_async,
+    *,
+    targets: Sequence[Any] | None = None,
 ) -> BaseException | None:
     """The transactional mode's rules for one batch, in ``session``'s transaction: ``handler(jobs, session)``
     runs in a savepoint (through ``call``, as the worker calls handlers) and its outcome is settled there
     (:func:`~sqla_boss.handling.settle`), then the jobs are completed through ``driver`` and ``operations``.
     If the handler raises an ``Exception``, or returns an output that cannot be stored, the savepoint rolls
     back (the handler's writes are gone) and the jobs are failed with that error (retry and dead-letter
-    rules apply); the error is returned.
+    rules apply); the error is returned. ``targets`` are what the jobs are settled by (default their ids; the
+    worker gives the jobs themselves on version 46, fenced on their attempt).
 
     Does not commit. Locks what the handler locks, and the jobs' rows.
 
@@ -892,7 +997,7 @@ async def handle_in_transaction(
         the handler's error, when failing the jobs failed too: the transaction is lost, and the caller
         fails the jobs afresh; a ``BaseException`` that is no ``Exception`` (``KeyboardInterrupt``, ...).
     """
-    ids = [job.id for job in jobs]
+    ids = list(targets) if targets is not None else [job.id for job in jobs]
     try:
         async with session.begin_nested():
             completion = settle(jobs, await call(handler, jobs, session))

@@ -93,6 +93,7 @@ class Threads:
 
     def spawn(self, function: Callable[..., None], name: str, *args: Any) -> None:
         thread = threading.Thread(target=function, args=args, name=name, daemon=True)
+        self.members = [member for member in self.members if member.is_alive()]  # short-lived: heartbeats
         self.members.append(thread)
         thread.start()
 
@@ -120,6 +121,7 @@ class Tasks:
         self.members: list[asyncio.Task[None]] = []
 
     def spawn(self, function: Callable[..., Coroutine[Any, Any, None]], name: str, *args: Any) -> None:
+        self.members = [member for member in self.members if not member.done()]  # short-lived: heartbeats
         self.members.append(asyncio.get_running_loop().create_task(function(*args), name=name))
 
     async def wait(self, timeout: float, interrupt: AEvent | None = None) -> None:

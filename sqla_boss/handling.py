@@ -49,6 +49,8 @@ class Held:
     name: str
     ids: list[uuid.UUID]
     pid: int | None = None
+    jobs: Sequence[Job] = ()
+    """The fetched jobs themselves: on version 46 they are settled fenced on their attempt (§6.1)."""
 
 
 @dataclass(frozen=True)
@@ -59,25 +61,47 @@ class Completion:
     ids: list[uuid.UUID]
     output: Any
     failed: bool = False
+    jobs: Sequence[Job] = ()
+    """The jobs themselves, when known: on version 46 they are settled fenced on their attempt (§6.1)."""
 
     @classmethod
-    def of(cls, ids: list[uuid.UUID], output: Any) -> Completion:
+    def of(cls, ids: list[uuid.UUID], output: Any, jobs: Sequence[Job] = ()) -> Completion:
         """Check the output now (a value that is no JSON raises here, not in the later transaction)."""
         stored = output_value(output)
         if stored is not None:
             json_text(stored, what="output")
-        return cls(ids, output)
+        return cls(ids, output, jobs=jobs)
 
 
 def handler_timeout(jobs: Sequence[Job]) -> float:
-    """How long a handler may run on ``jobs``: the longest ``expire_in`` among them, at least 1 s (§7.2)."""
-    longest = max((job.expire_in.total_seconds() for job in jobs if job.expire_in is not None), default=0.0)
-    return max(1.0, longest)
+    """How long a handler may run on ``jobs``: the longest expiry among them (``expire_in``; on version 46
+    ``expire_seconds``), at least 1 s (PGBOSS10.md §7.2, PGBOSS12.md §7.2)."""
+    return max(1.0, max((_expiry_seconds(job) for job in jobs), default=0.0))
 
 
-def timeout_error(seconds: float) -> HandlerTimeoutError:
-    """The error jobs fail with when their handler outlives :func:`handler_timeout`, worded as pg-boss's."""
+def _expiry_seconds(job: Job) -> float:
+    seconds = getattr(job, "expire_seconds", None)  # a version-46 job
+    if seconds is not None:
+        return float(seconds)
+    return 0.0 if job.expire_in is None else job.expire_in.total_seconds()
+
+
+def timeout_error(seconds: float, version: int = 24) -> HandlerTimeoutError:
+    """The error jobs fail with when their handler outlives :func:`handler_timeout`, worded as the pg-boss of
+    the schema's ``version`` words it: milliseconds on 24, seconds on 46."""
+    if version == 46:
+        return HandlerTimeoutError(f"handler execution exceeded {seconds:g}s")
     return HandlerTimeoutError(f"handler execution exceeded {round(seconds * 1000)}ms")
+
+
+def heartbeat_interval(jobs: Sequence[Job], refresh_seconds: float | None) -> float | None:
+    """How often a worker touches ``jobs`` while their handler runs (PGBOSS12.md §7.2 step 3): every
+    ``refresh_seconds``, or half the smallest ``heartbeat_seconds`` of the batch; ``None`` when no job of the
+    batch has a heartbeat (and on version 24, which has none)."""
+    beats = [beat for job in jobs if (beat := getattr(job, "heartbeat_seconds", None)) is not None]
+    if not beats:
+        return None
+    return refresh_seconds if refresh_seconds is not None else min(beats) / 2
 
 
 def completion_output(jobs: Sequence[Job], result: Any) -> Any:
@@ -95,11 +119,11 @@ def settle(jobs: Sequence[Job], result: Any = None, error: BaseException | None 
     """
     ids = [job.id for job in jobs]
     if error is not None:
-        return Completion(ids, error, failed=True)
+        return Completion(ids, error, failed=True, jobs=jobs)
     try:
-        return Completion.of(ids, completion_output(jobs, result))
+        return Completion.of(ids, completion_output(jobs, result), jobs)
     except SqlaBossError as refused:  # e.g. an output that is not JSON: the jobs fail with the reason
-        return Completion(ids, refused, failed=True)
+        return Completion(ids, refused, failed=True, jobs=jobs)
 
 
 def log_failure(name: str, ids: Sequence[uuid.UUID], error: Any) -> None:
@@ -273,6 +297,7 @@ __all__ = [
     "completion_output",
     "describe",
     "handler_timeout",
+    "heartbeat_interval",
     "log_cron_tick",
     "log_failure",
     "log_retry",

@@ -267,7 +267,7 @@ def test_start_refuses_what_it_cannot_work_on_and_starts_nothing(
     assert error.names == ("nosuch",)
     assert isinstance(start_error(flavour, database_url, "nosuch_schema", QUEUE), SchemaNotInstalledError)
     with engine.begin() as connection:
-        connection.execute(text(f"UPDATE {installed_schema}.version SET version = 46"))
+        connection.execute(text(f"UPDATE {installed_schema}.version SET version = 45"))
     assert isinstance(start_error(flavour, database_url, installed_schema, QUEUE), SchemaVersionError)
     unreachable = database_url.set(port=1)
     assert isinstance(start_error(flavour, unreachable, installed_schema, QUEUE), DatabaseUnavailableError)

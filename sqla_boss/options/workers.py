@@ -8,11 +8,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqla_boss.errors import InvalidOptionError
+from sqla_boss.errors import InvalidOptionError, UnsupportedOperationError
 from sqla_boss.identifiers import validate_schema_name
 from sqla_boss.options.jobs import Defaults
 from sqla_boss.options.maintenance import MAINTENANCE_OPTIONS, MaintenanceSettings
 from sqla_boss.options.names import queue_name
+from sqla_boss.options.v46 import FetchOptions
 from sqla_boss.options.values import flag, integer, seconds
 
 MIN_POLLING_INTERVAL = 0.5
@@ -39,6 +40,12 @@ class Registration:
     include_metadata: bool = False
     transactional: bool = False
     internal: bool = False
+    group_concurrency: int | Mapping[str, Any] | None = None
+    """pg-boss 12's ``groupConcurrency``: at most this many active jobs per group, cluster-wide (version 46)."""
+    min_priority: int | None = None
+    max_priority: int | None = None
+    heartbeat_refresh_seconds: float | None = None
+    """How often a batch with heartbeat jobs is touched; ``None``: half the smallest ``heartbeat_seconds``."""
 
     @classmethod
     def of(
@@ -50,17 +57,51 @@ class Registration:
         polling_interval_seconds: object,
         include_metadata: object,
         transactional: object,
+        group_concurrency: object = None,
+        min_priority: object = None,
+        max_priority: object = None,
+        heartbeat_refresh_seconds: object = None,
     ) -> Registration:
-        """Validate ``work()``'s options; the handler comes with :meth:`with_handler`."""
+        """Validate ``work()``'s options; the handler comes with :meth:`with_handler`. ``group_concurrency``,
+        ``min_priority``, ``max_priority`` and ``heartbeat_refresh_seconds`` are pg-boss 12's (version 46), checked
+        here as its ``fetch`` checks them."""
+        fetch = FetchOptions.of(batch_size, include_metadata, False, min_priority, max_priority, group_concurrency)
         return cls(
             name=queue_name(name),
             handler=_no_handler,
-            batch_size=integer("batch_size", batch_size, minimum=1),
+            batch_size=fetch.batch_size,
             concurrency=integer("concurrency", concurrency, minimum=1),
             polling_interval_seconds=polling_interval("polling_interval_seconds", polling_interval_seconds),
-            include_metadata=flag("include_metadata", include_metadata),
+            include_metadata=fetch.include_metadata,
             transactional=flag("transactional", transactional),
+            group_concurrency=group_concurrency,  # type: ignore[arg-type]  # checked by FetchOptions
+            min_priority=fetch.min_priority,
+            max_priority=fetch.max_priority,
+            heartbeat_refresh_seconds=None
+            if heartbeat_refresh_seconds is None
+            else seconds("heartbeat_refresh_seconds", heartbeat_refresh_seconds, minimum=0.001),
         )
+
+    def version_46_options(self) -> list[str]:
+        """The options given that only pg-boss 12 (schema version 46) has."""
+        return [
+            option
+            for option in ("group_concurrency", "min_priority", "max_priority", "heartbeat_refresh_seconds")
+            if getattr(self, option) is not None
+        ]
+
+    def check_version(self, version: int) -> None:
+        """Refuse, on a version-24 schema, the options only version 46 has.
+
+        Raises:
+            UnsupportedOperationError: naming them.
+        """
+        extra = self.version_46_options()
+        if version != 46 and extra:
+            raise UnsupportedOperationError(
+                f"work({self.name!r}): {', '.join(extra)} {'is' if len(extra) == 1 else 'are'} pg-boss 12's "
+                f"(schema version 46); this schema is at version {version}"
+            )
 
     def with_handler(self, handler: object) -> Registration:
         """This registration with ``handler``, which must be callable."""
@@ -110,6 +151,9 @@ class WorkerSettings:
     cron_worker_interval_seconds: int = 5
     maintenance: MaintenanceSettings = field(default_factory=MaintenanceSettings)
     defaults: Mapping[str, Any] = field(default_factory=dict)
+    version_24_options: frozenset[str] = frozenset()
+    """The options given that only pg-boss 10 (schema version 24) has: its maintenance options and the
+    constructor's job defaults."""
 
     @classmethod
     def of(
@@ -152,7 +196,27 @@ class WorkerSettings:
             ),
             maintenance=maintenance,
             defaults=defaults,
+            version_24_options=frozenset(k for k, v in options.items() if v is not None),
         )
+
+    def check_version(self, version: int) -> None:
+        """Refuse, on a version-46 schema, the options only version 24 has.
+
+        Raises:
+            UnsupportedOperationError: naming them.
+        """
+        if version == 46 and self.version_24_options:
+            given = ", ".join(sorted(self.version_24_options))
+            raise UnsupportedOperationError(
+                f"{given}: pg-boss 10's worker options (schema version 24); pg-boss 12 (version 46) keeps job "
+                "settings on the queue (create_queue, update_queue) and deletes finished jobs by the queue's "
+                "delete_after_seconds"
+            )
+
+    def cron_on(self, version: int) -> bool:
+        """Whether the worker evaluates cron on a schema at ``version``: with ``schedule``, and on version 24
+        only with both archive delays at 60 s or more, as pg-boss 10."""
+        return self.schedule if version == 46 else self.cron_enabled
 
     @property
     def cron_enabled(self) -> bool:

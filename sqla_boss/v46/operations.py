@@ -335,7 +335,9 @@ class Operations46(Operations):
         group_concurrency: object = None,
     ) -> Operation[list[Job]]:
         """pg-boss 12's fetch (§5): always by priority, then age (``priority`` is accepted and ignored, as in
-        pg-boss since 12.30). A queue that does not exist is an error, as in pg-boss 12."""
+        pg-boss since 12.30). A queue that does not exist is an error, as in pg-boss 12. With
+        ``group_concurrency`` it first takes a transaction-level advisory lock of sqla_boss's own on the queue,
+        so that concurrent sqla_boss fetches never exceed the limit (pg-boss's own can race)."""
         queue_name = options46.queue_name(name)
         if not isinstance(priority, bool):
             raise InvalidOptionError(f"priority must be True or False, not {priority!r}")
@@ -357,6 +359,9 @@ class Operations46(Operations):
             and options.max_priority is None
             and queue_name not in self._gated_queues
         )
+        if options.group_default is not None:
+            lock_text = f"sqla_boss.group-fetch.{self.schema}.{queue_name}"
+            yield Step(self.sql.GROUP_FETCH_LOCK, {"lock_text": lock_text}, "scalar")
         jobs = yield from self._fetch(self.sql.FETCH_PLAIN if plain else self.sql.FETCH, params, savepoint)
         if jobs:
             return jobs

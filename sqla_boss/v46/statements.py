@@ -414,6 +414,12 @@ def _fetch_plain() -> ExecutableReturnsRows:
 _PLAIN: list[ColumnElement[Any]] = [literal_column(f"'{policy.value}'") for policy in PLAIN_POLICIES]
 
 FETCH_PLAIN = _fetch_plain()
+
+GROUP_FETCH_LOCK = select(func.pg_advisory_xact_lock(func.hashtextextended(bindparam("lock_text", type_=Text), 0)))
+"""sqla_boss's own lock, not pg-boss's: taken before a fetch with ``group_concurrency`` (the key names the schema
+and queue, ``:lock_text``), so that concurrent sqla_boss fetches of one queue count each other's activations.
+pg-boss 12's fetch counts a group's active jobs in the statement's snapshot, without a lock, so two
+concurrent fetches can both take a group's last slot (see docs/differences.md)."""
 """:data:`FETCH` without what only some queues and options need, for a queue whose policy fetch need not look at
 (:data:`PLAIN_POLICIES`) and no ``group_concurrency``, ``min_priority`` or ``max_priority``: a quarter of
 its time in the database. It checks the queue's policy itself and fetches nothing from another queue, so a
