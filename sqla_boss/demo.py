@@ -104,9 +104,7 @@ def run(
     """Run the demo and print what happens; returns the summary it printed.
 
     ``pgboss``: the release whose schema the demo installs, 10 (version 24) or 12 (version 46, in a schema of
-    its own on the embedded server: :data:`BOSS_SCHEMA_12`). On 12, where sqla_boss's workers do not run yet,
-    the queue is worked off by ``Boss.fetch`` and ``complete`` in one transaction per job, which commits the
-    confirmation with it, as the transactional worker does on 10.
+    its own on the embedded server: :data:`BOSS_SCHEMA_12`). The same worker works the queue off on both.
 
     With ``use_async`` the orders are placed and worked off through :class:`~sqla_boss.AsyncBoss` on an
     ``AsyncSession`` (psycopg's async driver); the rows are the same. ``schema``: the pg-boss schema to use
@@ -182,9 +180,9 @@ def _run(engine: Engine, say: Callable[[str], None], use_async: bool, schemas: S
 
     say("Placing orders; each order and its confirmation job commit in one transaction:")
     if use_async:
-        asyncio.run(_place_and_work_async(engine.url, schemas, summary, say, pgboss))
+        asyncio.run(_place_and_work_async(engine.url, schemas, summary, say))
     else:
-        _place_and_work(jobs_engine, schemas.boss, summary, say, pgboss)
+        _place_and_work(jobs_engine, schemas.boss, summary, say)
 
     with Session(jobs_engine) as session:
         rows = session.execute(
@@ -202,9 +200,7 @@ def _run(engine: Engine, say: Callable[[str], None], use_async: bool, schemas: S
     return summary
 
 
-def _place_and_work(
-    jobs_engine: Engine, schema: str, summary: Summary, say: Callable[[str], None], pgboss: int
-) -> None:
+def _place_and_work(jobs_engine: Engine, schema: str, summary: Summary, say: Callable[[str], None]) -> None:
     for customer, cents, behaviour in ORDERS:
         try:
             with Session(jobs_engine, expire_on_commit=False) as session, session.begin():
@@ -217,14 +213,11 @@ def _place_and_work(
         except PaymentDeclined as exc:
             _declined(customer, cents, exc, summary, say)
 
-    if pgboss == 12:
-        _work_off_with_boss(jobs_engine, schema, summary, say)
-        return
     say("\nWorking off the queue with a Worker (transactional: each confirmation commits with its job):")
     worker = Worker(jobs_engine, schema, supervise=False, schedule=False, polling_interval_seconds=0.5)
 
     @worker.work(QUEUE, concurrency=2, transactional=True)
-    def confirm(jobs: list[Job24], session: Session) -> dict[str, str]:
+    def confirm(jobs: list[Job24 | Job46], session: Session) -> dict[str, str]:
         (job,) = jobs
         failure = _outcome(job, summary, say)
         if failure is not None:
@@ -239,9 +232,7 @@ def _place_and_work(
         worker.stop()
 
 
-async def _place_and_work_async(
-    url: URL, schemas: Schemas, summary: Summary, say: Callable[[str], None], pgboss: int
-) -> None:
+async def _place_and_work_async(url: URL, schemas: Schemas, summary: Summary, say: Callable[[str], None]) -> None:
     engine = create_async_engine(url, poolclass=NullPool)
     jobs_engine = schemas.translated(engine)
     try:
@@ -257,14 +248,11 @@ async def _place_and_work_async(
             except PaymentDeclined as exc:
                 _declined(customer, cents, exc, summary, say)
 
-        if pgboss == 12:
-            await _work_off_with_async_boss(jobs_engine, schemas.boss, summary, say)
-            return
         say("\nWorking off the queue with an AsyncWorker (transactional: each confirmation commits with its job):")
         worker = AsyncWorker(jobs_engine, schemas.boss, supervise=False, schedule=False, polling_interval_seconds=0.5)
 
         @worker.work(QUEUE, concurrency=2, transactional=True)
-        async def confirm(jobs: list[Job24], session: AsyncSession) -> dict[str, str]:
+        async def confirm(jobs: list[Job24 | Job46], session: AsyncSession) -> dict[str, str]:
             (job,) = jobs
             failure = _outcome(job, summary, say)
             if failure is not None:
@@ -283,48 +271,6 @@ async def _place_and_work_async(
             await worker.stop()
     finally:
         await engine.dispose()
-
-
-_WORK_OFF_12 = (
-    "\nWorking off the queue with Boss.fetch and complete, one transaction per job that commits the confirmation "
-    "with it (sqla_boss's workers run schema version 24 in this release):"
-)
-
-
-def _work_off_with_boss(jobs_engine: Engine, schema: str, summary: Summary, say: Callable[[str], None]) -> None:
-    say(_WORK_OFF_12)
-    deadline = time.monotonic() + WORK_OFF_SECONDS
-    while _pending(jobs_engine):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the demo's jobs were not worked off in {WORK_OFF_SECONDS} s")
-        with Session(jobs_engine) as session, session.begin():
-            boss = Boss(session, schema=schema)
-            for job in boss.fetch(QUEUE):
-                failure = _outcome(job, summary, say)
-                if failure is not None:
-                    boss.fail(QUEUE, [job], failure)
-                    continue
-                session.get_one(Order, job.data["order_id"]).confirmed_on = dt.datetime.now(dt.timezone.utc)
-                boss.complete(QUEUE, [job], {"emailed": job.data["customer"]})
-
-
-async def _work_off_with_async_boss(
-    jobs_engine: AsyncEngine, schema: str, summary: Summary, say: Callable[[str], None]
-) -> None:
-    say(_WORK_OFF_12.replace("Boss.fetch", "AsyncBoss.fetch"))
-    deadline = time.monotonic() + WORK_OFF_SECONDS
-    while await _pending_async(jobs_engine):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the demo's jobs were not worked off in {WORK_OFF_SECONDS} s")
-        async with AsyncSession(jobs_engine) as session, session.begin():
-            boss = AsyncBoss(session, schema=schema)
-            for job in await boss.fetch(QUEUE):
-                failure = _outcome(job, summary, say)
-                if failure is not None:
-                    await boss.fail(QUEUE, [job], failure)
-                    continue
-                (await session.get_one(Order, job.data["order_id"])).confirmed_on = dt.datetime.now(dt.timezone.utc)
-                await boss.complete(QUEUE, [job], {"emailed": job.data["customer"]})
 
 
 def _pending(jobs_engine: Engine) -> int:
