@@ -50,6 +50,7 @@ __all__ = [
     "SchemaState",
     "advisory_lock_key",
     "advisory_lock_key_for",
+    "advisory_lock_key_of",
     "check_migration",
     "check_schema",
     "create_fetch_index",
@@ -88,14 +89,21 @@ def advisory_lock_key(schema: str, suffix: str = "") -> ColumnElement[int]:
     signed bigint: every pg-boss and sqla_boss instance on the same schema contends for the same lock. pg-boss
     12 names one lock per kind of work with ``suffix`` (``create-queue``, ``delete-queue``...).
     """
-    key_text = func.current_database(type_=Text) + literal(".pgboss.", Text) + literal(schema + suffix, Text)
+    return advisory_lock_key_of(literal(schema + suffix, Text))
+
+
+def advisory_lock_key_of(name: ColumnElement[str]) -> ColumnElement[int]:
+    """:func:`advisory_lock_key` of ``name``, the schema and its suffix as one SQL text (say, a parameter), so
+    that one statement built once serves every schema and suffix: pg-boss 12's locks per job table
+    (``<table>failJobsByTimeout``...) name the table in the suffix."""
+    key_text = func.current_database(type_=Text) + literal(".pgboss.", Text) + name
     digest = func.encode(func.sha224(cast(key_text, BYTEA)), "hex", type_=Text)
     return cast(cast(literal("x", Text) + digest, BIT(64)), BigInteger)
 
 
-def advisory_lock_key_for(database: str, schema: str) -> int:
+def advisory_lock_key_for(database: str, schema: str, suffix: str = "") -> int:
     """The same key as :func:`advisory_lock_key`, computed in Python for a known database name."""
-    digest = hashlib.sha224(f"{database}.pgboss.{schema}".encode()).digest()
+    digest = hashlib.sha224(f"{database}.pgboss.{schema}{suffix}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
 
 

@@ -41,6 +41,7 @@ PAIRS: tuple[tuple[str, str], ...] = (
     ("sqla_boss/async_boss.py", "sqla_boss/boss.py"),
     ("sqla_boss/async_maintenance.py", "sqla_boss/maintenance.py"),
     ("sqla_boss/async_worker.py", "sqla_boss/worker.py"),
+    ("sqla_boss/async_supervisor.py", "sqla_boss/supervisor.py"),
     ("sqla_boss/testing/async_runner.py", "sqla_boss/testing/runner.py"),
 )
 """(asyncio source, generated sync module), relative to the repository root."""
@@ -56,6 +57,8 @@ NAMES: dict[str, str] = {
     "async_worker": "worker",
     "AsyncWorker": "Worker",
     "AsyncHandler": "Handler",
+    "async_supervisor": "supervisor",
+    "AsyncSupervisor": "Supervisor",
     "async_runner": "runner",
     "_AsyncRunner": "_Runner",
     "async_run_jobs": "run_jobs",
