@@ -7,6 +7,7 @@ import logging
 
 from sqla_boss.async_boss import AsyncBoss
 from sqla_boss.async_maintenance import AsyncMaintenance
+from sqla_boss.async_supervisor import AsyncSupervisor
 from sqla_boss.async_worker import AsyncWorker
 from sqla_boss.boss import Boss
 from sqla_boss.errors import (
@@ -34,6 +35,7 @@ from sqla_boss.models import (
     metadata,
 )
 from sqla_boss.schema import SCHEMA_VERSION, schema_translate_map
+from sqla_boss.supervisor import Supervisor
 from sqla_boss.worker import Worker
 
 __version__ = "0.1.0"
@@ -48,6 +50,7 @@ __all__ = [
     "Archive",
     "AsyncBoss",
     "AsyncMaintenance",
+    "AsyncSupervisor",
     "AsyncWorker",
     "Base",
     "Boss",
@@ -65,6 +68,7 @@ __all__ = [
     "SchemaVersionError",
     "SqlaBossError",
     "Subscription",
+    "Supervisor",
     "UnsupportedOperationError",
     "Version",
     "Worker",

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 
-from sqla_boss import __version__
+import sqla_boss
 from sqla_boss.driver import Driver
 from sqla_boss.flavours import Event
 from sqla_boss.handling import one_line
@@ -51,6 +51,8 @@ class Supervisor:
         settings: :class:`~sqla_boss.options.supervision.SupervisionSettings`.
         cron_interval_seconds: run the cron pass this often (pg-boss's ``cronMonitorIntervalSeconds``), or not at
             all with ``None``.
+        supervise: run the supervise pass and the flow resolver (pg-boss's ``supervise``); BAM runs with the
+            settings' ``migrate``, the instance row with their ``register_instance``.
         workers: what the ``instance`` row's ``workers`` shows, read at each heartbeat.
 
     Raises:
@@ -64,12 +66,15 @@ class Supervisor:
         settings: SupervisionSettings,
         *,
         cron_interval_seconds: int | None,
+        supervise: bool = True,
         workers: Callable[[], list[dict[str, Any]]] = list,
     ) -> None:
         self._driver = Driver(schema, (VERSION,))
         self.schema = self._driver.schema
         self.settings = settings
         self.cron_interval_seconds = cron_interval_seconds
+        self.supervises = supervise
+        """Whether :meth:`run` runs the supervise pass and the flow resolver (pg-boss's ``supervise``)."""
         self._engine = engine
         self._workers = workers
         self._supervision = Supervision46(self.schema)
@@ -79,10 +84,10 @@ class Supervisor:
             name=settings.instance_name,
             host=socket.gethostname(),
             pid=os.getpid(),
-            version=f"sqla_boss {__version__}",
+            version=f"sqla_boss {sqla_boss.__version__}",  # read at run time: the package imports this module
             runtime=f"python {platform.python_version()}",
             heartbeat_seconds=settings.instance_heartbeat_seconds,
-            supervise=True,
+            supervise=supervise,
             schedule=cron_interval_seconds is not None,
             migrate=settings.migrate,
             persist_warnings=settings.persist_warnings,
@@ -103,10 +108,10 @@ class Supervisor:
         Commits each step in a transaction of its own.
         """
         settings = self.settings
-        tasks: dict[str, tuple[float, Callable[[], Any]]] = {
-            "supervise": (settings.supervise_interval_seconds, self.supervise),
-            "flow": (settings.flow_interval_seconds, self.resolve_flows_if_due),
-        }
+        tasks: dict[str, tuple[float, Callable[[], Any]]] = {}
+        if self.supervises:
+            tasks["supervise"] = (settings.supervise_interval_seconds, self.supervise)
+            tasks["flow"] = (settings.flow_interval_seconds, self.resolve_flows_if_due)
         if settings.migrate:
             tasks["bam"] = (settings.bam_interval_seconds, self.build_indexes_if_due)
         if settings.register_instance:
@@ -124,7 +129,7 @@ class Supervisor:
                     if due[name] <= now and not stopping.is_set():
                         self._tick(name, task)
                         due[name] = max(due[name] + interval, time.monotonic())
-                stopping.wait(max(0.0, min(due.values()) - time.monotonic()))
+                stopping.wait(max(0.0, min(due.values()) - time.monotonic()) if due else None)
         finally:
             if settings.register_instance:
                 self._tick("unregister", self.unregister)

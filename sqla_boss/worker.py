@@ -97,6 +97,7 @@ from sqla_boss.notify import channel
 from sqla_boss.operations import Operations, operations_for, verify_schema
 from sqla_boss.options.workers import Registration, WorkerSettings, adjust
 from sqla_boss.schema import REPOSITORY_VERSIONS, schema_translate_map
+from sqla_boss.supervisor import Supervisor
 
 logger = logging.getLogger("sqla_boss.worker")
 
@@ -137,15 +138,20 @@ class Worker:
         schema: the pg-boss schema (default ``pgboss``).
         polling_interval_seconds: the default wait after an empty fetch (at least 0.5, default 2).
         supervise: run maintenance (expire, archive, drop) when this instance wins the cluster's turn, every
-            ``maintenance_interval_seconds`` (default 120), as pg-boss's ``supervise``.
+            ``maintenance_interval_seconds`` (default 120), as pg-boss's ``supervise``; on version 46, pg-boss 12's
+            supervisor (:class:`~sqla_boss.Supervisor`: counts, expiry, retention, flows, BAM).
         schedule: evaluate cron every ``cron_monitor_interval_seconds`` (1-45, default 30) when this instance
             wins the turn, and run the send-it queue every ``cron_worker_interval_seconds`` (1-45, default 5),
             as pg-boss's ``schedule``. Off, as in pg-boss, when an archive delay is under 60 s.
         listen: LISTEN for sqla_boss's send notifications (psycopg engines) and fetch as soon as one comes.
         monitor_state_interval_seconds: log :meth:`Maintenance.count_states` this often, cluster-wide (off).
-        **options: pg-boss's maintenance options (``archive_completed_after_seconds``, ``delete_after_days``,
-            ``maintenance_interval_seconds``, ... see :class:`~sqla_boss.maintenance.MaintenanceSettings`) and
-            :class:`~sqla_boss.Boss`'s job defaults (``retry_limit``, ``expire_in_seconds``, ...).
+        **options: on a version-24 schema, pg-boss 10's maintenance options (``archive_completed_after_seconds``,
+            ``delete_after_days``, ``maintenance_interval_seconds``, ... see
+            :class:`~sqla_boss.maintenance.MaintenanceSettings`) and :class:`~sqla_boss.Boss`'s job defaults
+            (``retry_limit``, ``expire_in_seconds``, ...); on version 46, pg-boss 12's supervisor options
+            (``supervise_interval_seconds``, ``monitor_interval_seconds``, ``maintenance_interval_seconds``,
+            ``register_instance``, ... see :class:`~sqla_boss.options.supervision.SupervisionSettings`). Those
+            of the other version are refused by :meth:`start`.
 
     Raises:
         InvalidOptionError, InvalidSchemaNameError: bad options; nothing is started.
@@ -202,6 +208,7 @@ class Worker:
         self._stop_timeout = 30.0
         self._refused: SqlaBossError | None = None
         self._loop_states: list[LoopState] = []
+        self._supervisor: Supervisor | None = None
 
     # ----------------------------------------------------------------------------------- registering
 
@@ -369,6 +376,9 @@ class Worker:
                 self._threads.spawn(self._listen, "sqla_boss-listener")
             if self._version == 24 and Timetable(self.settings, 0.0).next_at() is not None:
                 self._threads.spawn(self._supervise, "sqla_boss-supervisor")
+            elif self._version == 46:
+                self._supervisor = self._supervisor_46()
+                self._threads.spawn(self._supervisor.run, "sqla_boss-supervisor", self._stopping)
         loops = sum(registration.concurrency for registration in self._registrations if not registration.internal)
         logger.info(
             "started on schema %r: %d loop(s) on queue(s) %s",
@@ -915,6 +925,34 @@ class Worker:
             interval = self.settings.cron_monitor_interval_seconds
             tick = self._driver.run(session, self._operations.cron_tick(interval))
         log_cron_tick(tick)
+
+    def _supervisor_46(self) -> Supervisor:
+        """Version 46's supervisor, as pg-boss 12's instance runs it: the supervise pass and flow resolver with
+        ``supervise``, cron with ``schedule``, BAM with ``migrate``, the ``instance`` row with
+        ``register_instance`` (PGBOSS12.md §8.1)."""
+        settings = self.settings
+        return Supervisor(
+            self._engine,
+            self.schema,
+            settings.supervision,
+            cron_interval_seconds=settings.cron_monitor_interval_seconds if settings.cron_on(46) else None,
+            supervise=settings.supervise,
+            workers=self._describe_workers,
+        )
+
+    def _describe_workers(self) -> list[dict[str, Any]]:
+        """The ``workers`` of this instance's ``instance`` row: one entry per registration, in pg-boss's words."""
+        return [
+            {
+                "queue": registration.name,
+                "localConcurrency": registration.concurrency,
+                "batchSize": registration.batch_size,
+                "pollingIntervalSeconds": registration.polling_interval_seconds,
+                "transactional": registration.transactional,
+            }
+            for registration in self._registrations
+            if not registration.internal
+        ]
 
     # --------------------------------------------------------------------------------------- listener
 

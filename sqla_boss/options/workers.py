@@ -13,6 +13,7 @@ from sqla_boss.identifiers import validate_schema_name
 from sqla_boss.options.jobs import Defaults
 from sqla_boss.options.maintenance import MAINTENANCE_OPTIONS, MaintenanceSettings
 from sqla_boss.options.names import queue_name
+from sqla_boss.options.supervision import SUPERVISION_OPTIONS, SupervisionSettings
 from sqla_boss.options.v46 import FetchOptions
 from sqla_boss.options.values import flag, integer, seconds
 
@@ -150,10 +151,17 @@ class WorkerSettings:
     cron_monitor_interval_seconds: int = 30
     cron_worker_interval_seconds: int = 5
     maintenance: MaintenanceSettings = field(default_factory=MaintenanceSettings)
+    """The supervisor's settings on version 24 (pg-boss 10's maintenance options)."""
+    supervision: SupervisionSettings = field(default_factory=SupervisionSettings)
+    """The supervisor's settings on version 46 (pg-boss 12's supervise, monitor, maintenance... options)."""
     defaults: Mapping[str, Any] = field(default_factory=dict)
     version_24_options: frozenset[str] = frozenset()
     """The options given that only pg-boss 10 (schema version 24) has: its maintenance options and the
     constructor's job defaults."""
+    version_46_options: frozenset[str] = frozenset()
+    """The options given that only pg-boss 12 (schema version 46) has: its supervisor's."""
+    version_24_refusal: str | None = None
+    """Why an option both versions take (``maintenance_interval_seconds``) is out of version 24's range."""
 
     @classmethod
     def of(
@@ -175,9 +183,21 @@ class WorkerSettings:
         Raises:
             InvalidOptionError, InvalidSchemaNameError: with the first bad value.
         """
-        maintenance = MaintenanceSettings.from_options({k: v for k, v in options.items() if k in MAINTENANCE_OPTIONS})
-        defaults = {k: v for k, v in options.items() if k not in MAINTENANCE_OPTIONS}
+        supervisor_options = MAINTENANCE_OPTIONS | SUPERVISION_OPTIONS
+        supervision = SupervisionSettings.from_options({k: v for k, v in options.items() if k in SUPERVISION_OPTIONS})
+        v24 = {k: v for k, v in options.items() if k in MAINTENANCE_OPTIONS}
+        refusal = None
+        try:
+            maintenance = MaintenanceSettings.from_options(v24)
+        except InvalidOptionError as error:  # maybe a shared option in version 46's range only: say so at start
+            shared = {k for k in v24 if k in SUPERVISION_OPTIONS}
+            if not shared:
+                raise
+            maintenance = MaintenanceSettings.from_options({k: v for k, v in v24.items() if k not in shared})
+            refusal = str(error)
+        defaults = {k: v for k, v in options.items() if k not in supervisor_options}
         Defaults.from_options(defaults)
+        given = {k for k, v in options.items() if v is not None}
         monitor = monitor_state_interval_seconds
         return cls(
             schema=validate_schema_name(schema),
@@ -195,16 +215,27 @@ class WorkerSettings:
                 "cron_worker_interval_seconds", cron_worker_interval_seconds, minimum=1, maximum=45
             ),
             maintenance=maintenance,
+            supervision=supervision,
             defaults=defaults,
-            version_24_options=frozenset(k for k, v in options.items() if v is not None),
+            version_24_options=frozenset(given - SUPERVISION_OPTIONS),
+            version_46_options=frozenset(given & (SUPERVISION_OPTIONS - MAINTENANCE_OPTIONS)),
+            version_24_refusal=refusal,
         )
 
     def check_version(self, version: int) -> None:
-        """Refuse, on a version-46 schema, the options only version 24 has.
+        """Refuse the options of the other version than ``version``, the schema's.
 
         Raises:
             UnsupportedOperationError: naming them.
+            InvalidOptionError: an option both take, in version 46's range but not 24's.
         """
+        if version == 24 and self.version_46_options:
+            given = ", ".join(sorted(self.version_46_options))
+            raise UnsupportedOperationError(
+                f"{given}: pg-boss 12's worker options (schema version 46); this schema is at version 24"
+            )
+        if version == 24 and self.version_24_refusal is not None:
+            raise InvalidOptionError(self.version_24_refusal)
         if version == 46 and self.version_24_options:
             given = ", ".join(sorted(self.version_24_options))
             raise UnsupportedOperationError(
