@@ -27,6 +27,8 @@ from sqla_boss.operations import CronTick, Operation, operations_for
 from sqla_boss.options.supervision import SupervisionSettings
 from sqla_boss.v46 import VERSION
 from sqla_boss.v46.supervision import (
+    DELETION_BATCH,
+    EXPIRY_BATCH,
     Backlog,
     BamRun,
     InstanceRecord,
@@ -166,14 +168,15 @@ class AsyncSupervisor:
         return result
 
     async def _monitor(self, table: str, names: list[str], result: SupervisePass) -> None:
+        # The counts first, then expiry, as pg-boss 12 (its counts of a pass do not see that pass's expiry).
+        counted = await self._in_transaction(self._supervision.monitor(names))
         for by in ("timeout", "heartbeat"):
             while True:
                 affected, dead_lettered = await self._in_transaction(self._supervision.expire(table, names, by))
                 result.expired += affected
                 result.dead_lettered += dead_lettered
-                if affected < 1000:
+                if affected < EXPIRY_BATCH:
                     break
-        counted = await self._in_transaction(self._supervision.monitor(names))
         if counted is None:
             return
         result.counted += [name for name, _, _ in counted]
@@ -206,8 +209,9 @@ class AsyncSupervisor:
                     after = batch.last_id
                 await self._in_transaction(self._supervision.set_retained(name, retained, cutoff))
             for side in ("child", "parent"):
-                while await self._in_transaction(self._supervision.cleanup_dependencies(table, names, side)) >= 10_000:
-                    pass
+                cleaned = DELETION_BATCH
+                while cleaned >= DELETION_BATCH:
+                    cleaned = await self._in_transaction(self._supervision.cleanup_dependencies(table, names, side))
             unfinished = []
             result.maintained += names
         finally:
