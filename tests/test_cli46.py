@@ -80,3 +80,30 @@ def test_version_24_options_are_refused_on_version_46_in_one_line(run: Run) -> N
     assert "retention_minutes" in err
     assert "retention_seconds" in err
     assert len(err.strip().splitlines()) == 1, err
+
+
+def test_maintain_runs_one_supervise_pass_on_version_46(run: Run, engine: Engine, installed_schema: str) -> None:
+    from sqlalchemy import text
+
+    from sqla_boss.identifiers import quote_identifier
+
+    schema = quote_identifier(installed_schema)
+    assert run("create-queue", "q")[0] == 0
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                f"INSERT INTO {schema}.job (name, state, started_on, expire_seconds, retry_limit) "
+                "VALUES ('q', 'active', now() - interval '1 hour', 1, 0)"
+            )
+        )
+    status, out, err = run("maintain", "--json")
+    assert status == 0, err
+    result = json.loads(out)
+    assert (result["monitored"], result["expired"], result["deleted"]) == (["q"], 1, 0)
+    status, out, _ = run("maintain")  # the queue's turn is taken for the next minute
+    assert out.startswith("counted 0 and swept 0 queue(s): expired 0")
+    status, _, err = run("maintain", "--archive-completed-after-seconds", "60")
+    assert status == 2
+    assert err.strip().splitlines() == [
+        "sqla-boss: --archive-completed-after-seconds: not an option of schema version 46"
+    ]

@@ -8,15 +8,19 @@ import importlib
 import logging
 import os
 import sys
+import time
 from typing import Any
 
-from sqlalchemy import URL
+from sqlalchemy import URL, Engine
 
 from sqla_boss.async_worker import AsyncWorker
 from sqla_boss.cli.common import Commands, add_command, dumps, engine_for
-from sqla_boss.errors import InvalidOptionError, SqlaBossError
+from sqla_boss.errors import InvalidOptionError, SqlaBossError, UnsupportedOperationError
 from sqla_boss.health import HealthServer
 from sqla_boss.maintenance import Maintenance
+from sqla_boss.options.supervision import SupervisionSettings
+from sqla_boss.schema import REPOSITORY_VERSIONS, check_schema
+from sqla_boss.supervisor import Supervisor
 from sqla_boss.worker import Worker
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -54,11 +58,24 @@ def add(commands: Commands) -> None:
     work.add_argument("--health-host", default="0.0.0.0", help="the address /healthz listens on (default: %(default)s)")
 
     maintain = add_command(
-        commands, "maintain", "one maintenance pass: expire, archive, drop", _maintain, json_output=True
+        commands,
+        "maintain",
+        "one maintenance pass: expire, archive, drop (version 24); one supervise pass under the cluster's claims "
+        "(version 46)",
+        _maintain,
+        json_output=True,
     )
-    maintain.add_argument("--archive-completed-after-seconds", type=int, default=43200)
-    maintain.add_argument("--archive-failed-after-seconds", type=int)
-    maintain.add_argument("--delete-after-seconds", type=int, default=7 * 86400)
+    maintain.add_argument("--archive-completed-after-seconds", type=int, help="version 24 (default 43200)")
+    maintain.add_argument("--archive-failed-after-seconds", type=int, help="version 24")
+    maintain.add_argument("--delete-after-seconds", type=int, help="version 24 (default 7 days)")
+    maintain.add_argument(
+        "--monitor-interval-seconds", type=int, help="version 46: claim queues not counted for this long (default 60)"
+    )
+    maintain.add_argument(
+        "--maintenance-interval-seconds",
+        type=int,
+        help="version 46: claim queues not swept for this long (default 86400)",
+    )
 
 
 def _work(args: argparse.Namespace, url: URL) -> int:
@@ -129,17 +146,56 @@ def _log_to_stderr(level: str) -> None:
 
 
 def _maintain(args: argparse.Namespace, url: URL) -> int:
-    options = {
+    v24 = {
         "archive_completed_after_seconds": args.archive_completed_after_seconds,
         "archive_failed_after_seconds": args.archive_failed_after_seconds,
         "delete_after_seconds": args.delete_after_seconds,
     }
+    v46 = {
+        "monitor_interval_seconds": args.monitor_interval_seconds,
+        "maintenance_interval_seconds": args.maintenance_interval_seconds,
+    }
     with engine_for(url) as engine:
-        result = Maintenance(
-            engine, args.schema, **{key: value for key, value in options.items() if value is not None}
-        ).maintain()
+        with engine.connect() as connection:
+            version = check_schema(connection, args.schema, REPOSITORY_VERSIONS)
+        given = [f"--{key.replace('_', '-')}" for key, value in (v46 if version == 24 else v24).items() if value]
+        if given:
+            raise UnsupportedOperationError(f"{', '.join(given)}: not an option of schema version {version}")
+        if version == 46:
+            return _supervise(engine, args, SupervisionSettings.from_options(v46))
+        maintenance = Maintenance(
+            engine, args.schema, **{key: value for key, value in v24.items() if value is not None}
+        )
+        done = maintenance.maintain()
     if args.json:
-        print(dumps(result.__dict__))
+        print(dumps(done.__dict__))
     else:
-        print(f"expired {result.expired}, archived {result.archived}, dropped {result.dropped} in {result.ms} ms")
+        print(f"expired {done.expired}, archived {done.archived}, dropped {done.dropped} in {done.ms} ms")
+    return 0
+
+
+def _supervise(engine: Engine, args: argparse.Namespace, settings: SupervisionSettings) -> int:
+    """One supervise pass of version 46 (pg-boss 12's ``supervise()``): the queues whose turn has come."""
+    started = time.monotonic()
+    done = Supervisor(engine, args.schema, settings, cron_interval_seconds=None).supervise()
+    ms = round((time.monotonic() - started) * 1000)
+    if args.json:
+        print(
+            dumps(
+                {
+                    "monitored": done.monitored,
+                    "counted": done.counted,
+                    "maintained": done.maintained,
+                    "expired": done.expired,
+                    "dead_lettered": done.dead_lettered,
+                    "deleted": done.deleted,
+                    "ms": ms,
+                }
+            )
+        )
+    else:
+        print(
+            f"counted {len(done.counted)} and swept {len(done.maintained)} queue(s): expired {done.expired} "
+            f"({done.dead_lettered} dead-lettered), deleted {done.deleted} in {ms} ms"
+        )
     return 0

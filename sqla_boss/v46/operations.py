@@ -780,12 +780,12 @@ class Operations46(Operations):
             "destination": None if destination is None else options46.queue_name(destination, what="destination"),
         }
 
-    # ----------------------------------------- what workers and maintenance run: version 24 only, so far
+    # ------------------------------------------------ pg-boss 10's maintenance: version 46 has its supervisor
 
     def _not_yet(self, operation: str) -> NoReturn:
         raise UnsupportedOperationError(
-            f"{operation} on schema version 46 is not in this release: sqla_boss's workers, cron and maintenance "
-            "run version 24; run them with Node pg-boss 12.38 on a version-46 schema"
+            f"{operation} is pg-boss 10's maintenance (schema version 24); on version 46 the supervisor does it "
+            "(Supervisor / AsyncSupervisor, which a Worker runs)"
         )
 
     def cron_tick(self, interval_seconds: int) -> Operation[Any]:
