@@ -18,6 +18,7 @@ from sqla_boss.errors import InvalidOptionError
 from sqla_boss.identifiers import DEFAULT_SCHEMA
 from sqla_boss.operations import MaintenanceResult, Operation, QueueSnapshot, count_states, operations_for
 from sqla_boss.options.maintenance import MAINTENANCE_OPTIONS, MaintenanceSettings
+from sqla_boss.schema import MAINTENANCE_VERSIONS
 
 T = TypeVar("T")
 
@@ -47,7 +48,7 @@ class AsyncMaintenance:
         settings: MaintenanceSettings | None = None,
         **options: Any,
     ) -> None:
-        self._driver = AsyncDriver(schema)
+        self._driver = AsyncDriver(schema, MAINTENANCE_VERSIONS)
         self.schema = self._driver.schema
         """The pg-boss schema maintained."""
         if settings is not None and options:

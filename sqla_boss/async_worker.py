@@ -886,7 +886,7 @@ class AsyncWorker:
         pg-boss upgrade of a shared schema changes it under a running worker); if not, :meth:`_refuse`."""
         try:
             async with self._sessions() as session:
-                await self._driver.run(session, verify_schema(self.schema))
+                await self._driver.run(session, verify_schema(self.schema, (self._version,)))
         except (SchemaVersionError, SchemaNotInstalledError) as error:
             self._refuse(error)
             return False

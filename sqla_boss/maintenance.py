@@ -20,6 +20,7 @@ from sqla_boss.errors import InvalidOptionError
 from sqla_boss.identifiers import DEFAULT_SCHEMA
 from sqla_boss.operations import MaintenanceResult, Operation, QueueSnapshot, count_states, operations_for
 from sqla_boss.options.maintenance import MAINTENANCE_OPTIONS, MaintenanceSettings
+from sqla_boss.schema import MAINTENANCE_VERSIONS
 
 T = TypeVar("T")
 
@@ -49,7 +50,7 @@ class Maintenance:
         settings: MaintenanceSettings | None = None,
         **options: Any,
     ) -> None:
-        self._driver = Driver(schema)
+        self._driver = Driver(schema, MAINTENANCE_VERSIONS)
         self.schema = self._driver.schema
         """The pg-boss schema maintained."""
         if settings is not None and options:

@@ -42,6 +42,7 @@ __all__ = [
     "FETCH_INDEX",
     "FETCH_INDEX_NAME",
     "KNOWN_VERSIONS",
+    "MAINTENANCE_VERSIONS",
     "PGBOSS_MAJORS",
     "READ_VERSION",
     "REPOSITORY_VERSIONS",
@@ -136,11 +137,17 @@ class SchemaState(enum.Enum):
     """Objects, but no ``version`` table: not something sqla_boss may install into."""
 
 
-SUPPORTED_VERSIONS: tuple[int, ...] = (SCHEMA_VERSION,)
-"""The pg-boss schema versions the workers and maintenance of this release run on."""
+SUPPORTED_VERSIONS: tuple[int, ...] = (v24.VERSION, v46.VERSION)
+"""The pg-boss schema versions this release runs: ``Boss``, the workers, the supervisor and the CLI, each with
+that version's statements. pg-boss 10's :class:`~sqla_boss.Maintenance` runs version 24 only
+(:data:`MAINTENANCE_VERSIONS`)."""
 
-REPOSITORY_VERSIONS: tuple[int, ...] = (v24.VERSION, v46.VERSION)
-"""The pg-boss schema versions ``Boss`` and ``AsyncBoss`` run on, each with that version's statements."""
+REPOSITORY_VERSIONS: tuple[int, ...] = SUPPORTED_VERSIONS
+"""The versions ``Boss`` and ``AsyncBoss`` run on: :data:`SUPPORTED_VERSIONS`."""
+
+MAINTENANCE_VERSIONS: tuple[int, ...] = (v24.VERSION,)
+"""The version pg-boss 10's maintenance (:class:`~sqla_boss.Maintenance`) runs on; version 46 has its
+supervisor (:class:`~sqla_boss.Supervisor`)."""
 
 KNOWN_VERSIONS: dict[int, str] = {v24.VERSION: v24.PGBOSS_RELEASES, v46.VERSION: v46.PGBOSS_RELEASES}
 """Every schema version this release installs, adopts or upgrades to, one room of the package each
@@ -224,8 +231,8 @@ def supported_version(schema: str, version: int | None, runs: tuple[int, ...] = 
         supported = ", ".join(f"{number} ({KNOWN_VERSIONS[number]})" for number in runs)
         if version == v46.VERSION:
             why = (
-                "sqla_boss installs, adopts and upgrades to version 46, and its Boss runs it, but its workers and "
-                "maintenance run version 24 in this release"
+                "on version 46 pg-boss 12's maintenance is the supervisor's (Supervisor / AsyncSupervisor, which a "
+                "Worker runs), and a worker started on version 24 must be started afresh"
             )
         elif version < min(runs):
             why = "pg-boss 10.4 migrates it to 24 when it starts"

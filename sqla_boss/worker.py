@@ -886,7 +886,7 @@ class Worker:
         pg-boss upgrade of a shared schema changes it under a running worker); if not, :meth:`_refuse`."""
         try:
             with self._sessions() as session:
-                self._driver.run(session, verify_schema(self.schema))
+                self._driver.run(session, verify_schema(self.schema, (self._version,)))
         except (SchemaVersionError, SchemaNotInstalledError) as error:
             self._refuse(error)
             return False

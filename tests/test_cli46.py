@@ -107,3 +107,13 @@ def test_maintain_runs_one_supervise_pass_on_version_46(run: Run, engine: Engine
     assert err.strip().splitlines() == [
         "sqla-boss: --archive-completed-after-seconds: not an option of schema version 46"
     ]
+
+
+def test_check_passes_on_version_46_and_names_a_missing_queue(run: Run) -> None:
+    assert run("create-queue", "orders")[0] == 0
+    status, out, err = run("check", "--queues", "orders,absent", "--json")
+    checks = {check["check"]: (check["ok"], check["detail"]) for check in json.loads(out)["checks"]}
+    assert checks["schema"][0] is True, checks
+    assert "pg-boss schema version 46 (supported: 24, 46)" in str(checks["schema"][1])
+    assert (checks["queue orders"], checks["queue absent"]) == ((True, "exists"), (False, "missing"))
+    assert status == 2, err

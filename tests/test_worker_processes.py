@@ -346,11 +346,11 @@ def test_healthz_and_a_schema_changed_under_a_running_worker(
 
     send(engine, schema, {"seconds": 120})  # keeps the graceful stop waiting, so the refusal can be seen
     wait_until(lambda: rows(engine, schema, "SELECT 1 FROM {schema}.started"))
-    with engine.begin() as connection:  # what a Node pg-boss 11 starting on this schema would leave
-        connection.execute(text(f"UPDATE {schema}.version SET version = 25"))
+    with engine.begin() as connection:  # as if the schema went to pg-boss 12's: a worker started on 24 must stop
+        connection.execute(text(f"UPDATE {schema}.version SET version = 46"))
     wait_until(lambda: health()[0] == 503, timeout=10)
     assert health()[1]["status"] == "refused"
     assert ended(process, 30) == 2
     stderr = log.read_text()
-    assert "holds pg-boss schema version 25; this sqla_boss runs version 24" in stderr
+    assert "holds pg-boss schema version 46; this sqla_boss runs version 24" in stderr
     assert "the worker stops fetching" in stderr

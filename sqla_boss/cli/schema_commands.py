@@ -191,7 +191,7 @@ def _check(args: argparse.Namespace, url: URL) -> int:
                     supported = ", ".join(map(str, SUPPORTED_VERSIONS))
                     detail = f"{args.schema}: pg-boss schema version {version} (supported: {supported})"
                     checks.append({"check": "schema", "ok": True, "detail": detail})
-                    operation = operations_for(args.schema, {}).missing_queues(wanted)
+                    operation = operations_for(args.schema, {}, version).missing_queues(wanted)
                     missing = Driver(args.schema).run(connection, operation)
                     for name in wanted:
                         ok = name not in missing
