@@ -1,4 +1,4 @@
-"""``sqla-boss work`` as a real process: SIGTERM stops it gracefully, SIGKILL loses no job.
+"""``sqla-boss work`` as a real process: SIGTERM stops it gracefully, SIGKILL loses no job, on versions 24 and 46.
 
 The worker module is written to a temporary directory and run by the command line, as a user would run it.
 """
@@ -37,6 +37,20 @@ WORKER_MODULE = """
     def make(url, schema):
         engine = create_engine(url)
         worker = Worker(engine, schema, polling_interval_seconds=0.5, maintenance_interval_seconds=1, schedule=False)
+        return with_handlers(worker, engine, schema)
+
+
+    def make46(url, schema):
+        # On version 46 expiry is the supervise pass's monitor step: both every second.
+        engine = create_engine(url)
+        worker = Worker(
+            engine,
+            schema,
+            polling_interval_seconds=0.5,
+            supervise_interval_seconds=1,
+            monitor_interval_seconds=1,
+            schedule=False,
+        )
         return with_handlers(worker, engine, schema)
 
 
@@ -100,11 +114,11 @@ def start_worker(tmp_path: Path, database_url: URL, schema: str) -> Iterator[Cal
     module.write_text(textwrap.dedent(WORKER_MODULE))
     started: list[subprocess.Popen[str]] = []
 
-    def start(*options: str) -> subprocess.Popen[str]:
+    def start(*options: str, factory: str = "make") -> subprocess.Popen[str]:
         environment = {**os.environ, "DATABASE_URL": database_url.render_as_string(hide_password=False)}
         command = [sys.executable, "-c", "from sqla_boss.cli import main; raise SystemExit(main())"]
         process = subprocess.Popen(
-            [*command, "work", "worker_app:make", "--schema", schema, *options],
+            [*command, "work", f"worker_app:{factory}", "--schema", schema, *options],
             cwd=tmp_path,
             env=environment,
             stdout=subprocess.PIPE,
@@ -140,11 +154,17 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 20.0) -> None:
         time.sleep(0.05)
 
 
+def factory_for(version: int) -> str:
+    """The worker module's factory for a schema at ``version``."""
+    return "make46" if version == 46 else "make"
+
+
+@pytest.mark.parametrize("schema_version", [24, 46], indirect=True)
 def test_sigterm_lets_the_job_in_flight_finish_and_starts_no_new_one(
-    engine: Engine, schema: str, start_worker: Callable[..., subprocess.Popen[str]]
+    engine: Engine, schema: str, schema_version: int, start_worker: Callable[..., subprocess.Popen[str]]
 ) -> None:
     first = send(engine, schema, {"seconds": 1.5})
-    process = start_worker("--queues", QUEUE)
+    process = start_worker("--queues", QUEUE, factory=factory_for(schema_version))
     wait_until(lambda: rows(engine, schema, "SELECT 1 FROM {schema}.started"))
     second = send(engine, schema, {"seconds": 0})
     process.send_signal(signal.SIGTERM)
@@ -157,17 +177,19 @@ def test_sigterm_lets_the_job_in_flight_finish_and_starts_no_new_one(
     assert [row[0] for row in rows(engine, schema, "SELECT job_id FROM {schema}.finished")] == [first]
 
 
+@pytest.mark.parametrize("schema_version", [24, 46], indirect=True)
 def test_a_job_of_a_killed_worker_is_expired_by_maintenance_and_completed_by_another(
-    engine: Engine, schema: str, start_worker: Callable[..., subprocess.Popen[str]]
+    engine: Engine, schema: str, schema_version: int, start_worker: Callable[..., subprocess.Popen[str]]
 ) -> None:
     job_id = send(engine, schema, {"hang_first": True}, expire_in_seconds=2, retry_limit=1)
-    doomed = start_worker("--queues", QUEUE)
+    doomed = start_worker("--queues", QUEUE, factory=factory_for(schema_version))
     wait_until(lambda: rows(engine, schema, "SELECT 1 FROM {schema}.started"))
     doomed.send_signal(signal.SIGKILL)
     doomed.communicate(timeout=10)
     assert rows(engine, schema, "SELECT state::text FROM {schema}.job WHERE id = :id", id=job_id) == [("active",)]
 
-    survivor = start_worker("--queues", QUEUE)  # its maintenance expires the job, its loop runs it again
+    # Its maintenance (its supervisor on 46) expires the job, its loop runs it again.
+    survivor = start_worker("--queues", QUEUE, factory=factory_for(schema_version))
     wait_until(
         lambda: rows(engine, schema, "SELECT 1 FROM {schema}.job WHERE id = :id AND state = 'completed'", id=job_id)
     )
