@@ -1,7 +1,8 @@
 """``Worker`` and ``AsyncWorker`` on schema version 46 (PGBOSS12.md §7): pg-boss 12's ``work()`` semantics, with
 committing sessions on a schema of the test's own: batches and their outputs, failures and the handler
 timeout's wording, heartbeats, group concurrency, priority bounds, the fence on the attempt held, the
-transactional mode, stopping, and the options of one version refused on the other."""
+transactional mode, stopping, the options of one version refused on the other, and the worker's own supervisor
+releasing flows and expiring lapsed heartbeats."""
 
 from __future__ import annotations
 
@@ -177,6 +178,55 @@ def test_without_a_heartbeat_a_job_is_not_touched(
             assert rows(sessions)[job_id]["heartbeat_on"] == first
     finally:
         release.set()
+
+
+def test_the_workers_supervisor_releases_a_child_when_its_parent_completes(
+    sessions: sessionmaker[Session], installed_schema: str, workers: list[Worker]
+) -> None:
+    """Unblocking is the flow resolver's (§4.8, §8.8): a worker that supervises runs it, so a flow runs in order."""
+    with sessions.begin() as session:
+        ids = Boss(session, installed_schema).flow(
+            [
+                {"ref": "parent", "name": QUEUE, "data": {"n": 0}},
+                {"ref": "child", "name": QUEUE, "depends_on": ["parent"]},
+            ]
+        )
+    ran: list[uuid.UUID] = []
+    worker = Worker(sessions, installed_schema, schedule=False, flow_interval_seconds=1, supervise_interval_seconds=1)
+    workers.append(worker)
+    worker.work(QUEUE, lambda jobs: ran.extend(job.id for job in jobs), polling_interval_seconds=0.5)
+    worker.start()
+    wait_until(all_in(sessions, "completed", 2), what="the parent, then the child, completed")
+    assert ran == [ids["parent"], ids["child"]]
+    found = rows(sessions)
+    assert found[ids["child"]]["started_on"] >= found[ids["parent"]]["completed_on"]
+    assert (found[ids["child"]]["blocked"], found[ids["parent"]]["blocking"]) == (False, False)
+
+
+def test_the_workers_supervisor_fails_a_job_whose_heartbeat_lapsed_and_its_retry_runs(
+    sessions: sessionmaker[Session], installed_schema: str, workers: list[Worker]
+) -> None:
+    """A job held by someone who stopped touching it (here a bare fetch) is failed by heartbeat expiry (§8.5) and
+    retried; the worker runs the retry."""
+    (job_id,) = send(sessions, installed_schema, heartbeat_seconds=10, retry_limit=1, retry_delay=0)
+    with sessions.begin() as session:
+        [held] = Boss(session, installed_schema).fetch(QUEUE)
+        assert held.id == job_id
+    with sessions.begin() as session:  # ten seconds without a touch, without waiting them out
+        session.execute(
+            text(f"UPDATE \"{installed_schema}\".job SET heartbeat_on = now() - interval '11 seconds' WHERE id = :id"),
+            {"id": job_id},
+        )
+    ran: list[int] = []
+    worker = Worker(
+        sessions, installed_schema, schedule=False, supervise_interval_seconds=1, monitor_interval_seconds=1
+    )
+    workers.append(worker)
+    worker.work(QUEUE, lambda jobs: ran.extend(job.retry_count for job in jobs), polling_interval_seconds=0.5)
+    worker.start()
+    wait_until(all_in(sessions, "completed", 1), what="the retry completed")
+    assert ran == [1]
+    assert rows(sessions)[job_id]["retry_count"] == 1
 
 
 def test_group_concurrency_caps_each_group_across_loops(
