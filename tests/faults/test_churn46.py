@@ -1,8 +1,8 @@
-"""Exactly once under churn on schema version 46: 10,000 jobs, seven workers of five kinds, planned failures,
-timeouts, heartbeat loss, a dead letter, and groups whose concurrency is limited.
+"""Exactly once under churn on schema version 46: 10,000 jobs, six Python workers and one Node pg-boss 12.38,
+planned failures, timeouts, heartbeat loss, a dead letter, and groups whose concurrency is limited.
 
 The version-46 counterpart of test_churn.py (whose plan, recorder, handlers and worker groups it shares through
-churn_support.py). Seven workers run at the same time on four queues of one schema at version 46:
+churn_support.py). They run at the same time on four queues of one schema at version 46:
 
 * three threaded :class:`~sqla_boss.Worker`\\ s, two in pg-boss's completion mode and one ``transactional``;
 * three :class:`~sqla_boss.AsyncWorker`\\ s on an event loop of their own (in a background thread): a coroutine
@@ -43,7 +43,7 @@ settling by a worker is fenced on the attempt it holds (PGBOSS12.md §6.1), Pyth
 failure of an attempt the supervisor expired already touches nothing, even when the next attempt has been
 fetched at once. A retry delay of 0 lets the test prove it.
 
-The run takes ~60-70 s on two cores (hence ``slow``); waits poll with deadlines (the settle wait fails on a stall
+The run takes ~70 s on two cores (hence ``slow``); waits poll with deadlines (the settle wait fails on a stall
 of STALL_SECONDS as well as after SETTLE_TIMEOUT), and the only sleeps are the handlers' planned ones.
 """
 
@@ -98,7 +98,7 @@ from sqla_boss import Boss, migrations
 from sqla_boss.identifiers import quote_identifier
 from sqla_boss.schema import schema_translate_map
 
-pytestmark = [pytest.mark.faults, pytest.mark.pgboss, pytest.mark.slow]  # ~60-70 s on two cores
+pytestmark = [pytest.mark.faults, pytest.mark.pgboss, pytest.mark.slow]  # ~70 s on two cores
 
 JOBS = 10_000
 DEAD_LETTERED = "churn_dl"
