@@ -56,10 +56,11 @@
 //
 // Two more actions let a long-running driver (tests/pgboss.py: PgBoss.spawn) work alongside the tests:
 //
-//   {"action": "workSql", "args": [queue, workOptions, sql]} registers boss.work(queue, workOptions, handler)
-//     whose handler runs sql through pg-boss's own pool once per job of the batch, in order, with the job's id
-//     as $1 (a plain INSERT into a table keyed by job id makes a second run of a job fail). Result: the id
-//     work() returned.
+//   {"action": "workSql", "args": [queue, workOptions, sql, fields = ["id"]]} registers boss.work(queue,
+//     workOptions, handler) whose handler runs sql through pg-boss's own pool once per job of the batch, in
+//     order, with the job's id as $1 (a plain INSERT into a table keyed by job id makes a second run of a job
+//     fail); with fields, the job's properties of those names as $1, $2... (["id", "retryCount"] gives 12.x's
+//     attempt too). Result: the id work() returned.
 //   {"action": "waitSql", "args": [sql, timeoutMs, intervalMs = 100]} runs sql every intervalMs until the first
 //     column of its first row is truthy, and returns that value; after timeoutMs it throws, so a driver whose
 //     test never lets it finish still ends.
@@ -245,10 +246,10 @@ async function main () {
       }
       if (boss === null) throw new Error(`${step.action}: call start first`)
       if (step.action === 'workSql') {
-        const [queue, options, sql] = args
+        const [queue, options, sql, fields = ['id']] = args
         const db = boss.getDb()
         results.push(await boss.work(queue, options ?? {}, async jobs => {
-          for (const job of jobs) await db.executeSql(sql, [job.id])
+          for (const job of jobs) await db.executeSql(sql, fields.map(field => job[field]))
         }))
         continue
       }
