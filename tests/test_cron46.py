@@ -115,9 +115,11 @@ def test_the_pass_files_send_it_rows_exactly_as_pg_boss(db: Engine, installed_sc
     )
     set_clock(db, schema, at("2026-06-01 12:00:30.250"))
     _, result = cron_pass(db, schema)
-    assert result.won and result.filed == 2
+    assert result.won
+    assert result.filed == 2
     assert result.due == ["my_q[k1]@2026-06-01 12:00:00", "other@2026-06-01 12:00:00"]
-    assert result.now == at("2026-06-01 12:00:30.250") and result.prior_cron_on is None
+    assert result.now == at("2026-06-01 12:00:30.250")
+    assert result.prior_cron_on is None
     rows = send_it_rows(db, schema)
     assert [(row["singleton_key"], row["singleton_on"]) for row in rows] == [
         ("my\\_q__k1", dt.datetime(2026, 6, 1, 12, 0)),
@@ -155,7 +157,8 @@ def test_the_claim_lets_one_pass_per_interval_through(db: Engine, installed_sche
     setup(db, schema, at("2026-06-01 11:00:00"), ("q", "* * * * *", None, {}))
     set_clock(db, schema, at("2026-06-01 12:00:10"))
     supervisor, first = cron_pass(db, schema, prior=at("2026-06-01 11:59:40"))  # 30 s ago: due
-    assert first.won and first.prior_cron_on == at("2026-06-01 11:59:40")
+    assert first.won
+    assert first.prior_cron_on == at("2026-06-01 11:59:40")
     assert sql(db, f"SELECT cron_on FROM {schema}.version")[0][0] == at("2026-06-01 12:00:10")
     assert supervisor.cron() == CronPass(won=False)  # the same time: not 30 s since the claim
     set_clock(db, schema, at("2026-06-01 12:00:39"))
