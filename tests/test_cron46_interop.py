@@ -279,7 +279,9 @@ def test_python_and_node_racing_file_one_job_per_schedule_and_slot(
     assert {row["state"] for row in rows} == {"completed"}
     for name, key, _ in RACE_SCHEDULES:
         schedule_slots = {slot for n, k, slot in filed if (n, k) == (name, key)}
-        [(jobs,)] = sql(db, f"SELECT count(*) FROM {schema}.job WHERE name = :n AND data->>'s' = :s", n=name, s=f"{name}/{key}")
+        [(jobs,)] = sql(
+            db, f"SELECT count(*) FROM {schema}.job WHERE name = :n AND data->>'s' = :s", n=name, s=f"{name}/{key}"
+        )
         assert schedule_slots
         assert jobs == len(schedule_slots), (name, key, jobs, sorted(schedule_slots))
     attempts = sql(db, f"SELECT DISTINCT split_part(split_part(app, ':', 1), '-', 1) FROM {schema}.attempts")
