@@ -153,10 +153,28 @@ def test_python_sends_what_node_filed_and_files_the_same_rows(
         "slot": slot,
     }
     assert (filed["state"], filed["retry_limit"], filed["policy"]) == ("created", 2, "standard")
+    with Session(db) as session, session.begin():
+        Boss(session, schema).schedule("node_q", "* * * * *", {"from": "python"}, key="py")
     result = python_pass(db, schema)
-    if slot in [due.slot for due in result.slots]:
-        assert result.filed == 0  # the very row Node filed
-    assert len([row for row in send_it_rows(db, schema) if row["data"]["slot"] == slot]) == 1
+    if slot in [due.slot for due in result.slots if due.key == "n_1"]:
+        assert result.filed == 1  # the very row Node filed, and the new schedule's
+    assert (
+        len([row for row in send_it_rows(db, schema) if (row["data"]["key"], row["data"]["slot"]) == ("n_1", slot)])
+        == 1
+    )
+    # Every other column of Python's row is what Node's is.
+    columns = sql(
+        db,
+        f"SELECT DISTINCT ON (singleton_key) singleton_key, policy, state::text, priority, retry_limit, "
+        "retry_delay, retry_backoff, retry_delay_max, expire_seconds, deletion_seconds, "
+        "keep_until - start_after, start_after = created_on, "
+        "heartbeat_seconds, dead_letter, group_id, group_tier, blocked, blocking, pending_dependencies, "
+        f"trace_context, output FROM {schema}.job WHERE name = :n ORDER BY singleton_key, singleton_on",
+        n=SEND_IT,
+    )
+    assert [row[0] for row in columns] == ["node\\_q__n_1", "node\\_q__py"]
+    assert columns[0][1:] == columns[1][1:]
+    sql(db, f"DELETE FROM {schema}.schedule WHERE key = 'py'")
     sql(db, f"UPDATE {schema}.version SET cron_on = now()")  # the Worker's own passes lose their claim
     worker = Worker(
         create_engine(database_url),
@@ -175,12 +193,13 @@ def test_python_sends_what_node_filed_and_files_the_same_rows(
         )
     finally:
         worker.stop()
-    jobs = sql(db, f"SELECT id, data, priority, retry_limit FROM {schema}.job WHERE name = 'node_q'")
-    assert [tuple(row[1:]) for row in jobs][:1] == [({"from": "node"}, 2, 4)]
-    [(last_job_id,)] = sql(db, f"SELECT last_job_id FROM {schema}.schedule")
-    assert last_job_id in {row[0] for row in jobs}
+    jobs = sql(
+        db, f"SELECT id, data, priority, retry_limit FROM {schema}.job WHERE name = 'node_q' AND data->>'from' = 'node'"
+    )
+    assert [tuple(row[1:]) for row in jobs] == [({"from": "node"}, 2, 4)]
+    assert sql(db, f"SELECT last_job_id FROM {schema}.schedule WHERE key = 'n_1'") == [(jobs[0][0],)]
     [_, fetched] = pgboss12.run(schema, [start(**QUIET), call("fetch", "node_q", {"batchSize": 10})])
-    assert {job["data"]["from"] for job in fetched} == {"node"}
+    assert {job["data"]["from"] for job in fetched} == {"node", "python"}
 
 
 # --------------------------------------------------------------------------------------------- the race
