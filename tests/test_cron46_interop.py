@@ -5,6 +5,7 @@ schedules leave exactly one send-it row and one job per (schedule, slot), which 
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import uuid
 from collections import defaultdict
@@ -305,3 +306,39 @@ def test_python_and_node_racing_file_one_job_per_schedule_and_slot(
         assert jobs == len(schedule_slots), (name, key, jobs, sorted(schedule_slots))
     attempts = sql(db, f"SELECT DISTINCT split_part(split_part(app, ':', 1), '-', 1) FROM {schema}.attempts")
     assert {app for (app,) in attempts} >= {"pgboss", "py"}
+
+
+def test_node_and_python_agree_on_what_was_missed(pgboss12: PgBoss, db: Engine, installed_schema: str) -> None:
+    """``missed: 'once'``: with the last pass two hours ago, Node's pass files the latest occurrence of the gap
+    for a cron expression and a rule, and nothing for a schedule that skips; a Python pass then wants the same
+    slots, all filed already."""
+    schema = installed_schema
+    [(now,)] = sql(db, "SELECT now() AT TIME ZONE 'UTC'")  # naive, as slots are
+    minute = (now.minute - 10) % 60  # neither in this minute's window nor moving while the test runs
+    with Session(db) as session, session.begin():
+        boss = Boss(session, schema)
+        boss.create_queue(SEND_IT)
+        boss.create_queue("late")
+        boss.schedule("late", f"{minute} * * * *", None, key="cron", missed="once")
+        boss.schedule("late", f"FREQ=HOURLY;BYMINUTE={minute};BYSECOND=0", None, key="rule", missed="once")
+        boss.schedule("late", f"{minute} * * * *", None, key="skip")
+    sql(db, f"UPDATE {schema}.schedule SET created_on = now() - interval '3 hours'")
+    sql(db, f"UPDATE {schema}.version SET cron_on = now() - interval '2 hours'")
+    pgboss12.run(
+        schema,
+        [
+            start(**SCHEDULING),
+            call("waitSql", f"SELECT count(*) >= 2 FROM {schema}.job WHERE name = '{SEND_IT}'", 20_000),
+            call("stop", {"graceful": True, "timeout": 5000}),
+        ],
+    )
+    by_node = sorted((row["data"]["key"], row["data"]["slot"]) for row in send_it_rows(db, schema))
+    expected = (now - dt.timedelta(seconds=60)).replace(minute=minute, second=0, microsecond=0)
+    if expected > now - dt.timedelta(seconds=60):
+        expected -= dt.timedelta(hours=1)
+    slot = expected.strftime("%Y-%m-%d %H:%M:%S")
+    assert by_node == [("cron", slot), ("rule", slot)]
+    sql(db, f"UPDATE {schema}.version SET cron_on = now() - interval '2 hours'")
+    result = Supervisor(db, schema, SupervisionSettings.from_options({}), cron_interval_seconds=30).cron()
+    assert sorted((due.key, due.slot) for due in result.slots) == by_node
+    assert result.filed == 0
