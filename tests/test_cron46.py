@@ -427,3 +427,30 @@ def test_singleton_key_and_slot_text() -> None:
     assert cron46.slot_of(dt.datetime(2026, 6, 1, 14, 5, 59, 999999, tzinfo=dt.timezone(dt.timedelta(hours=2)))) == (
         "2026-06-01 12:05:00"
     )
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        "DTSTART;TZID=Europe/Paris:20260301T000013\nRRULE:FREQ=SECONDLY;INTERVAL=997",
+        "DTSTART;TZID=Europe/Paris:20260301T001500\nRRULE:FREQ=MINUTELY;INTERVAL=13;BYSECOND=0,30",
+        "DTSTART;TZID=Europe/Paris:20260301T020700\nRRULE:FREQ=HOURLY;INTERVAL=5",
+        "DTSTART;TZID=Europe/Paris:20260301T023000\nRRULE:FREQ=DAILY;INTERVAL=3;BYHOUR=2,3",
+        "DTSTART;TZID=Europe/Paris:20260302T090000\nRRULE:FREQ=WEEKLY;INTERVAL=2;BYDAY=MO,TH",
+        "DTSTART:20260301T000000Z\nRRULE:FREQ=MINUTELY;INTERVAL=7\nEXRULE:FREQ=MINUTELY;INTERVAL=21",
+        "DTSTART;TZID=Europe/Paris:20260301T000000\nRRULE:FREQ=MINUTELY;INTERVAL=15",
+    ],
+)
+@pytest.mark.parametrize(
+    "around", ["2026-03-29 00:30:00", "2026-03-29 01:10:00", "2026-10-25 00:30:00", "2026-06-10 11:00:00"]
+)
+def test_a_rule_moved_up_keeps_its_occurrences(rule: str, around: str) -> None:
+    """A rule's DTSTART is moved up to just before the time asked about, so that a pass never walks from 1970: the
+    occurrences from there on are the rule's own, across both summer-time changes."""
+    zone = cron46.zone_of("Europe/Paris")
+    start = at(around)
+    end = start + dt.timedelta(days=15)
+    walked = cron46.rule_set(rule, zone).between(start, end, inc=True)
+    moved = cron46.rule_set(rule, zone, start).between(start, end, inc=True)
+    assert walked
+    assert moved == walked

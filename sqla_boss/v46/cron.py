@@ -256,7 +256,9 @@ def _cron_readable(expression: str) -> bool:
 # minutely rule would take minutes to reach today. A rule without COUNT whose period has a fixed length in wall
 # time (second to week) is the same rule from any later DTSTART a whole number of periods on, since the defaults
 # it takes from DTSTART (second, minute, hour, weekday) stay; so its DTSTART is moved up to just before the time
-# asked about, by a margin wider than any zone's backward jump.
+# asked about, by a margin wider than any zone's backward jump (none in a zone that never changes its offset):
+# a wall time that does not exist (spring forward) is read with the offset before, so it can fall after a later
+# wall time.
 
 _FIXED_PERIODS = {
     rrule.SECONDLY: dt.timedelta(seconds=1),
@@ -266,6 +268,13 @@ _FIXED_PERIODS = {
     rrule.WEEKLY: dt.timedelta(weeks=1),
 }
 _MARGIN = dt.timedelta(hours=3)
+
+
+def _margin(zone: dt.tzinfo, when: dt.datetime) -> dt.timedelta:
+    """How far before ``when`` (naive, wall time) a moved DTSTART must lie: :data:`_MARGIN` in a zone whose
+    offset changes around then (summer time, a new base offset), nothing in a fixed one such as UTC."""
+    probes = [dt.datetime(when.year + year, month, 1) for year in (0, 1) for month in (1, 4, 7, 10)]
+    return _MARGIN if len({zone.utcoffset(probe) for probe in probes}) > 1 else dt.timedelta(0)
 
 
 def _aware(value: dt.datetime, zone: zoneinfo.ZoneInfo) -> dt.datetime:
@@ -284,11 +293,13 @@ def _moved(rule: Any, zone: zoneinfo.ZoneInfo, not_before: dt.datetime) -> Any:
     if period is None or rule._count is not None:
         return rule
     step = period * rule._interval
+    start_zone = start.tzinfo or zone
     wall = start.replace(tzinfo=None)
-    target = not_before.astimezone(start.tzinfo).replace(tzinfo=None) - _MARGIN
+    target = not_before.astimezone(start_zone).replace(tzinfo=None)
+    target -= _margin(start_zone, target)
     if target <= wall + step:
         return rule
-    return rule.replace(dtstart=(wall + step * ((target - wall) // step)).replace(tzinfo=start.tzinfo))
+    return rule.replace(dtstart=(wall + step * ((target - wall) // step)).replace(tzinfo=start_zone))
 
 
 def rule_set(expression: str, zone: zoneinfo.ZoneInfo, not_before: dt.datetime | None = None) -> rrule.rruleset:
