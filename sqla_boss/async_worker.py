@@ -860,7 +860,8 @@ class AsyncWorker:
             )
 
     async def _send_it(self, jobs: list[Job]) -> None:
-        """The send-it worker's handler: insert each due schedule's job into its queue, as pg-boss's insert."""
+        """The send-it worker's handler: each due schedule's job into its queue, as pg-boss's insert (version 24) or
+        send with the schedule's options (version 46)."""
         async with self._sessions.begin() as session:
             await self._driver.run(session, self._operations.send_it(job.data for job in jobs))
 

@@ -17,7 +17,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Engine
 
@@ -25,9 +25,11 @@ import sqla_boss
 from sqla_boss.driver import Driver
 from sqla_boss.flavours import Event
 from sqla_boss.handling import one_line
-from sqla_boss.operations import CronTick, Operation, operations_for
+from sqla_boss.operations import Operation, operations_for
 from sqla_boss.options.supervision import SupervisionSettings
 from sqla_boss.v46 import VERSION
+from sqla_boss.v46.cron import CronPass, InvalidSchedule
+from sqla_boss.v46.operations import Operations46
 from sqla_boss.v46.supervision import (
     DELETION_BATCH,
     EXPIRY_BATCH,
@@ -80,7 +82,9 @@ class Supervisor:
         self._engine = engine
         self._workers = workers
         self._supervision = Supervision46(self.schema)
-        self._operations = operations_for(self.schema, {}, VERSION)
+        self._operations = cast(Operations46, operations_for(self.schema, {}, VERSION))
+        self._invalid_seen: set[tuple[str, str, str, str]] = set()
+        """The schedules (name, key, expression, zone) warned about as invalid already: once each."""
         self.instance = InstanceRecord(
             id=uuid.uuid4(),
             name=settings.instance_name,
@@ -120,6 +124,7 @@ class Supervisor:
             tasks["heartbeat"] = (settings.instance_heartbeat_seconds, self.heartbeat)
             self._tick("register", self.register)
         if self.cron_interval_seconds is not None:
+            self._tick("send-it queue", self.create_send_it_queue)  # before the first pass, at once
             tasks["cron"] = (self.cron_interval_seconds, self.cron)
         due = dict.fromkeys(tasks, time.monotonic())
         if "heartbeat" in due:
@@ -269,14 +274,28 @@ class Supervisor:
             return None
         return self.build_indexes()
 
-    def cron(self) -> Any:
-        """One cron tick (§9.3): the cron pass of :meth:`~sqla_boss.v46.operations.Operations46.cron_tick`, which
-        claims ``version.cron_on`` itself, in a transaction. Commits."""
+    def cron(self) -> CronPass:
+        """One cron pass (§9.3): :meth:`~sqla_boss.v46.operations.Operations46.cron_tick`, which claims
+        ``version.cron_on`` itself, in a transaction; then an ``invalid_schedule`` warning (:meth:`warn`) for
+        each schedule it could not evaluate, once per schedule and expression. Commits."""
         interval = self.cron_interval_seconds if self.cron_interval_seconds is not None else 30
         tick = self._in_transaction(self._operations.cron_tick(interval))
-        if isinstance(tick, CronTick) and tick.due:
-            logger.info("cron: due %s", ", ".join(tick.due))
+        if tick.due:
+            logger.info("cron: due %s (%d filed)", ", ".join(tick.due), tick.filed)
+        for name, key, kind in tick.relabelled:
+            logger.info("cron: schedule %s (key %r) relabelled %s", name, key, kind)
+        for invalid in tick.unreadable:
+            assert isinstance(invalid, InvalidSchedule)
+            seen = (invalid.name, invalid.key, invalid.expression, invalid.timezone)
+            if seen not in self._invalid_seen:
+                self._invalid_seen.add(seen)
+                self.warn("invalid_schedule", invalid.message, invalid.data())
         return tick
+
+    def create_send_it_queue(self) -> bool:
+        """Create ``__pgboss__send-it`` unless it exists, as pg-boss's timekeeper does at start (§9.2); whether
+        it was created. Commits."""
+        return self._in_transaction(self._operations.create_send_it_queue())
 
     # ---------------------------------------------------------------------------------- the instance
 

@@ -177,7 +177,15 @@ def test_a_mixed_cluster_does_each_task_once_per_interval(
     schema = installed_schema
     with db.begin() as connection:
         connection.exec_driver_sql(AUDIT.format(s=schema))
-    pgboss12.run(schema, [start(**QUIET), *(call("createQueue", f"q{n}", {"partition": n == 2}) for n in range(3))])
+    pgboss12.run(
+        schema,
+        [
+            start(**QUIET),
+            *(call("createQueue", f"q{n}", {"partition": n == 2}) for n in range(3)),
+            call("createQueue", "__pgboss__send-it"),
+            call("schedule", "q0", "* * * * *"),
+        ],
+    )
     for n in (15, 16, 17):
         sql(db, f"DROP INDEX {schema}.job_common_i{n}")
     for n, columns in (
@@ -255,5 +263,10 @@ def test_a_mixed_cluster_does_each_task_once_per_interval(
     builds = [item for task, item, _, _ in claims if task == "build"]
     assert len(builds) == len(set(builds)) == 3
     assert sql(db, f"SELECT DISTINCT status FROM {schema}.bam") == [("completed",)]
-    # Both runtimes took turns: pg-boss and Python each won some of the claims.
+    # Both runtimes took turns: pg-boss and Python each won some of the claims; Python ran cron passes too, and
+    # whoever filed the schedule's send-it rows, each minute has one.
     assert set().union(*apps.values()) >= {"pgboss", "py"}, dict(apps)
+    assert "py" in apps["cron"], dict(apps)
+    filed = sql(db, f"SELECT data->>'slot' FROM {schema}.job WHERE name = '__pgboss__send-it'")
+    assert filed
+    assert len(filed) == len(set(filed))

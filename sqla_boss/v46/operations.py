@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 import re
 import uuid
 from collections.abc import Generator, Iterable, Mapping, Sequence
@@ -26,6 +27,7 @@ from sqla_boss.errors import (
     JobConflictError,
     QueueInUseError,
     QueueNotFoundError,
+    SqlaBossError,
     UnsupportedOperationError,
 )
 from sqla_boss.identifiers import DEFAULT_SCHEMA
@@ -34,9 +36,13 @@ from sqla_boss.options import names, payloads, schedules
 from sqla_boss.options import v46 as options46
 from sqla_boss.options.queues import KEEP
 from sqla_boss.options.values import integer, text
+from sqla_boss.v46 import cron as cron46
 from sqla_boss.v46 import models as v46_models
 from sqla_boss.v46 import statements as v46_statements
+from sqla_boss.v46.cron import CronPass
 from sqla_boss.v46.models import Job, Queue, QueuePolicy, Schedule
+
+logger = logging.getLogger("sqla_boss.cron")
 
 _RRULE = re.compile(r"^[ \t]*[a-z][a-z0-9-]*[;:]|(?:^|[\s;])FREQ=", re.IGNORECASE | re.MULTILINE)
 """pg-boss 12's test of whether a schedule's expression is an RFC 5545 rule rather than cron (§9.1)."""
@@ -780,6 +786,76 @@ class Operations46(Operations):
             "destination": None if destination is None else options46.queue_name(destination, what="destination"),
         }
 
+    # ------------------------------------------------------------------ cron and send-it (§9.2-9.4)
+
+    def cron_tick(self, interval_seconds: int) -> Operation[CronPass]:
+        """One cron pass (§9.3): claim ``version.cron_on`` for ``interval_seconds`` as pg-boss 12 does and, if
+        won, file one ``__pgboss__send-it`` job per due (schedule, slot) that no instance filed yet, and relabel
+        the schedules whose stored kind could not be read but the other could. A schedule that cannot be
+        evaluated is skipped and reported in the result. Locks the ``version`` row until the transaction ends.
+
+        Raises:
+            QueueNotFoundError: a slot is due and the send-it queue does not exist (nothing was filed).
+        """
+        claimed = yield Step(cron46.CLAIM_CRON, {"interval_seconds": interval_seconds}, "rows")
+        if not claimed:
+            return CronPass(won=False)
+        prior, now = claimed[0]
+        rows = yield Step(cron46.SCHEDULES, {}, "rows")
+        evaluation = cron46.evaluate(rows, now, prior)
+        filed = 0
+        if evaluation.due:
+            params = {"jobs": cron46.send_it_records(evaluation.due), **self._notify_params}
+            result = yield Step(cron46.INSERT_SEND_IT, params, "rows")
+            filed = sum(1 for kind, _ in result if kind == "id")
+            if not filed and not (yield Step(self.sql.QUEUE_EXISTS, {"queue_name": cron46.SEND_IT_QUEUE}, "scalar")):
+                raise QueueNotFoundError(
+                    f"queue {cron46.SEND_IT_QUEUE!r} does not exist; a Worker with schedule on creates it",
+                    (cron46.SEND_IT_QUEUE,),
+                )
+        for name, key, kind in evaluation.relabel:
+            yield Step(cron46.RELABEL, {"queue_name": name, "schedule_key": key, "kind": kind}, "rowcount")
+        if evaluation.relabel:
+            yield Expire(tuple((Schedule, (name, key)) for name, key, _ in evaluation.relabel))
+        return CronPass(
+            won=True,
+            due=[str(item) for item in evaluation.due],
+            unreadable=list(evaluation.invalid),
+            slots=evaluation.due,
+            filed=filed,
+            relabelled=evaluation.relabel,
+            now=now,
+            prior_cron_on=prior,
+        )
+
+    def send_it(self, payloads: Iterable[Any]) -> Operation[list[uuid.UUID]]:
+        """The send-it worker's work on its jobs' data (§9.4): send each ``{name, data, options}`` through
+        :meth:`send`, so every stored send option is validated and honoured, then set each schedule's
+        ``last_job_id`` to the job sent for its latest slot. A send refused (a bad option, a queue gone) is
+        logged and skipped: the others go on. Returns the new jobs' ids.
+        """
+        sent: list[tuple[cron46.SendRequest, uuid.UUID | None]] = []
+        for payload in payloads:
+            try:
+                request = cron46.SendRequest.of(payload)
+                job_id = yield from self.send(request.name, request.data, request.options)
+            except SqlaBossError as error:
+                logger.warning("send-it: could not send %r: %s", payload, error, extra={"queue": cron46.SEND_IT_QUEUE})
+                continue
+            sent.append((request, job_id))
+        latest = cron46.last_jobs(sent)
+        if latest is not None:
+            yield Step(cron46.SET_LAST_JOBS, {"last_jobs": latest}, "rowcount")
+        return [job_id for _, job_id in sent if job_id is not None]
+
+    def create_send_it_queue(self) -> Operation[bool]:
+        """Create ``__pgboss__send-it`` with the default settings unless it exists, as pg-boss's timekeeper does
+        at start (§9.2); whether it was created. Takes pg-boss's queue-creation lock when it creates it."""
+        if (yield Step(self.sql.QUEUE_EXISTS, {"queue_name": cron46.SEND_IT_QUEUE}, "scalar")):
+            return False
+        yield from self.create_queue(cron46.SEND_IT_QUEUE, {})
+        return True
+
     # ------------------------------------------------ pg-boss 10's maintenance: version 46 has its supervisor
 
     def _not_yet(self, operation: str) -> NoReturn:
@@ -787,14 +863,6 @@ class Operations46(Operations):
             f"{operation} is pg-boss 10's maintenance (schema version 24); on version 46 the supervisor does it "
             "(Supervisor / AsyncSupervisor, which a Worker runs)"
         )
-
-    def cron_tick(self, interval_seconds: int) -> Operation[Any]:
-        self._not_yet("cron")
-        yield  # pragma: no cover
-
-    def send_it(self, payloads: Iterable[Any]) -> Operation[list[uuid.UUID]]:
-        self._not_yet("the send-it worker")
-        yield  # pragma: no cover
 
     def expire(self) -> Operation[int]:
         self._not_yet("expiry")
