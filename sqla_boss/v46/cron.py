@@ -28,15 +28,15 @@ from sqla_boss.operations import CronTick
 from sqla_boss.options import v46 as options46
 from sqla_boss.v46.statements import (
     JOB_NOW,
-    _const,
-    _incoming,
-    _job_values,
-    _notify_if_due,
+    const,
+    incoming_rows,
     job,
+    job_values,
+    notify_if_due,
     queue,
     schedule_table,
 )
-from sqla_boss.v46.supervision import _due, version_table
+from sqla_boss.v46.supervision import claim_due, version_table
 
 SEND_IT_QUEUE = cron_rules.SEND_IT_QUEUE
 """pg-boss's internal queue of due schedules, on version 46 as on 24."""
@@ -53,7 +53,7 @@ _ONE_MS = dt.timedelta(milliseconds=1)
 _prior = version_table.alias("prior")
 CLAIM_CRON = (
     update(version_table)
-    .where(version_table.c.version == _prior.c.version, _due(version_table.c.cron_on))
+    .where(version_table.c.version == _prior.c.version, claim_due(version_table.c.cron_on))
     .values(cron_on=JOB_NOW)
     .returning(_prior.c.cron_on, JOB_NOW)
 )
@@ -75,10 +75,10 @@ SCHEDULES = select(
 
 
 def _insert_send_it() -> Any:
-    incoming, view = _incoming("i", (("slot", Text()),))
+    incoming, view = incoming_rows("i", (("slot", Text()),))
     i = view.c
     q = queue.alias("q")
-    values = _job_values(i, q)
+    values = job_values(i, q)
     values["singleton_on"] = cast(i.slot, TIMESTAMP())  # given, not computed from now (§9.3)
     rows = select(*values.values()).join_from(i.name.table, q, q.c.name == i.name)
     inserted = (
@@ -88,11 +88,11 @@ def _insert_send_it() -> Any:
         .returning(job.c.id, job.c.name, job.c.start_after)
         .cte("inserted")
     )
-    notified = _notify_if_due(inserted, inserted.c.name)
+    notified = notify_if_due(inserted, inserted.c.name)
     no_id = cast(null(), UUID(as_uuid=True))
     return union_all(
-        select(_const("'id'").label("kind"), inserted.c.id.label("id")),
-        select(_const("'notified'"), no_id).select_from(notified),
+        select(const("'id'").label("kind"), inserted.c.id.label("id")),
+        select(const("'notified'"), no_id).select_from(notified),
     ).add_cte(incoming)
 
 

@@ -77,7 +77,7 @@ parameter, which :mod:`sqla_boss.direct` leaves to SQLAlchemy)."""
 _FIFO = QueuePolicy.key_strict_fifo.value
 
 
-def _const(sql: str, type_: TypeEngine[Any] | None = None) -> ColumnElement[Any]:
+def const(sql: str, type_: TypeEngine[Any] | None = None) -> ColumnElement[Any]:
     return literal_column(sql, type_)
 
 
@@ -91,7 +91,7 @@ def _json_param(name: str) -> ColumnElement[object]:
     return cast(bindparam(name, type_=Text), JSONB)
 
 
-def _state(state: JobState) -> ColumnElement[Any]:
+def state_constant(state: JobState) -> ColumnElement[Any]:
     """A state as a constant of the enum type (the planner matches it against the partial indexes)."""
     return literal_column(f"'{state.value}'", job.c.state.type)
 
@@ -107,8 +107,8 @@ def _attempts() -> ColumnElement[bool]:
     """The fence of §6.1: with ``:attempts`` (``id:retry_count`` texts, from the job objects given) only the
     active attempts named; with NULL (plain ids), any row of ``:ids``."""
     attempts = _typed("attempts", ARRAY(Text))
-    attempt = cast(job.c.id, Text).concat(_const("':'")).concat(cast(job.c.retry_count, Text))
-    return or_(attempts.is_(None), and_(job.c.state == _state(JobState.active), attempt == any_(attempts)))
+    attempt = cast(job.c.id, Text).concat(const("':'")).concat(cast(job.c.retry_count, Text))
+    return or_(attempts.is_(None), and_(job.c.state == state_constant(JobState.active), attempt == any_(attempts)))
 
 
 # ------------------------------------------------------------------------------------ send and insert (§4)
@@ -137,7 +137,7 @@ _RECORD_COLUMNS = (
 )
 
 
-def _incoming(name: str, extra: tuple[tuple[str, TypeEngine[Any]], ...] = ()) -> tuple[Any, Any]:
+def incoming_rows(name: str, extra: tuple[tuple[str, TypeEngine[Any]], ...] = ()) -> tuple[Any, Any]:
     """The jobs of the JSON parameter ``:jobs`` (:meth:`~sqla_boss.options.v46.JobInput.record`'s objects, and
     the ``extra`` columns), with ``start_at``, their start: a CTE named ``name`` for the statement's
     ``add_cte()``, and the table its columns are read through. §4.3: a timestamp (ours always end in Z) is
@@ -152,16 +152,16 @@ def _incoming(name: str, extra: tuple[tuple[str, TypeEngine[Any]], ...] = ()) ->
         .render_derived(name="r", with_types=True)
     )
     start_at = case(
-        (func.right(records.c.start_after, _const("1")) == _const("'Z'"), cast(records.c.start_after, TIMESTAMP(True))),
-        else_=JOB_NOW + cast(func.coalesce(records.c.start_after, _const("'0'")), INTERVAL),
+        (func.right(records.c.start_after, const("1")) == const("'Z'"), cast(records.c.start_after, TIMESTAMP(True))),
+        else_=JOB_NOW + cast(func.coalesce(records.c.start_after, const("'0'")), INTERVAL),
     )
     cte = select(literal_column("r.*"), start_at.label("start_at")).select_from(records).cte(name)
     view = table(name, *(column(c.name, c.type) for c in columns), column("start_at", TIMESTAMP(True)))
     return cte, view
 
 
-def _job_values(i: Any, q: Any) -> dict[str, ColumnElement[Any]]:
-    """The columns of a new job from its incoming record ``i`` (:func:`_incoming`) and its queue ``q``, by pg-boss
+def job_values(i: Any, q: Any) -> dict[str, ColumnElement[Any]]:
+    """The columns of a new job from its incoming record ``i`` (:func:`incoming_rows`) and its queue ``q``, by pg-boss
     12's precedence (§4.2): the job's setting, else the queue's, else pg-boss's default (which applies only when
     the queue row is missing, and ``q_fkey`` then fails at commit)."""
     slot = i.singleton_seconds
@@ -169,22 +169,22 @@ def _job_values(i: Any, q: Any) -> dict[str, ColumnElement[Any]]:
         "id": func.coalesce(i.id, func.gen_random_uuid()),
         "name": i.name,
         "data": i.data,
-        "priority": func.coalesce(i.priority, _const("0")),
+        "priority": func.coalesce(i.priority, const("0")),
         "start_after": i.start_at,
         "singleton_key": i.singleton_key,
         # §4.4: NULL without a slot, as every term is NULL then.
-        "singleton_on": _const("'epoch'::timestamp")
+        "singleton_on": const("'epoch'::timestamp")
         + slot
-        * func.floor((extract("epoch", JOB_NOW) + func.coalesce(i.singleton_offset, _const("0"))) / slot)
+        * func.floor((extract("epoch", JOB_NOW) + func.coalesce(i.singleton_offset, const("0"))) / slot)
         * ONE_SECOND,
         "group_id": i.group_id,
         "group_tier": i.group_tier,
-        "expire_seconds": func.coalesce(i.expire_in_seconds, q.c.expire_seconds, _const("900")),
-        "deletion_seconds": func.coalesce(i.delete_after_seconds, q.c.deletion_seconds, _const("604800")),
+        "expire_seconds": func.coalesce(i.expire_in_seconds, q.c.expire_seconds, const("900")),
+        "deletion_seconds": func.coalesce(i.delete_after_seconds, q.c.deletion_seconds, const("604800")),
         "keep_until": i.start_at
-        + func.coalesce(i.retention_seconds, q.c.retention_seconds, _const("1209600")) * ONE_SECOND,
-        "retry_limit": func.coalesce(i.retry_limit, q.c.retry_limit, _const("2")),
-        "retry_delay": func.coalesce(i.retry_delay, q.c.retry_delay, _const("0")),
+        + func.coalesce(i.retention_seconds, q.c.retention_seconds, const("1209600")) * ONE_SECOND,
+        "retry_limit": func.coalesce(i.retry_limit, q.c.retry_limit, const("2")),
+        "retry_delay": func.coalesce(i.retry_delay, q.c.retry_delay, const("0")),
         "retry_backoff": func.coalesce(i.retry_backoff, q.c.retry_backoff, false()),
         "retry_delay_max": func.coalesce(i.retry_delay_max, q.c.retry_delay_max),
         "heartbeat_seconds": func.coalesce(i.heartbeat_seconds, q.c.heartbeat_seconds),
@@ -195,7 +195,7 @@ def _job_values(i: Any, q: Any) -> dict[str, ColumnElement[Any]]:
     }
 
 
-def _notify_if_due(rows: Any, names: ColumnElement[Any]) -> Any:
+def notify_if_due(rows: Any, names: ColumnElement[Any]) -> Any:
     """§10: one ``pg_notify`` on ``:notify_channel`` per notify-enabled queue among ``names`` (a column of
     ``rows``) when one of ``rows`` is due now; delivered at commit."""
     due = (
@@ -210,24 +210,24 @@ def _notify_if_due(rows: Any, names: ColumnElement[Any]) -> Any:
 
 
 def _insert_jobs() -> CompoundSelect[Any]:
-    incoming, view = _incoming("i")
+    incoming, view = incoming_rows("i")
     i = view.c
     q = queue.alias("q")
     dead_letter_queue = queue.alias("d")
     problems = (
-        select(_const("'queue'").label("kind"), i.name.label("value"))
+        select(const("'queue'").label("kind"), i.name.label("value"))
         .where(~exists().where(q.c.name == i.name))
         .union_all(
-            select(_const("'dead_letter'"), i.dead_letter).where(
+            select(const("'dead_letter'"), i.dead_letter).where(
                 i.dead_letter.is_not(None), ~exists().where(dead_letter_queue.c.name == i.dead_letter)
             ),
-            select(_const("'key_required'"), i.name).where(
-                i.singleton_key.is_(None), exists().where(q.c.name == i.name, q.c.policy == _const(f"'{_FIFO}'"))
+            select(const("'key_required'"), i.name).where(
+                i.singleton_key.is_(None), exists().where(q.c.name == i.name, q.c.policy == const(f"'{_FIFO}'"))
             ),
         )
         .cte("problems")
     )
-    values = _job_values(i, q)
+    values = job_values(i, q)
     rows = (
         select(*values.values()).join_from(i.name.table, q, q.c.name == i.name).where(~exists(select(problems.c.kind)))
     )
@@ -238,13 +238,13 @@ def _insert_jobs() -> CompoundSelect[Any]:
         .returning(job.c.id, job.c.name, job.c.start_after)
         .cte("inserted")
     )
-    notified = _notify_if_due(inserted, inserted.c.name)
+    notified = notify_if_due(inserted, inserted.c.name)
     no_id = cast(null(), UUID(as_uuid=True))
     return union_all(
-        select(_const("'id'").label("kind"), cast(null(), Text).label("value"), inserted.c.id.label("id")),
+        select(const("'id'").label("kind"), cast(null(), Text).label("value"), inserted.c.id.label("id")),
         select(problems.c.kind, problems.c.value, no_id),
-        select(_const("'now'"), cast(extract("epoch", JOB_NOW), Text), no_id),
-        select(_const("'notified'"), cast(func.count(), Text), no_id).select_from(notified),
+        select(const("'now'"), cast(extract("epoch", JOB_NOW), Text), no_id),
+        select(const("'notified'"), cast(func.count(), Text), no_id).select_from(notified),
     ).add_cte(incoming)
 
 
@@ -267,11 +267,11 @@ def _fetch() -> ExecutableReturnsRows:
     # to 4 KB only. For the same reason the parameters carry their type once, and constants are constants.
     queue_policy = select(queue.c.policy).where(queue.c.name == _queue_name).cte("qp")
     policy = select(queue_policy.c.policy).scalar_subquery()
-    fifo = _const(f"'{_FIFO}'")
+    fifo = const(f"'{_FIFO}'")
     j = job.alias("j")
     ignore_start_after = _typed("ignore_start_after", Boolean())
     due = or_(ignore_start_after, j.c.start_after <= JOB_NOW)
-    key = func.coalesce(j.c.singleton_key, _const("''"))
+    key = func.coalesce(j.c.singleton_key, const("''"))
     busy = job.alias("busy")
     head = job.alias("head")
     other = job.alias("other")
@@ -284,20 +284,22 @@ def _fetch() -> ExecutableReturnsRows:
         select(head.c.id, head_rank.label("head_rank"))
         .where(
             head.c.name == _queue_name,
-            head.c.state < _state(JobState.active),
+            head.c.state < state_constant(JobState.active),
             ~head.c.blocked,
             head.c.policy == fifo,
             or_(ignore_start_after, head.c.start_after <= JOB_NOW),
         )
         .subquery("heads")
     )
-    fifo_heads = select(ranked_heads.c.id).where(ranked_heads.c.head_rank == _const("1"))
+    fifo_heads = select(ranked_heads.c.id).where(ranked_heads.c.head_rank == const("1"))
     group_default = bindparam("group_default", type_=Integer)
     group_limit = func.coalesce(cast(_json_param("group_tiers").op("->>")(j.c.group_tier), Integer), group_default)
     group_active = (
         select(func.count())
         .where(
-            active.c.name == _queue_name, active.c.state == _state(JobState.active), active.c.group_id == j.c.group_id
+            active.c.name == _queue_name,
+            active.c.state == state_constant(JobState.active),
+            active.c.group_id == j.c.group_id,
         )
         .scalar_subquery()
     )
@@ -306,7 +308,7 @@ def _fetch() -> ExecutableReturnsRows:
         select(j.c.id, j.c.singleton_key, j.c.group_id, j.c.group_tier, group_limit.label("group_limit"))
         .where(
             j.c.name == _queue_name,
-            j.c.state < _state(JobState.active),
+            j.c.state < state_constant(JobState.active),
             ~j.c.blocked,
             due,
             or_(
@@ -317,7 +319,13 @@ def _fetch() -> ExecutableReturnsRows:
                         other.c.name == _queue_name,
                         other.c.singleton_key == j.c.singleton_key,
                         other.c.id != j.c.id,
-                        other.c.state.in_([_state(JobState.active), _state(JobState.retry), _state(JobState.failed)]),
+                        other.c.state.in_(
+                            [
+                                state_constant(JobState.active),
+                                state_constant(JobState.retry),
+                                state_constant(JobState.failed),
+                            ]
+                        ),
                     ),
                 ),
             ),
@@ -325,8 +333,10 @@ def _fetch() -> ExecutableReturnsRows:
                 policy.not_in(_GATED),
                 policy.is_(None),
                 key.not_in(
-                    select(func.coalesce(busy.c.singleton_key, _const("''"))).where(
-                        busy.c.name == _queue_name, busy.c.state == _state(JobState.active), busy.c.policy == policy
+                    select(func.coalesce(busy.c.singleton_key, const("''"))).where(
+                        busy.c.name == _queue_name,
+                        busy.c.state == state_constant(JobState.active),
+                        busy.c.policy == policy,
                     )
                 ),
             ),
@@ -342,7 +352,11 @@ def _fetch() -> ExecutableReturnsRows:
     c = candidates.c
     ranked_active = (
         select(func.count())
-        .where(active.c.name == _queue_name, active.c.state == _state(JobState.active), active.c.group_id == c.group_id)
+        .where(
+            active.c.name == _queue_name,
+            active.c.state == state_constant(JobState.active),
+            active.c.group_id == c.group_id,
+        )
         .scalar_subquery()
     )
     ranked = select(
@@ -357,7 +371,7 @@ def _fetch() -> ExecutableReturnsRows:
     chosen = (
         select(r.id)
         .where(
-            or_(policy.not_in(_GATED), policy.is_(None), r.key_rank == _const("1")),
+            or_(policy.not_in(_GATED), policy.is_(None), r.key_rank == const("1")),
             or_(group_default.is_(None), r.group_id.is_(None), r.group_active + r.group_rank <= r.group_limit),
         )
         .cte("chosen")
@@ -369,10 +383,10 @@ def _fetch() -> ExecutableReturnsRows:
         # table; this is an index lookup per id, whatever the table's size.
         .where(u.c.name == _queue_name, u.c.id == any_(func.array(select(chosen.c.id).scalar_subquery())))
         .values(
-            state=_state(JobState.active),
+            state=state_constant(JobState.active),
             started_on=JOB_NOW,
             heartbeat_on=JOB_NOW,
-            retry_count=case((u.c.started_on.is_not(None), u.c.retry_count + _const("1")), else_=u.c.retry_count),
+            retry_count=case((u.c.started_on.is_not(None), u.c.retry_count + const("1")), else_=u.c.retry_count),
         )
         .returning(*u.c)
     )
@@ -386,7 +400,7 @@ def _fetch_plain() -> ExecutableReturnsRows:
         select(j.c.id)
         .where(
             j.c.name == _queue_name,
-            j.c.state < _state(JobState.active),
+            j.c.state < state_constant(JobState.active),
             ~j.c.blocked,
             or_(_typed("ignore_start_after", Boolean()), j.c.start_after <= JOB_NOW),
             select(queue_policy.c.policy).scalar_subquery().in_(_PLAIN),
@@ -401,10 +415,10 @@ def _fetch_plain() -> ExecutableReturnsRows:
         update(u)
         .where(u.c.name == _queue_name, u.c.id == any_(func.array(select(candidates.c.id).scalar_subquery())))
         .values(
-            state=_state(JobState.active),
+            state=state_constant(JobState.active),
             started_on=JOB_NOW,
             heartbeat_on=JOB_NOW,
-            retry_count=case((u.c.started_on.is_not(None), u.c.retry_count + _const("1")), else_=u.c.retry_count),
+            retry_count=case((u.c.started_on.is_not(None), u.c.retry_count + const("1")), else_=u.c.retry_count),
         )
         .returning(*u.c)
     )
@@ -438,8 +452,8 @@ def _change(where: ColumnElement[bool], **values: Any) -> Any:
 
 COMPLETE = _change(
     or_(
-        job.c.state == _state(JobState.active),
-        and_(_typed("include_queued", Boolean()), job.c.state < _state(JobState.completed)),
+        job.c.state == state_constant(JobState.active),
+        and_(_typed("include_queued", Boolean()), job.c.state < state_constant(JobState.completed)),
     ),
     completed_on=JOB_NOW,
     state=JobState.completed,
@@ -450,15 +464,15 @@ COMPLETE = _change(
 """Complete the active jobs among ``:ids`` (all unfinished ones with ``:include_queued``), fenced by
 ``:attempts``, storing ``:job_output``."""
 
-CANCEL = _change(job.c.state < _state(JobState.completed), completed_on=JOB_NOW, state=JobState.cancelled)
+CANCEL = _change(job.c.state < state_constant(JobState.completed), completed_on=JOB_NOW, state=JobState.cancelled)
 """Cancel the created, retry and active jobs among ``:ids`` (fenced by ``:attempts``)."""
 
-TOUCH = _change(job.c.state == _state(JobState.active), heartbeat_on=JOB_NOW)
+TOUCH = _change(job.c.state == state_constant(JobState.active), heartbeat_on=JOB_NOW)
 """Refresh the heartbeat of the active jobs among ``:ids`` (fenced by ``:attempts``)."""
 
 RESUME = (
     update(job)
-    .where(job.c.name == _queue_name, _ids(), job.c.state == _state(JobState.cancelled))
+    .where(job.c.name == _queue_name, _ids(), job.c.state == state_constant(JobState.cancelled))
     .values(
         state=JobState.created,
         completed_on=None,
@@ -470,7 +484,7 @@ RESUME = (
 
 RETRY = (
     update(job)
-    .where(job.c.name == _queue_name, _ids(), job.c.state == _state(JobState.failed))
+    .where(job.c.name == _queue_name, _ids(), job.c.state == state_constant(JobState.failed))
     .values(
         state=JobState.retry,
         retry_limit=job.c.retry_limit + 1,
@@ -484,7 +498,7 @@ DELETE_JOBS = delete(job).where(job.c.name == _queue_name, _ids(), _attempts())
 """Delete the jobs among ``:ids`` (fenced by ``:attempts``), whatever their state."""
 
 
-def _fail(which: ColumnElement[bool], output: ColumnElement[Any]) -> Select[Any]:
+def fail_statement(which: ColumnElement[bool], output: ColumnElement[Any]) -> Select[Any]:
     # §6.3-6.4: delete, re-insert as retry or failed (the same id), then a copy into the dead letter queue.
     deleted = delete(job).where(which).returning(*job.c).cte("deleted")
     d = deleted.c
@@ -508,7 +522,7 @@ def _fail(which: ColumnElement[bool], output: ColumnElement[Any]) -> Select[Any]
     backoff_seconds = func.least(
         d.retry_delay_max,
         func.greatest(d.retry_delay, 1) * (growth + growth * func.random()),
-        _const(str(int(MAX_DURATION_SECONDS))),
+        const(str(int(MAX_DURATION_SECONDS))),
     )
     retried = (
         insert(job)
@@ -577,7 +591,7 @@ def _fail(which: ColumnElement[bool], output: ColumnElement[Any]) -> Select[Any]
             list(copies),
             select(*copies.values())
             .join_from(results, dlq, dlq.c.name == r.dead_letter)
-            .where(r.state == _state(JobState.failed)),
+            .where(r.state == state_constant(JobState.failed)),
         )
         .returning(job.c.id)
         .cte("dead_lettered")
@@ -588,8 +602,8 @@ def _fail(which: ColumnElement[bool], output: ColumnElement[Any]) -> Select[Any]
     )
 
 
-FAIL = _fail(
-    and_(job.c.name == _queue_name, _ids(), _attempts(), job.c.state < _state(JobState.completed)),
+FAIL = fail_statement(
+    and_(job.c.name == _queue_name, _ids(), _attempts(), job.c.state < state_constant(JobState.completed)),
     _json_param("job_output"),
 )
 """Fail the created, retry and active jobs among ``:ids`` (fenced by ``:attempts``) with ``:job_output``; returns
@@ -623,7 +637,7 @@ def _find_jobs() -> Select[Any]:
             or_(_typed("job_id", UUID(as_uuid=True)).is_(None), Job.id == _typed("job_id", UUID(as_uuid=True))),
             or_(_typed("key", Text()).is_(None), Job.singleton_key == _typed("key", Text())),
             or_(_json_param("data").is_(None), Job.data.op("@>")(_json_param("data"))),
-            or_(~_typed("queued", Boolean()), Job.state < _state(JobState.active)),
+            or_(~_typed("queued", Boolean()), Job.state < state_constant(JobState.active)),
             or_(
                 after_id.is_(None),
                 func.row(Job.created_on, Job.id) > func.row(after_created.scalar_subquery(), after_id),
@@ -666,7 +680,7 @@ GET_BLOCKED_KEYS = (
     select(job.c.singleton_key)
     .where(
         job.c.name == _queue_name,
-        job.c.state == _state(JobState.failed),
+        job.c.state == state_constant(JobState.failed),
         job.c.policy == _FIFO,
         or_(_typed("after", Text()).is_(None), job.c.singleton_key > _typed("after", Text())),
     )
@@ -727,8 +741,8 @@ FORGET_BAM = delete(_tables[f"{DEFAULT_SCHEMA}.bam"]).where(
 )
 """Delete the unfinished deferred index builds of a dropped partition (§3.4)."""
 
-DELETE_QUEUED_JOBS = delete(job).where(job.c.name == _queue_name, job.c.state < _state(JobState.active))
-DELETE_STORED_JOBS = delete(job).where(job.c.name == _queue_name, job.c.state > _state(JobState.active))
+DELETE_QUEUED_JOBS = delete(job).where(job.c.name == _queue_name, job.c.state < state_constant(JobState.active))
+DELETE_STORED_JOBS = delete(job).where(job.c.name == _queue_name, job.c.state > state_constant(JobState.active))
 DELETE_QUEUE_JOBS = delete(job).where(job.c.name == _queue_name)
 DELETE_EVERY_JOB = delete(job)
 ZERO_COUNTS = update(queue).values(
@@ -738,7 +752,7 @@ ZERO_COUNTS = update(queue).values(
 
 
 def _queue_stats() -> Select[Any]:
-    queued = job.c.state < _state(JobState.active)
+    queued = job.c.state < state_constant(JobState.active)
     return (
         select(
             queue.c.name,
@@ -746,13 +760,13 @@ def _queue_stats() -> Select[Any]:
             func.count(job.c.id).filter(queued, job.c.blocked).label("blocked"),
             func.count(job.c.id).filter(queued).label("queued"),
             func.count(job.c.id).filter(queued, ~job.c.blocked, job.c.start_after <= JOB_NOW).label("ready"),
-            func.count(job.c.id).filter(job.c.state == _state(JobState.active)).label("active"),
-            func.count(job.c.id).filter(job.c.state == _state(JobState.completed)).label("completed"),
-            func.count(job.c.id).filter(job.c.state == _state(JobState.cancelled)).label("cancelled"),
-            func.count(job.c.id).filter(job.c.state == _state(JobState.failed)).label("failed"),
+            func.count(job.c.id).filter(job.c.state == state_constant(JobState.active)).label("active"),
+            func.count(job.c.id).filter(job.c.state == state_constant(JobState.completed)).label("completed"),
+            func.count(job.c.id).filter(job.c.state == state_constant(JobState.cancelled)).label("cancelled"),
+            func.count(job.c.id).filter(job.c.state == state_constant(JobState.failed)).label("failed"),
             func.count(job.c.id).label("total"),
-            func.count(job.c.id).filter(job.c.state == _state(JobState.created)).label("created"),
-            func.count(job.c.id).filter(job.c.state == _state(JobState.retry)).label("retry"),
+            func.count(job.c.id).filter(job.c.state == state_constant(JobState.created)).label("created"),
+            func.count(job.c.id).filter(job.c.state == state_constant(JobState.retry)).label("retry"),
             extract(
                 "epoch",
                 JOB_NOW
@@ -880,7 +894,7 @@ def _changed(changes: ColumnElement[Any], key: str, type_: TypeEngine[Any], curr
 
 def _update_job(by: str) -> Select[Any]:
     changes = _json_param("changes")
-    target = select(job.c.id).where(job.c.name == _queue_name, job.c.state < _state(JobState.active))
+    target = select(job.c.id).where(job.c.name == _queue_name, job.c.state < state_constant(JobState.active))
     if by == "id":
         target = target.where(job.c.id == bindparam("job_id", type_=UUID(as_uuid=True)))
     else:
@@ -893,13 +907,15 @@ def _update_job(by: str) -> Select[Any]:
     # §4.7: the start_after text as §4.3 reads it (ours: a timestamp ending in Z, or an interval from now).
     start_text = changes.op("->>")(literal("startAfter", Text))
     resolved = case(
-        (func.right(start_text, _const("1")) == _const("'Z'"), cast(start_text, TIMESTAMP(True))),
+        (func.right(start_text, const("1")) == const("'Z'"), cast(start_text, TIMESTAMP(True))),
         else_=JOB_NOW + cast(start_text, INTERVAL),
     )
     start_after = case((_given(changes, "startAfter"), resolved), else_=job.c.start_after)
     updated = (
         update(job)
-        .where(job.c.name == _queue_name, job.c.id.in_(select(targets.c.id)), job.c.state < _state(JobState.active))
+        .where(
+            job.c.name == _queue_name, job.c.id.in_(select(targets.c.id)), job.c.state < state_constant(JobState.active)
+        )
         .values(
             data=case(
                 (_given(changes, "data"), changes.op("->", return_type=JSONB())(literal("data", Text))),
@@ -929,7 +945,7 @@ def _update_job(by: str) -> Select[Any]:
         .returning(job.c.id, job.c.name, job.c.start_after)
         .cte("updated")
     )
-    notified = _notify_if_due(updated, updated.c.name)
+    notified = notify_if_due(updated, updated.c.name)
     return select(updated.c.id).where(select(func.count()).select_from(notified).scalar_subquery() >= 0)
 
 
@@ -952,14 +968,14 @@ def _insert_flagged(*, skip_conflicts: bool) -> Any:
     upsert columns of :data:`_FLAG_COLUMNS`), by :data:`INSERT_JOBS`'s precedence (§4.2): the job's setting,
     else its queue's. The queue is LEFT JOINed, as pg-boss does, so a queue deleted since the caller checked it
     fails ``q_fkey`` at commit. ``skip_conflicts``: ``ON CONFLICT DO NOTHING``; else a conflict is an error."""
-    incoming, rows = _incoming("flagged", _FLAG_COLUMNS)
+    incoming, rows = incoming_rows("flagged", _FLAG_COLUMNS)
     i = rows.c
     q = queue.alias("q")
     values = {
-        **_job_values(i, q),
+        **job_values(i, q),
         "blocked": func.coalesce(i.blocked, false()),
         "blocking": func.coalesce(i.blocking, false()),
-        "pending_dependencies": func.coalesce(i.pending_dependencies, _const("0")),
+        "pending_dependencies": func.coalesce(i.pending_dependencies, const("0")),
         "upsert_by_key": i.upsert_by_key,
     }
     statement = insert(job).from_select(
@@ -972,7 +988,7 @@ def _insert_flagged(*, skip_conflicts: bool) -> Any:
 
 def _upsert_insert() -> Select[Any]:
     incoming, _, inserted = _insert_flagged(skip_conflicts=True)
-    notified = _notify_if_due(inserted, inserted.c.name)
+    notified = notify_if_due(inserted, inserted.c.name)
     statement = select(inserted.c.id).where(select(func.count()).select_from(notified).scalar_subquery() >= 0)
     return statement.add_cte(incoming)
 
@@ -1063,7 +1079,7 @@ def _resolve_flow() -> CompoundSelect[Any]:
     p = job.alias("p")
     parents = (
         select(p.c.name, p.c.id)
-        .where(p.c.blocking, p.c.state == _state(JobState.completed))
+        .where(p.c.blocking, p.c.state == state_constant(JobState.completed))
         .order_by(p.c.name, p.c.id)
         .limit(FLOW_BATCH_SIZE)
         .with_for_update(of=p, skip_locked=True)
@@ -1134,13 +1150,15 @@ def _redrive_filter(j: Any) -> list[ColumnElement[bool]]:
             k.c.name == j.c.name,
             k.c.singleton_key == j.c.singleton_key,
             k.c.policy == _FIFO,
-            k.c.state.in_([_state(JobState.active), _state(JobState.retry), _state(JobState.failed)]),
+            k.c.state.in_(
+                [state_constant(JobState.active), state_constant(JobState.retry), state_constant(JobState.failed)]
+            ),
         )
         .correlate(j)
     )
     return [
         j.c.name == _queue_name,
-        j.c.state < _state(JobState.active),
+        j.c.state < state_constant(JobState.active),
         ~held,
         or_(source_name.is_(None), j.c.source_name == source_name),
         or_(data.is_(None), j.c.data.op("@>")(data)),

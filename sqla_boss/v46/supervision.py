@@ -57,7 +57,16 @@ from sqla_boss.models.enums import JobState
 from sqla_boss.operations import Operation, Step
 from sqla_boss.schema import advisory_lock_key_of
 from sqla_boss.v46.models import Base
-from sqla_boss.v46.statements import JOB_NOW, ONE_SECOND, _fail, _state, job, job_dependency, queue
+from sqla_boss.v46.statements import (
+    JOB_NOW,
+    ONE_SECOND,
+    const,
+    fail_statement,
+    job,
+    job_dependency,
+    queue,
+    state_constant,
+)
 
 _tables = Base.metadata.tables
 version_table = _tables[f"{DEFAULT_SCHEMA}.version"]
@@ -95,13 +104,9 @@ _names = bindparam("queue_names", type_=ARRAY(Text))
 _interval = bindparam("interval_seconds", type_=Integer)
 
 
-def _const(sql: str, type_: Any = None) -> ColumnElement[Any]:
-    return literal_column(sql, type_)
-
-
-def _due(column: ColumnElement[Any]) -> ColumnElement[bool]:
+def claim_due(column: ColumnElement[Any]) -> ColumnElement[bool]:
     """§8.1's rule: at least ``:interval_seconds`` since ``column`` (a week ago when NULL), by ``job_now()``."""
-    last = func.coalesce(column, JOB_NOW - _const("interval '1 week'"))
+    last = func.coalesce(column, JOB_NOW - const("interval '1 week'"))
     return extract("epoch", JOB_NOW - last) >= _interval
 
 
@@ -129,7 +134,7 @@ def _claim_queues(column: str, fallback: str | None = None) -> Any:
     q_stamp = q.c[column] if fallback is None else func.coalesce(q.c[column], q.c[fallback])
     candidates = (
         select(q.c.name)
-        .where(q.c.name == any_(_names), _due(q_stamp))
+        .where(q.c.name == any_(_names), claim_due(q_stamp))
         .order_by(q.c.name)
         .with_for_update(key_share=True, skip_locked=True)  # FOR NO KEY UPDATE SKIP LOCKED
         .cte("candidates")
@@ -137,7 +142,7 @@ def _claim_queues(column: str, fallback: str | None = None) -> Any:
     # The rule again on the row updated: a claim committed after this statement's snapshot fails it.
     return (
         update(queue)
-        .where(queue.c.name == candidates.c.name, _due(stamp))
+        .where(queue.c.name == candidates.c.name, claim_due(stamp))
         .values({column: JOB_NOW})
         .returning(queue.c.name)
     )
@@ -160,7 +165,7 @@ HAND_BACK_MAINTAIN = update(queue).where(queue.c.name == any_(_names)).values(ma
 def _claim_version(column: str) -> Any:
     return (
         update(version_table)
-        .where(_due(version_table.c[column]))
+        .where(claim_due(version_table.c[column]))
         .values({column: JOB_NOW})
         .returning(version_table.c[column])
     )
@@ -180,12 +185,12 @@ def _expire(condition: Callable[[Any], ColumnElement[bool]], output: dict[str, A
     j = job.alias("x")
     batch = (
         select(j.c.name, j.c.id)
-        .where(j.c.name == any_(_names), j.c.state == _state(JobState.active), condition(j))
+        .where(j.c.name == any_(_names), j.c.state == state_constant(JobState.active), condition(j))
         .limit(EXPIRY_BATCH)
         .with_for_update(skip_locked=True)
     )
     which = and_(job.c.name == any_(_names), tuple_(job.c.name, job.c.id).in_(batch))
-    return _fail(which, _const(f"'{json.dumps(output)}'::jsonb", JSONB()))
+    return fail_statement(which, const(f"'{json.dumps(output)}'::jsonb", JSONB()))
 
 
 EXPIRE = {
@@ -205,8 +210,8 @@ EXPIRE = {
 
 
 def _aggregate() -> Any:
-    queued = job.c.state < _state(JobState.active)
-    finished = job.c.state.in_([_state(JobState.completed), _state(JobState.cancelled)])
+    queued = job.c.state < state_constant(JobState.active)
+    finished = job.c.state.in_([state_constant(JobState.completed), state_constant(JobState.cancelled)])
     rq = queue.alias("rq")
     retained_on = select(rq.c.retained_on).where(rq.c.name == job.c.name).scalar_subquery()
     counts = (
@@ -216,14 +221,14 @@ def _aggregate() -> Any:
             func.count().filter(queued, job.c.blocked).label("blocked"),
             func.count().filter(queued, ~job.c.blocked, job.c.start_after > JOB_NOW).label("deferred"),
             func.count().filter(queued, ~job.c.blocked, job.c.start_after <= JOB_NOW).label("ready"),
-            func.count().filter(job.c.state == _state(JobState.active)).label("active"),
-            func.count().filter(job.c.state == _state(JobState.failed)).label("failed"),
+            func.count().filter(job.c.state == state_constant(JobState.active)).label("active"),
+            func.count().filter(job.c.state == state_constant(JobState.failed)).label("failed"),
             func.count().filter(finished, or_(retained_on.is_(None), job.c.completed_on >= retained_on)).label("since"),
             func.count().label("stored"),
             func.array_agg(func.distinct(job.c.singleton_key))
             .filter(
-                job.c.state == _state(JobState.active),
-                job.c.policy.in_([_const("'singleton'"), _const("'stately'")]),
+                job.c.state == state_constant(JobState.active),
+                job.c.policy.in_([const("'singleton'"), const("'stately'")]),
                 job.c.singleton_key.is_not(None),
             )
             .label("singletons"),
@@ -292,7 +297,7 @@ INSERT_WARNING = insert(warning).values(
 """Persist a warning (§8.7, ``persist_warnings``)."""
 
 DELETE_OLD_WARNINGS = delete(warning).where(
-    warning.c.created_on < JOB_NOW - bindparam("retention_days", type_=Integer) * _const("interval '1 day'")
+    warning.c.created_on < JOB_NOW - bindparam("retention_days", type_=Integer) * const("interval '1 day'")
 )
 
 # ------------------------------------------------------------------------------------- maintenance (§8.6)
@@ -305,7 +310,7 @@ def _deletion_batch() -> Select[Any]:
     j = job.alias("w")
     doomed = or_(
         and_(j.c.deletion_seconds > 0, j.c.completed_on + j.c.deletion_seconds * ONE_SECOND < JOB_NOW),
-        and_(j.c.state < _state(JobState.active), j.c.keep_until < JOB_NOW),
+        and_(j.c.state < state_constant(JobState.active), j.c.keep_until < JOB_NOW),
     )
     batch = (
         select(j.c.id, j.c.state, j.c.completed_on, doomed.label("doomed"))
@@ -322,7 +327,9 @@ def _deletion_batch() -> Select[Any]:
         .cte("deleted")
     )
     kept_finished = and_(
-        not_(b.doomed), b.state.in_([_state(JobState.completed), _state(JobState.cancelled)]), b.completed_on < cutoff
+        not_(b.doomed),
+        b.state.in_([state_constant(JobState.completed), state_constant(JobState.cancelled)]),
+        b.completed_on < cutoff,
     )
     return select(
         select(b.id).order_by(b.id.desc()).limit(1).scalar_subquery().label("last_id"),
@@ -338,9 +345,7 @@ DELETION_BATCH_STATEMENT = _deletion_batch()
 still queued past ``keep_until``; returns (last id walked, ids walked, deleted, completed or cancelled jobs kept
 that finished before ``:cutoff``)."""
 
-RETAINED_CUTOFF = select(
-    func.date_trunc("milliseconds", JOB_NOW - _const(f"interval '{RETAINED_LAG_SECONDS} seconds'"))
-)
+RETAINED_CUTOFF = select(func.date_trunc("milliseconds", JOB_NOW - const(f"interval '{RETAINED_LAG_SECONDS} seconds'")))
 """The watermark of a sweep: finished jobs older than this are counted as retained (pg-boss's, to the ms)."""
 
 
@@ -348,7 +353,7 @@ def _set_retained() -> Any:
     queue_name = bindparam("queue_name", type_=Text)
     cutoff = bindparam("cutoff", type_=TIMESTAMP(timezone=True))
     retained = bindparam("retained", type_=Integer)
-    finished = job.c.state.in_([_state(JobState.completed), _state(JobState.cancelled)])
+    finished = job.c.state.in_([state_constant(JobState.completed), state_constant(JobState.cancelled)])
     others = (
         select(func.count())
         .where(job.c.name == queue_name, or_(not_(finished), job.c.completed_on >= cutoff))
@@ -402,7 +407,7 @@ def _claim_bam() -> Any:
     b = bam.alias("b")
     busy = bam.alias("busy")
     earlier = bam.alias("earlier")
-    stale = JOB_NOW - _const(f"interval '{BAM_STALE_SECONDS} seconds'")
+    stale = JOB_NOW - const(f"interval '{BAM_STALE_SECONDS} seconds'")
     attempted = bindparam("attempted", type_=ARRAY(UUID(as_uuid=True)))
     someone_builds = exists().where(
         busy.c.status == "in_progress", or_(busy.c.started_on.is_(None), busy.c.started_on > stale, _bam_running(busy))
@@ -411,7 +416,7 @@ def _claim_bam() -> Any:
         select(b.c.id)
         .where(
             or_(
-                b.c.status.in_([_const("'pending'"), _const("'failed'")]),
+                b.c.status.in_([const("'pending'"), const("'failed'")]),
                 and_(b.c.status == "in_progress", b.c.started_on <= stale, not_(_bam_running(b))),
             ),
             not_(func.coalesce(b.c.id == any_(attempted), False)),
@@ -556,7 +561,7 @@ TRIM_DEAD_OF_NAME = _trim_dead(per_name=True)
 TRIM_DEAD = _trim_dead(per_name=False)
 """Keep the newest :data:`INSTANCE_DEAD_KEPT` dead rows of all."""
 DELETE_OLD_INSTANCES = delete(instance).where(
-    instance.c.heartbeat_on < JOB_NOW - INSTANCE_RETENTION_DAYS * _const("interval '1 day'")
+    instance.c.heartbeat_on < JOB_NOW - INSTANCE_RETENTION_DAYS * const("interval '1 day'")
 )
 HEARTBEAT = (
     update(instance)
