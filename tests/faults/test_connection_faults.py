@@ -128,9 +128,7 @@ def is_listening(sql: str) -> bool:
 
 def listener_pids(engine: Engine, app: str, schema: str) -> list[int]:
     wanted = channel(schema, QUEUE)
-    return [
-        pid for pid, state, sql in backends(engine, app) if state == "idle" and is_listening(sql) and wanted in sql
-    ]
+    return [pid for pid, state, sql in backends(engine, app) if state == "idle" and is_listening(sql) and wanted in sql]
 
 
 def wait_listening(engine: Engine, app: str, schema: str, *, other_than: int | None = None) -> int:
