@@ -457,6 +457,15 @@ class Worker:
             raise self._refused
         return self._signals[-1] if len(self._signals) > 1 else None
 
+    @property
+    def listening(self) -> bool:
+        """Whether notifications wake the loops now: the listener has proven its subscription (a probe NOTIFY
+        came back) and its connection is up. ``False`` before that, while it reconnects, with ``listen=False``,
+        and where notifications cannot arrive (asyncpg, a transaction-pooling PgBouncer: the loops poll, and
+        the worker logged one ``listen_notify_unavailable`` warning). No I/O, from any thread."""
+        listener = self._listener
+        return listener is not None and listener.subscribed.is_set() and not self._stopping.is_set()
+
     def health(self) -> Health:
         """Whether the worker is doing its work, for a liveness probe (``sqla-boss work --health-port``).
 

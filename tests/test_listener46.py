@@ -95,6 +95,7 @@ def test_a_send_wakes_a_worker_polling_every_30_s(
     wait_until(lambda: completed(sessions, job_id), PROMPTLY, "the job woken by its notification")
     assert listener.channels() == {notify_channel(installed_schema): None}
     assert listener.unavailable is None
+    assert worker.listening
 
 
 def test_a_notification_naming_the_queue_wakes_it_and_others_do_not_matter(
@@ -184,6 +185,7 @@ def test_behind_a_transaction_pooling_pgbouncer_the_worker_says_so_once_and_poll
                 wait_until(lambda: completed(sessions, job_id), PROMPTLY, "the job found by polling")
                 worker.stop()
             assert not listener.subscribed.is_set()
+            assert not worker.listening
             assert "did not arrive" in listener.unavailable
             (line,) = unavailable_records(caplog)
             assert "PgBouncer" in line
