@@ -162,9 +162,10 @@ def node_to_python(
         listener = worker._listener
         if listener is None or not listener.subscribed.wait(10):
             raise RuntimeError("the Python worker's listener did not subscribe")
-        subscribed = time.monotonic()
         wait_for(
-            lambda: all(s.last_fetch is not None and s.last_fetch > subscribed for s in worker._loop_states),
+            lambda: all(
+                s.last_fetch is not None and s.last_fetch > (listener.subscribed_at or 0) for s in worker._loop_states
+            ),
             "the Python loop waiting out its polling interval",
         )
         result = node.result(node.start("send", count, spacing), TIMEOUT_SECONDS * (count + 1))

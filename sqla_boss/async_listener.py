@@ -88,6 +88,8 @@ class AsyncListener:
         self._retry_seconds = retry_seconds
         self.subscribed = AEvent()
         """Set while the subscription is proven (after the probe came back); cleared when the connection is lost."""
+        self.subscribed_at: float | None = None
+        """When (monotonic seconds) the listener last proved its subscription and woke every loop."""
         self.unavailable: str | None = None
         """Why notifications cannot arrive, once the listener gave up and the loops poll; else ``None``."""
         self._probe = f"sqla_boss_probe_{uuid.uuid4().hex}"
@@ -177,6 +179,7 @@ class AsyncListener:
             elif time.monotonic() - checked >= CHECK_SECONDS:
                 checked = await self._check(connection, listening)
             if not self.subscribed.is_set():
+                self.subscribed_at = time.monotonic()
                 self.subscribed.set()
                 if failures:
                     logger.info("listener reconnected", extra=describe(""))

@@ -89,6 +89,8 @@ class Listener:
         self._retry_seconds = retry_seconds
         self.subscribed = Event()
         """Set while the subscription is proven (after the probe came back); cleared when the connection is lost."""
+        self.subscribed_at: float | None = None
+        """When (monotonic seconds) the listener last proved its subscription and woke every loop."""
         self.unavailable: str | None = None
         """Why notifications cannot arrive, once the listener gave up and the loops poll; else ``None``."""
         self._probe = f"sqla_boss_probe_{uuid.uuid4().hex}"
@@ -178,6 +180,7 @@ class Listener:
             elif time.monotonic() - checked >= CHECK_SECONDS:
                 checked = self._check(connection, listening)
             if not self.subscribed.is_set():
+                self.subscribed_at = time.monotonic()
                 self.subscribed.set()
                 if failures:
                     logger.info("listener reconnected", extra=describe(""))

@@ -70,9 +70,11 @@ def completed(sessions: sessionmaker[Session], job_id: uuid.UUID) -> bool:
         return session.scalar(select(JOB.c.state).where(JOB.c.id == job_id)) == "completed"
 
 
-def waiting_since(worker: Worker | AsyncWorker, since: float) -> bool:
-    """Every loop fetched (and found nothing, as nothing was sent) after ``since``: it now waits its interval."""
-    return all(state.last_fetch is not None and state.last_fetch > since for state in worker._loop_states)
+def waiting(worker: Worker | AsyncWorker) -> bool:
+    """Every loop fetched (and found nothing, as nothing was sent) after the listener proved its subscription and
+    woke them all: they now wait out their interval, and only a notification can bring a job in sooner."""
+    since = None if worker._listener is None else worker._listener.subscribed_at
+    return since is not None and all(s.last_fetch is not None and s.last_fetch > since for s in worker._loop_states)
 
 
 def unavailable_records(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -89,8 +91,7 @@ def test_a_send_wakes_a_worker_polling_every_30_s(
     listener = worker._listener
     assert listener is not None
     assert listener.subscribed.wait(10), "the listener never proved its subscription"
-    subscribed = time.monotonic()
-    wait_until(lambda: waiting_since(worker, subscribed), what="the loops waiting out their 30 s")
+    wait_until(lambda: waiting(worker), what="the loops waiting out their 30 s")
     job_id = send(sessions, installed_schema)
     wait_until(lambda: completed(sessions, job_id), PROMPTLY, "the job woken by its notification")
     assert listener.channels() == {notify_channel(installed_schema): None}
@@ -111,8 +112,7 @@ def test_a_notification_naming_the_queue_wakes_it_and_others_do_not_matter(
     worker.start()
     assert worker._listener is not None
     assert worker._listener.subscribed.wait(10)
-    subscribed = time.monotonic()
-    wait_until(lambda: waiting_since(worker, subscribed), what="the loop waiting out its 30 s")
+    wait_until(lambda: waiting(worker), what="the loop waiting out its 30 s")
     job_id = send(sessions, installed_schema)  # no notification: notify is off
     conninfo = database_url.set(drivername="postgresql").render_as_string(hide_password=False)
     with psycopg.connect(conninfo, autocommit=True) as other:
@@ -135,8 +135,7 @@ def test_an_async_worker_is_woken_too(
         try:
             assert worker._listener is not None
             assert await worker._listener.subscribed.wait(10)
-            subscribed = time.monotonic()
-            await _until(lambda: waiting_since(worker, subscribed))
+            await _until(lambda: waiting(worker))
             job_id = await asyncio.to_thread(send, sessions, installed_schema)
             await _until(lambda: completed(sessions, job_id), PROMPTLY)
         finally:
@@ -243,3 +242,27 @@ def test_on_asyncpg_the_worker_says_so_once_and_polls(
     (line,) = unavailable_records(caplog)
     assert "asyncpg" in line
     assert "psycopg 3" in line
+
+
+def test_behind_a_session_pooling_pgbouncer_the_worker_listens(
+    database_url: URL, sessions: sessionmaker[Session], installed_schema: str, workers: list[Worker]
+) -> None:
+    """Session pooling keeps a server connection with its client, LISTEN included: the probe comes back, and a
+    send wakes the loop long before its 30 s poll."""
+    with run_pgbouncer(database_url, pool_mode="session") as bounced:
+        engine = create_engine(bounced, poolclass=NullPool, connect_args={"prepare_threshold": None})
+        try:
+            bound = engine.execution_options(schema_translate_map=schema_translate_map(installed_schema))
+            worker = Worker(
+                sessionmaker(bind=bound), installed_schema, supervise=False, schedule=False, polling_interval_seconds=30
+            )
+            workers.append(worker)
+            worker.work(LOUD, lambda jobs: None)
+            worker.start()
+            wait_until(lambda: worker.listening, 10, "the listener proving its subscription through PgBouncer")
+            wait_until(lambda: waiting(worker), what="the loop waiting out its 30 s")
+            job_id = send(sessions, installed_schema)
+            wait_until(lambda: completed(sessions, job_id), PROMPTLY, "the job woken through PgBouncer")
+            worker.stop()
+        finally:
+            engine.dispose()

@@ -5,7 +5,6 @@ third of the polling interval: each side was woken by the other's NOTIFY, not by
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 
@@ -71,9 +70,10 @@ def test_node_sends_and_a_python_worker_polling_every_30_s_runs_it_promptly(
         listener = worker._listener
         assert listener is not None
         assert listener.subscribed.wait(10)
-        subscribed = time.monotonic()
         wait_until(
-            lambda: all(s.last_fetch is not None and s.last_fetch > subscribed for s in worker._loop_states),
+            lambda: all(
+                s.last_fetch is not None and s.last_fetch > (listener.subscribed_at or 0) for s in worker._loop_states
+            ),
             what="the loop waiting out its 30 s",
         )
         (_, job_id, _) = pgboss12.run(schema, [start(**QUIET), call("send", QUEUE, {"from": "node"}), call("stop")])
