@@ -38,7 +38,7 @@ logger = logging.getLogger("sqla_boss.worker")
 LISTEN_POLL_SECONDS = 0.5
 """How often the listener looks up from its notifications to see whether it must stop or listen to more."""
 
-PROBE_SECONDS = 2.0
+PROBE_SECONDS = 5.0
 """How long the listener waits for its probe NOTIFY before it decides that notifications cannot reach it."""
 
 CHECK_SECONDS = 10.0
@@ -155,13 +155,7 @@ class AsyncListener:
 
     def _give_up(self, reason: str) -> None:
         self.unavailable = reason
-        logger.warning(
-            "%s: %s; waking by polling only (every %g s)",
-            UNAVAILABLE,
-            reason,
-            self._retry_seconds,
-            extra=describe(""),
-        )
+        logger.warning("%s: %s; waking by polling only", UNAVAILABLE, reason, extra=describe(""))
 
     async def _serve(self, connection: Any, failures: int) -> int:
         listening: dict[str, str | None] = {}
