@@ -28,8 +28,10 @@ fails its jobs with it, and the loop goes on: stopping the worker is :meth:`Work
 signals :meth:`Worker.run` handles.
 
 Unlike pg-boss (trap 21), a loop fetches again straight away while the queue hands out jobs, and waits
-the polling interval only after an empty fetch. A ``send`` from sqla_boss wakes the waiting loops of its
-queue at once (``pg_notify``, see :mod:`sqla_boss.notify`); jobs from Node pg-boss are found by polling.
+the polling interval only after an empty fetch. A notification wakes the waiting loops of its queue at once
+(:mod:`sqla_boss.listener`): on version 46, pg-boss 12's (sent by sqla_boss and Node alike to queues
+with ``notify``); on version 24, sqla_boss's own (:mod:`sqla_boss.notify`; jobs from Node pg-boss 10 are found
+by polling).
 
 With ``supervise`` (default), the worker also runs pg-boss's maintenance every interval; with ``schedule``
 (default), it evaluates cron and runs the ``__pgboss__send-it`` queue. Both coordinate with every other
@@ -91,9 +93,9 @@ from sqla_boss.handling import (
     timeout_error,
 )
 from sqla_boss.identifiers import DEFAULT_SCHEMA
+from sqla_boss.listener import LISTEN_POLL_SECONDS, Listener
 from sqla_boss.maintenance import Maintenance
 from sqla_boss.models import Job
-from sqla_boss.notify import channel
 from sqla_boss.operations import Operations, operations_for, verify_schema
 from sqla_boss.options.workers import Registration, WorkerSettings, adjust
 from sqla_boss.schema import REPOSITORY_VERSIONS, schema_translate_map
@@ -104,9 +106,6 @@ logger = logging.getLogger("sqla_boss.worker")
 Handler = Callable[..., Any]
 """A handler: ``handler(jobs)``, or ``handler(jobs, session)`` in the transactional mode; ``jobs`` is a list
 even when ``batch_size`` is 1."""
-
-LISTEN_POLL_SECONDS = 0.5
-"""How often the listener looks up from its notifications to see whether it must stop or listen to more."""
 
 __all__ = ["LISTEN_POLL_SECONDS", "SHUTDOWN_OUTPUT", "Handler", "Worker", "handle_in_transaction"]
 
@@ -143,7 +142,10 @@ class Worker:
         schedule: evaluate cron every ``cron_monitor_interval_seconds`` (1-45, default 30) when this instance
             wins the turn, and run the send-it queue every ``cron_worker_interval_seconds`` (1-45, default 5),
             as pg-boss's ``schedule``. Off, as in pg-boss, when an archive delay is under 60 s.
-        listen: LISTEN for sqla_boss's send notifications (psycopg engines) and fetch as soon as one comes.
+        listen: LISTEN for send notifications (psycopg engines) and fetch as soon as one comes: on version 46,
+            pg-boss 12's channel (queues with ``notify``); on 24, sqla_boss's own. Where notifications cannot
+            arrive (asyncpg, a transaction-pooling PgBouncer) the loops poll, after one
+            ``listen_notify_unavailable`` warning.
         monitor_state_interval_seconds: log :meth:`Maintenance.count_states` this often, cluster-wide (off).
         **options: on a version-24 schema, pg-boss 10's maintenance options (``archive_completed_after_seconds``,
             ``delete_after_days``, ``maintenance_interval_seconds``, ... see
@@ -209,6 +211,7 @@ class Worker:
         self._refused: SqlaBossError | None = None
         self._loop_states: list[LoopState] = []
         self._supervisor: Supervisor | None = None
+        self._listener: Listener | None = None
 
     # ----------------------------------------------------------------------------------- registering
 
@@ -373,7 +376,15 @@ class Worker:
             if self._stopping.is_set():
                 return
             if self.settings.listen:
-                self._threads.spawn(self._listen, "sqla_boss-listener")
+                self._listener = Listener(
+                    self._engine,
+                    self.schema,
+                    self._version,
+                    self._wake,
+                    self._stopping,
+                    self.settings.polling_interval_seconds,
+                )
+                self._threads.spawn(self._listener.run, "sqla_boss-listener")
             if self._version == 24 and Timetable(self.settings, 0.0).next_at() is not None:
                 self._threads.spawn(self._supervise, "sqla_boss-supervisor")
             elif self._version == 46:
@@ -445,6 +456,15 @@ class Worker:
         if self._refused is not None:
             raise self._refused
         return self._signals[-1] if len(self._signals) > 1 else None
+
+    @property
+    def listening(self) -> bool:
+        """Whether notifications wake the loops now: the listener has proven its subscription (a probe NOTIFY
+        came back) and its connection is up. ``False`` before that, while it reconnects, with ``listen=False``,
+        and where notifications cannot arrive (asyncpg, a transaction-pooling PgBouncer: the loops poll, and
+        the worker logged one ``listen_notify_unavailable`` warning). No I/O, from any thread."""
+        listener = self._listener
+        return listener is not None and listener.subscribed.is_set() and not self._stopping.is_set()
 
     def health(self) -> Health:
         """Whether the worker is doing its work, for a liveness probe (``sqla-boss work --health-port``).
@@ -955,61 +975,6 @@ class Worker:
             if not registration.internal
         ]
 
-    # --------------------------------------------------------------------------------------- listener
-
-    def _listen(self) -> None:
-        """Wake a queue's loops when a notification for it arrives; reconnect with backoff when cut."""
-        failures = 0
-        while not self._stopping.is_set():
-            try:
-                raw = self._engine.raw_connection()
-            except Exception as error:
-                failures += 1
-                delay = backoff(failures, self.settings.polling_interval_seconds)
-                log_retry("listener cannot connect", error, delay)
-                self._stopping.wait(delay)
-                continue
-            connection: Any = raw.driver_connection
-            raw.detach()  # a connection of its own, out of the pool, for as long as it lives
-            try:
-                if not _is_psycopg(connection):
-                    logger.info("not a psycopg connection: waking by polling only", extra=describe(""))
-                    return
-                connection.rollback()
-                connection.set_autocommit(True)
-                failures = self._serve_notifications(connection, failures)
-            except Exception as error:
-                failures += 1
-                delay = backoff(failures, self.settings.polling_interval_seconds)
-                log_retry("listener connection lost", error, delay, again="reconnecting")
-                for wake in self._wake.values():
-                    wake.set()  # notifications may have been missed meanwhile: fetch now
-                self._stopping.wait(delay)
-            finally:
-                with contextlib.suppress(Exception):
-                    connection.close()
-
-    def _serve_notifications(self, connection: Any, failures: int) -> int:
-        from psycopg import sql as pgsql
-
-        listening: dict[str, str] = {}
-        while not self._stopping.is_set():
-            for name in list(self._wake):
-                wanted = channel(self.schema, name)
-                if wanted not in listening:
-                    connection.execute(pgsql.SQL("LISTEN {}").format(pgsql.Identifier(wanted)))
-                    listening[wanted] = name
-            if failures:  # listening again: what was sent while nobody listened is found by fetching now
-                logger.info("listener reconnected", extra=describe(""))
-                failures = 0
-                for wake in self._wake.values():
-                    wake.set()
-            for notification in connection.notifies(timeout=LISTEN_POLL_SECONDS):
-                queue = listening.get(notification.channel)
-                if queue is not None:
-                    self._wake[queue].set()
-        return failures
-
 
 def handle_in_transaction(
     driver: Driver,
@@ -1050,14 +1015,6 @@ def handle_in_transaction(
             raise error from None
         return error
     return None
-
-
-def _is_psycopg(connection: Any) -> bool:
-    try:
-        import psycopg
-    except ImportError:  # pragma: no cover - psycopg is a dependency
-        return False
-    return isinstance(connection, psycopg.Connection)
 
 
 def _backend_pid(session: Session) -> int:

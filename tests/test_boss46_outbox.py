@@ -253,6 +253,9 @@ def test_notify_queues_announce_due_jobs_at_commit(
     assert listener(committed(lambda b: b.send("quiet"))) == []
     assert listener(committed(lambda b: b.send("loud"), commit=False)) == []  # rolled back
     assert listener(committed(lambda b: [b.send("loud"), b.send("quiet"), b.send("loud")])) == ["loud"]
+    assert listener(committed(lambda b: b.subscribe("ping", "loud"))) == []
+    assert listener(committed(lambda b: b.publish("ping", {"n": 2}))) == ["loud"]
+    assert listener(committed(lambda b: b.publish("ping", {"n": 3}), commit=False)) == []
 
 
 # ------------------------------------------------------------------------------- partitioned queues' locks

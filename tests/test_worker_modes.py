@@ -123,14 +123,17 @@ def stays_false(condition: Callable[[], bool], seconds: float) -> bool:
 
 
 def listener_pids(engine: Engine, channel_name: str) -> list[int]:
-    """Backends of this database whose last statement was a finished ``LISTEN`` on ``channel_name``."""
+    """Backends of this database whose last statement was a finished ``LISTEN`` on ``channel_name``, or the
+    listener's check of ``pg_listening_channels()`` naming it (what a listener runs after its LISTENs)."""
     with engine.connect() as connection:
         rows = connection.execute(
             text(
                 "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND state = 'idle' "
-                "AND query LIKE 'LISTEN%' AND strpos(query, :channel) > 0 AND pid <> pg_backend_pid()"
+                "AND ((query LIKE 'LISTEN%' AND strpos(query, :quoted) > 0) "
+                "OR (query LIKE '%pg_listening_channels()%' AND strpos(query, :literal) > 0)) "
+                "AND pid <> pg_backend_pid()"
             ),
-            {"channel": f'"{channel_name}"'},
+            {"quoted": f'"{channel_name}"', "literal": f"'{channel_name}'"},
         )
         return list(rows.scalars())
 

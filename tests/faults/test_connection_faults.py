@@ -7,7 +7,8 @@ in the handler's own transaction. A pair recorded twice is kept aside as a dupli
 ``completed`` (or ``failed`` where its retry rules say so), and the attempts agree with the job's retry count.
 
 Each worker engine carries an ``application_name`` of its own, so the test finds the worker's backends in
-``pg_stat_activity`` and terminates them; the listener is the backend whose last statement was a ``LISTEN``.
+``pg_stat_activity`` and terminates them; the listener is the backend whose last statement was its ``LISTEN`` or
+its check of ``pg_listening_channels()``, naming the channel.
 Waits poll with a deadline; the only fixed wait is the hold of the lock in the timeout test, over which the
 failure records are counted.
 """
@@ -120,13 +121,14 @@ def backends(engine: Engine, app: str) -> list[tuple[int, str, str]]:
     return [(row[0], row[1], row[2]) for row in rows]
 
 
+def is_listening(sql: str) -> bool:
+    """Whether a backend's last statement is a listener's: its LISTEN, or its check of pg_listening_channels()."""
+    return sql.startswith("LISTEN") or "pg_listening_channels()" in sql
+
+
 def listener_pids(engine: Engine, app: str, schema: str) -> list[int]:
-    wanted = f'"{channel(schema, QUEUE)}"'
-    return [
-        pid
-        for pid, state, sql in backends(engine, app)
-        if state == "idle" and sql.startswith("LISTEN") and wanted in sql
-    ]
+    wanted = channel(schema, QUEUE)
+    return [pid for pid, state, sql in backends(engine, app) if state == "idle" and is_listening(sql) and wanted in sql]
 
 
 def wait_listening(engine: Engine, app: str, schema: str, *, other_than: int | None = None) -> int:
@@ -163,7 +165,7 @@ def terminate(engine: Engine, pids: list[int]) -> int:
 
 def kill_pool(engine: Engine, app: str) -> int:
     """Terminate the worker's pooled connections (everything of ``app`` but its listener)."""
-    return terminate(engine, [pid for pid, _, sql in backends(engine, app) if not sql.startswith("LISTEN")])
+    return terminate(engine, [pid for pid, _, sql in backends(engine, app) if not is_listening(sql)])
 
 
 def worker_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
