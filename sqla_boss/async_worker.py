@@ -64,6 +64,7 @@ from sqla_boss.async_maintenance import AsyncMaintenance
 from sqla_boss.async_supervisor import AsyncSupervisor
 from sqla_boss.binding import driver_backend_pid
 from sqla_boss.errors import (
+    ClaimLostError,
     DatabaseUnavailableError,
     InvalidOptionError,
     QueueNotFoundError,
@@ -992,8 +993,11 @@ async def handle_in_transaction(
     (:func:`~sqla_boss.handling.settle`), then the jobs are completed through ``driver`` and ``operations``.
     If the handler raises an ``Exception``, or returns an output that cannot be stored, the savepoint rolls
     back (the handler's writes are gone) and the jobs are failed with that error (retry and dead-letter
-    rules apply); the error is returned. ``targets`` are what the jobs are settled by (default their ids; the
-    worker gives the jobs themselves on version 46, fenced on their attempt).
+    rules apply); the error is returned. The completion runs in the savepoint too: when it changes fewer jobs
+    than the batch holds (one expired, failed by a lapsed heartbeat or deleted meanwhile), that is a
+    :class:`~sqla_boss.errors.ClaimLostError`, handled as the handler's error, so the writes never commit beside
+    another holder's attempt. ``targets`` are what the jobs are settled by (default their ids; the worker gives
+    the jobs themselves on version 46, fenced on their attempt).
 
     Does not commit. Locks what the handler locks, and the jobs' rows.
 
@@ -1007,7 +1011,12 @@ async def handle_in_transaction(
             completion = settle(jobs, await call(handler, jobs, session))
             if completion.failed:  # the output cannot be stored: roll the handler's writes back too
                 raise completion.output
-        await driver.run(session, operations.complete(name, ids, completion.output))
+            completed = await driver.run(session, operations.complete(name, ids, completion.output))
+            if completed < len(ids):  # some job is no longer ours: its next holder must not find our writes
+                raise ClaimLostError(
+                    f"{len(ids) - completed} of {len(ids)} job(s) were no longer this worker's when the handler "
+                    "finished (expired, failed or deleted meanwhile); the handler's writes are rolled back"
+                )
     except Exception as error:  # the savepoint is rolled back: the handler's writes are gone
         try:
             await driver.run(session, operations.fail(name, ids, error))

@@ -130,6 +130,12 @@ class HandlerTimeoutError(SqlaBossError, TimeoutError):
     """
 
 
+class ClaimLostError(SqlaBossError):
+    """A transactional handler's jobs were no longer the worker's when it completed them (expired, failed by
+    a lapsed heartbeat, deleted meanwhile): the handler's writes were rolled back, and the jobs left to whoever
+    holds them now."""
+
+
 class FactoryNotBoundError(SqlaBossError, RuntimeError):
     """A factory of :mod:`sqla_boss.testing` was used before :func:`~sqla_boss.testing.bind_factories` gave it
     a session (the ``boss_session`` fixture binds them)."""

@@ -316,6 +316,33 @@ def test_the_transactional_mode_commits_the_handlers_writes_with_the_completion(
         assert sorted(session.execute(text(f"SELECT n FROM {installed_schema}.done")).scalars()) == [0, 1]
 
 
+def test_a_transactional_handler_whose_job_was_lost_meanwhile_commits_nothing(
+    sessions: sessionmaker[Session], installed_schema: str, workers: list[Worker], caplog: pytest.LogCaptureFixture
+) -> None:
+    """While the handler runs, its attempt is failed elsewhere (as the supervisor fails a job whose heartbeat
+    lapsed): the worker's fenced completion changes nothing, so the handler's writes roll back, and the retry's
+    writes are the only ones."""
+    with sessions.begin() as session:
+        session.execute(text(f'CREATE TABLE "{installed_schema}".done (attempt int)'))
+    (job_id,) = send(sessions, installed_schema, retry_limit=1, retry_delay=0)
+
+    def handler(jobs: list[Job], session: Session) -> None:
+        (job,) = jobs
+        session.execute(text(f'INSERT INTO "{installed_schema}".done VALUES (:n)'), {"n": job.retry_count})
+        if job.retry_count == 0:
+            with sessions.begin() as elsewhere:  # another transaction takes the attempt away
+                assert Boss(elsewhere, installed_schema).fail(QUEUE, [job], {"value": "lapsed"}) == 1
+
+    worker = make_worker(workers, sessions, installed_schema)
+    worker.work(QUEUE, handler, transactional=True, polling_interval_seconds=0.5)
+    worker.start()
+    wait_until(all_in(sessions, "completed", 1), what="the retry completed")
+    with sessions() as session:
+        assert list(session.execute(text(f'SELECT attempt FROM "{installed_schema}".done')).scalars()) == [1]
+    assert rows(sessions)[job_id]["retry_count"] == 1
+    assert "ClaimLostError: 1 of 1 job(s) were no longer this worker's" in caplog.text
+
+
 def test_stop_fails_the_jobs_still_held_with_the_shutdown_output(
     sessions: sessionmaker[Session], installed_schema: str, workers: list[Worker]
 ) -> None:
