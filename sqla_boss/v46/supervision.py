@@ -10,8 +10,8 @@ pg-boss does once per cluster a mixed cluster does once:
   that moves the claim to ``job_now()`` only when at least the interval has passed (§8.1), after locking the
   candidate rows ``FOR NO KEY UPDATE SKIP LOCKED``;
 * the advisory locks of §2.2, keyed on the schema and a suffix: ``<table>failJobsByTimeout``,
-  ``<table>failJobsByHeartbeat``, ``<table>deletion``, ``<table>cleanupDependencies`` and ``bamClaim`` (waited
-  for), ``queue-stats`` (tried: the loser skips the aggregate and hands its claims back).
+  ``<table>failJobsByHeartbeat``, ``<table>deletion``, ``<table>cleanupDependencies``, ``queue-stats-insert`` and
+  ``bamClaim`` (waited for), ``queue-stats`` (tried: the loser skips the aggregate and hands its claims back).
 """
 
 from __future__ import annotations
