@@ -52,7 +52,7 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TIMESTAMP, UUID, array
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TIMESTAMP, UUID, aggregate_order_by
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from sqla_boss.identifiers import DEFAULT_SCHEMA, quote_identifier, validate_schema_name
@@ -352,16 +352,9 @@ def _throughput() -> Any:
             case((timed, latency_slot(run))).label("run_slot"),
         )
         .select_from(window.outerjoin(job, and_(job.c.name == w.name, or_(created, done))))
-        .subquery("finished")
+        .cte("finished")
     )
     r = rows.c
-
-    def histogram(slot: ColumnElement[Any], label: str) -> Any:
-        counts: list[ColumnElement[Any]] = [
-            func.nullif(func.count().filter(slot == const(str(k))), 0) for k in range(LATENCY_SLOTS)
-        ]
-        return array[Any](counts, type_=Integer).label(label)
-
     per_queue = (
         select(
             r.name,
@@ -370,13 +363,28 @@ def _throughput() -> Any:
             func.count().filter(r.created).label("created"),
             func.count().filter(r.completed).label("completed"),
             func.count().filter(r.failed).label("failed"),
-            histogram(r.wait_slot, "wait_bins"),
-            histogram(r.run_slot, "run_bins"),
         )
         .group_by(r.name, r.w_start, r.w_end)
         .cte("throughput")
     )
     t = per_queue.c
+
+    def histogram(slot: ColumnElement[Any], label: str) -> Any:
+        # Counted by slot once, then laid out over every slot: NULL where none landed.
+        counts = (
+            select(r.name, slot.label("slot"), cast(func.count(), Integer).label("n"))
+            .where(slot.is_not(None))
+            .group_by(r.name, slot)
+            .cte(label)
+        )
+        slots = func.generate_series(0, LATENCY_SLOTS - 1).table_valued("slot").render_derived(name="s")
+        return (
+            select(func.array_agg(aggregate_order_by(counts.c.n, slots.c.slot)))
+            .select_from(slots.outerjoin(counts, and_(counts.c.slot == slots.c.slot, counts.c.name == queue.c.name)))
+            .correlate(queue)
+            .scalar_subquery()
+        )
+
     ready = and_(
         job.c.name == queue.c.name,
         job.c.state < state_constant(JobState.active),
@@ -403,8 +411,8 @@ def _throughput() -> Any:
             failed_delta=t.failed,
             delta_seconds=case((seconds < 0, 0), else_=seconds),
             delta_on=func.greatest(queue.c.delta_on, t.w_end),
-            wait_bins=t.wait_bins,
-            run_bins=t.run_bins,
+            wait_bins=histogram(r.wait_slot, "wait_counts"),
+            run_bins=histogram(r.run_slot, "run_counts"),
             ready_oldest_seconds=func.coalesce(oldest, 0),
         )
         .returning(queue.c.name)
