@@ -32,6 +32,7 @@ from sqla_boss.v46.cron import CronPass, InvalidSchedule
 from sqla_boss.v46.operations import Operations46
 from sqla_boss.v46.supervision import (
     DELETION_BATCH,
+    DELTA_RESET_SECONDS,
     EXPIRY_BATCH,
     Backlog,
     BamRun,
@@ -97,6 +98,7 @@ class Supervisor:
             schedule=cron_interval_seconds is not None,
             migrate=settings.migrate,
             persist_warnings=settings.persist_warnings,
+            persist_queue_stats=settings.persist_queue_stats,
             config={**settings.config(), "cronMonitorIntervalSeconds": cron_interval_seconds},
         )
         """This instance's row in ``instance`` (its ``id`` is new for each supervisor)."""
@@ -153,9 +155,14 @@ class Supervisor:
     def supervise(self) -> SupervisePass:
         """One supervise pass (§8.2): for each chunk of queues, those whose monitoring this instance claims are
         expired (timeout, heartbeat) and counted, then those whose maintenance it claims are swept; then the
-        instance rows and old warnings are pruned. Commits each batch."""
+        instance rows and old warnings are pruned. With ``persist_queue_stats``, today's and tomorrow's
+        ``queue_stats`` partitions are made first, each count writes the throughput too and a snapshot of each
+        queue it wrote, and the partitions past ``queue_stat_retention_days`` are dropped at the end. Commits
+        each batch."""
         settings = self.settings
         result = SupervisePass([], [], [], backlogs=[])
+        if settings.persist_queue_stats:
+            self._in_transaction(self._supervision.ensure_stats_partitions())
         for chunk in self._in_transaction(self._supervision.queue_chunks()):
             claimed = self._in_transaction(
                 self._supervision.claim_monitor(chunk.names, settings.monitor_interval_seconds)
@@ -168,6 +175,8 @@ class Supervisor:
             )
             if claimed:
                 self._maintain(chunk.table, claimed, result)
+        if settings.persist_queue_stats:
+            self._in_transaction(self._supervision.drop_old_stats_partitions(settings.queue_stat_retention_days))
         if settings.register_instance:
             self._in_transaction(self._supervision.prune_instances())
         if settings.persist_warnings:
@@ -176,7 +185,13 @@ class Supervisor:
 
     def _monitor(self, table: str, names: list[str], result: SupervisePass) -> None:
         # The counts first, then expiry, as pg-boss 12 (its counts of a pass do not see that pass's expiry).
-        counted = self._in_transaction(self._supervision.monitor(names))
+        settings = self.settings
+        reset: int | None = None
+        if settings.persist_queue_stats:
+            # A window starts afresh after 2 h, or two passes when they are further apart (§8.4).
+            pass_seconds = max(settings.monitor_interval_seconds, settings.supervise_interval_seconds)
+            reset = max(DELTA_RESET_SECONDS, 2 * pass_seconds)
+        counted = self._in_transaction(self._supervision.monitor(names, reset))
         for by in ("timeout", "heartbeat"):
             while True:
                 affected, dead_lettered = self._in_transaction(self._supervision.expire(table, names, by))
@@ -187,6 +202,8 @@ class Supervisor:
         if counted is None:
             return
         result.counted += [name for name, _, _ in counted]
+        if settings.persist_queue_stats and counted:
+            self._in_transaction(self._supervision.insert_queue_stats([name for name, _, _ in counted]))
         for name, queued, own in counted:
             threshold = own or self.settings.warning_queue_size
             if queued > threshold:

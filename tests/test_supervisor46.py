@@ -5,6 +5,7 @@ commits, so each test has a schema of its own (``installed_schema`` at version 4
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import threading
 import uuid
 from collections.abc import Iterator
@@ -100,6 +101,8 @@ def test_settings_defaults_and_bounds() -> None:
         warning_queue_size=10000,
         persist_warnings=False,
         warning_retention_days=365,
+        persist_queue_stats=False,
+        queue_stat_retention_days=7,
         migrate=True,
     )
     for option, value in [
@@ -111,6 +114,9 @@ def test_settings_defaults_and_bounds() -> None:
         ("instance_heartbeat_seconds", 3601),
         ("register_instance", 1),
         ("instance_name", 5),
+        ("queue_stat_retention_days", 0),
+        ("queue_stat_retention_days", 366),
+        ("persist_queue_stats", 1),
         ("nope", 1),
     ]:
         with pytest.raises(InvalidOptionError):
@@ -448,6 +454,174 @@ def test_the_instance_row(db: Engine, installed_schema: str) -> None:
     )
     again.register()
     assert sql(db, f"SELECT crash_restarts FROM {schema}.instance WHERE id = :id", id=again.instance.id) == [(1,)]
+
+
+# ----------------------------------------------------------------------------------- queue statistics
+
+TIMED = {  # key: (state, created_on, start_after, started_on, completed_on), seconds after T = now - 300 s
+    "fast": ("completed", 0, 0, 0.005, 0.009),  # wait 5 ms, run 4 ms: slot 0
+    "edge": ("completed", 0, 0, 0.010, 0.0242),  # wait 10 ms: slot 1; run 14.2 ms: slot 2 from 14.14 ms
+    "late_start": ("failed", 0, 60, 61, 161),  # wait 1 s (from start_after): slot 14; run 100 s: slot 27
+    "long": ("completed", -200_000, -200_000, -200_000, -90),  # created before the window; run: the last slot
+    "cancelled": ("cancelled", 0, 0, 1, 2),
+    "before": ("completed", -900, -900, -900, -800),  # finished before the window
+    "lagging": ("completed", 295, 295, 296, 297),  # finished within the 10 s lag
+    "ready": ("created", -1000, -1000, None, None),
+}
+
+
+def make_timed_jobs(engine: Engine, schema: str, name: str) -> None:
+    with Session(engine) as session, session.begin():
+        boss = Boss(session, schema)
+        boss.create_queue(name)
+        for key, (state, *stamps) in TIMED.items():
+            job_id = boss.send(name, {"key": key})
+            created, start_after, started, completed = (
+                None if s is None else f"now() - interval '300 s' + interval '{s} s'" for s in stamps
+            )
+            session.execute(
+                text(
+                    f"UPDATE {schema}.job SET state = '{state}', created_on = {created}, start_after = {start_after},"
+                    f" started_on = {started or 'NULL'}, completed_on = {completed or 'NULL'} WHERE id = :id"
+                ),
+                {"id": job_id},
+            )
+        session.execute(
+            text(f"UPDATE {schema}.queue SET delta_on = now() - interval '600 s' WHERE name = :n"), {"n": name}
+        )
+
+
+def slots(bins: list[int | None]) -> dict[int, int]:
+    assert len(bins) == 48
+    return {slot: count for slot, count in enumerate(bins) if count is not None}
+
+
+def test_persisted_queue_stats_write_throughput_and_snapshots(db: Engine, installed_schema: str) -> None:
+    schema = installed_schema
+    make_timed_jobs(db, schema, "q")
+    before = queue_row(db, schema, "q")
+    result = supervisor(db, schema, persist_queue_stats=True, monitor_interval_seconds=1).supervise()
+    assert result.counted == ["q"]
+    row = queue_row(db, schema, "q")
+    # created in [delta_on, now - 10 s): all but "long", "before", "ready" and "lagging"
+    assert (row["created_delta"], row["completed_delta"], row["failed_delta"]) == (4, 3, 1)
+    assert row["delta_on"] == row["monitor_on"] - dt.timedelta(seconds=10)
+    assert row["delta_seconds"] == round((row["delta_on"] - before["delta_on"]).total_seconds())
+    assert slots(row["wait_bins"]) == {0: 2, 1: 1, 14: 1}
+    assert slots(row["run_bins"]) == {0: 1, 2: 1, 27: 1, 47: 1}
+    assert row["ready_oldest_seconds"] in (1300, 1301)
+    [snapshot] = sql(db, f"SELECT * FROM {schema}.queue_stats")
+    snapshot = snapshot._asdict()
+    for column in ("created_delta", "completed_delta", "failed_delta", "delta_seconds", "delta_on", "wait_bins"):
+        assert snapshot[column] == row[column], column
+    assert (snapshot["queued_count"], snapshot["active_count"], snapshot["failed_count"]) == (1, 0, 1)
+    assert snapshot["captured_on"] >= row["monitor_on"]
+    # The next count starts where this one ended, inclusive: it finds "lagging" there (moved back to that
+    # instant, the first window's exclusive end), and nothing else; one more snapshot.
+    sql(db, f"UPDATE {schema}.queue SET monitor_claim_on = NULL, monitor_on = now() - interval '1 minute'")
+    sql(
+        db,
+        f"UPDATE {schema}.job SET completed_on = (SELECT delta_on FROM {schema}.queue) WHERE data->>'key' = 'lagging'",
+    )
+    supervisor(db, schema, persist_queue_stats=True, monitor_interval_seconds=1).supervise()
+    again = queue_row(db, schema, "q")
+    assert (again["created_delta"], again["completed_delta"], again["failed_delta"]) == (0, 1, 0)  # "lagging"
+    assert again["delta_on"] > row["delta_on"]
+    assert slots(again["wait_bins"]) == {14: 1}
+    assert slots(again["run_bins"]) == {0: 1}  # started after it completed (two clocks): slot 0
+    assert sql(db, f"SELECT count(*) FROM {schema}.queue_stats") == [(2,)]
+
+
+def test_queue_stats_are_not_persisted_unless_asked(db: Engine, installed_schema: str) -> None:
+    schema = installed_schema
+    make_timed_jobs(db, schema, "q")
+    before = queue_row(db, schema, "q")
+    supervisor(db, schema).supervise()
+    row = queue_row(db, schema, "q")
+    assert row["monitor_on"] is not None
+    columns = ("created_delta", "delta_on", "delta_seconds", "wait_bins", "run_bins", "ready_oldest_seconds")
+    assert {c: row[c] for c in columns} == {c: before[c] for c in columns}
+    assert sql(db, f"SELECT count(*) FROM {schema}.queue_stats") == [(0,)]
+
+
+def test_a_window_never_counted_or_too_old_starts_afresh(db: Engine, installed_schema: str) -> None:
+    schema = installed_schema
+    make_timed_jobs(db, schema, "fresh")
+    make_timed_jobs(db, schema, "old")
+    sql(db, f"UPDATE {schema}.queue SET delta_on = NULL WHERE name = 'fresh'")
+    sql(db, f"UPDATE {schema}.queue SET delta_on = now() - interval '2 hours 1 minute' WHERE name = 'old'")
+    supervisor(db, schema, persist_queue_stats=True).supervise()
+    for name in ("fresh", "old"):
+        row = queue_row(db, schema, name)
+        assert (row["created_delta"], row["completed_delta"], row["failed_delta"], row["delta_seconds"]) == (
+            0,
+            0,
+            0,
+            None,
+        )
+        assert row["wait_bins"] == row["run_bins"] == [None] * 48
+        assert row["delta_on"] == row["monitor_on"] - dt.timedelta(seconds=10)
+
+
+def partitions(engine: Engine, schema: str) -> list[str]:
+    rows = sql(
+        engine,
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid ="
+        " i.inhparent JOIN pg_namespace n ON n.oid = p.relnamespace WHERE n.nspname = :s AND p.relname ="
+        " 'queue_stats' ORDER BY 1",
+        s=schema,
+    )
+    return [name for (name,) in rows]
+
+
+def test_queue_stats_partitions_are_made_and_expired(db: Engine, installed_schema: str) -> None:
+    schema = installed_schema
+    [(today,)] = sql(db, f"SELECT ({schema}.job_now() AT TIME ZONE 'UTC')::date")
+
+    def day(offset: int) -> str:
+        return f"queue_stats_{today + dt.timedelta(days=offset):%Y%m%d}"
+
+    def make(name: str, offset: int) -> None:
+        start_on = today + dt.timedelta(days=offset)
+        sql(
+            db,
+            f"CREATE TABLE {schema}.{name} PARTITION OF {schema}.queue_stats FOR VALUES FROM"
+            f" ('{start_on} 00:00:00+00') TO ('{start_on + dt.timedelta(days=1)} 00:00:00+00')",
+        )
+
+    sql(db, f"DROP TABLE {schema}.{day(1)}")
+    make(day(-4), -4)
+    make(day(-3), -3)
+    make("queue_stats_kept", -30)  # not a day's name: never dropped
+    supervisor(db, schema, persist_queue_stats=True, queue_stat_retention_days=3).supervise()
+    assert partitions(db, schema) == sorted([day(-3), day(0), day(1), "queue_stats_kept"])
+    # Without persist_queue_stats nothing is made or dropped.
+    sql(db, f"DROP TABLE {schema}.{day(1)}")
+    supervisor(db, schema, queue_stat_retention_days=1).supervise()
+    assert partitions(db, schema) == sorted([day(-3), day(0), "queue_stats_kept"])
+
+
+def test_bad_queue_stats_settings_are_refused_before_anything_is_written(db: Engine, installed_schema: str) -> None:
+    schema = installed_schema
+    for options in (
+        {"queue_stat_retention_days": 0},
+        {"queue_stat_retention_days": 366},
+        {"queue_stat_retention_days": 1.5},
+        {"persist_queue_stats": "yes"},
+        {"persist_queue_stats": True, "queue_stat_retention_days": -1},
+    ):
+        with pytest.raises(InvalidOptionError):
+            supervisor(db, schema, **options).supervise()
+    assert sql(db, f"SELECT count(*) FROM {schema}.queue_stats") == [(0,)]
+    assert sql(db, f"SELECT count(*) FROM {schema}.instance") == [(0,)]
+    settings = SupervisionSettings.from_options({"persist_queue_stats": True, "queue_stat_retention_days": 365})
+    assert settings.config()["persistQueueStats"] is True
+    assert settings.config()["queueStatRetentionDays"] == 365
+    s = Supervisor(db, schema, settings, cron_interval_seconds=None)
+    s.register()
+    assert sql(db, f"SELECT persist_queue_stats, config->'queueStatRetentionDays' FROM {schema}.instance") == [
+        (True, 365)
+    ]
 
 
 # ----------------------------------------------------------------------------------------- the timetable

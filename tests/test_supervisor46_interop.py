@@ -4,6 +4,7 @@ per interval, as the claims recorded by triggers prove."""
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import threading
 from collections import defaultdict
@@ -118,6 +119,128 @@ def test_pg_boss_reads_a_python_instance_row(pgboss12: PgBoss, db: Engine, insta
     [ours] = [row for row in instances if row["id"] == str(python.instance.id)]
     assert ours["live"] is False
     assert ours["stoppedOn"] is not None
+
+
+# ------------------------------------------------------------------------------------ queue statistics
+
+STATS_JOBS = {  # n: (state, created_on, start_after, started_on, completed_on), seconds after T = now - 300 s
+    1: ("completed", 0, 0, 0.005, 0.020),  # wait 5 ms (slot 0), run 15 ms
+    2: ("completed", 0, 0, 0.010, 0.030),  # wait 10 ms: slot 1's lower edge; run 20 ms: the edge of slots 2 and 3
+    3: ("failed", 0, 60, 61, 161),  # wait from start_after: 1 s; run 100 s
+    4: ("completed", -200_000, -200_000, -200_000, -90),  # created before the window; runs past the last edge
+    5: ("cancelled", 0, 0, 1, 2),  # neither completed nor failed, no bins
+    6: ("completed", -900, -900, -900, -800),  # finished before the window
+    7: ("created", -1000, -1000, None, None),  # the oldest ready job
+    8: ("created", 10, 5000, None, None),  # deferred
+    9: ("completed", 20, 20, None, 30),  # completed without a start: counted, no bins
+    10: ("completed", 290, 290, 291, 295),  # finished within the 10 s lag: the next window's
+    11: ("active", 50, 50, 60, None),
+}
+STATS_COLUMNS = (
+    "created_delta",
+    "completed_delta",
+    "failed_delta",
+    "wait_bins",
+    "run_bins",
+    "deferred_count",
+    "queued_count",
+    "ready_count",
+    "active_count",
+    "failed_count",
+    "total_count",
+)
+
+
+def stats_setup(db: Engine, schema: str, pgboss12: PgBoss, sides: tuple[str, ...]) -> dict[str, Any]:
+    """Queues ``<side>`` (counted 600 s ago), ``<side>_new`` (never counted), ``<side>_old`` (3 h ago), each
+    with :data:`STATS_JOBS`, stamped in one transaction so that every side has the same timings; returns each
+    queue's ``delta_on`` before the pass."""
+    actions = [start(**QUIET)]
+    queues = [f"{side}{suffix}" for side in sides for suffix in ("", "_new", "_old")]
+    for name in queues:
+        actions += [call("createQueue", name)] + [call("send", name, {"n": n}) for n in STATS_JOBS]
+    pgboss12.run(schema, actions)
+
+    def at(seconds: float | None) -> str:
+        return "NULL" if seconds is None else f"now() - interval '300 s' + interval '{seconds} s'"
+
+    with db.begin() as connection:
+        for n, (state, *stamps) in STATS_JOBS.items():
+            created, start_after, started, completed = (at(s) for s in stamps)
+            connection.execute(
+                text(
+                    f"UPDATE {schema}.job SET state = '{state}', created_on = {created}, start_after = {start_after},"
+                    f" started_on = {started}, completed_on = {completed} WHERE data->>'n' = '{n}'"
+                )
+            )
+        for side in sides:
+            connection.execute(
+                text(f"UPDATE {schema}.queue SET delta_on = now() - interval '600 s' WHERE name = '{side}'")
+            )
+            connection.execute(
+                text(f"UPDATE {schema}.queue SET delta_on = now() - interval '3 hours' WHERE name = '{side}_old'")
+            )
+        return dict(list(connection.execute(text(f"SELECT name, delta_on FROM {schema}.queue"))))  # type: ignore[arg-type]
+
+
+def stats_of(db: Engine, schema: str, before: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each queue's throughput columns and its one snapshot, checked against the rules that depend on the
+    moment of the pass (window length and end, oldest ready wait), which two passes cannot share."""
+    columns = ", ".join(STATS_COLUMNS)
+    rows = sql(
+        db,
+        f"SELECT q.name, {columns}, q.delta_seconds, q.delta_on, q.ready_oldest_seconds, q.monitor_on,"
+        f" (SELECT min(greatest(created_on, start_after)) FROM {schema}.job j WHERE j.name = q.name"
+        f"   AND state = 'created' AND start_after <= q.monitor_on) AS oldest FROM {schema}.queue q",
+    )
+    snapshots = {
+        row[0]: row[1:]
+        for row in sql(
+            db,
+            f"SELECT name, {columns}, delta_seconds, delta_on, ready_oldest_seconds, captured_on"
+            f" FROM {schema}.queue_stats",
+        )
+    }
+    result = {}
+    for name, *values in rows:
+        *counts, seconds, delta_on, ready_oldest, monitor_on, oldest = values
+        assert delta_on == monitor_on - dt.timedelta(seconds=10)  # the window ends 10 s before the pass
+        assert ready_oldest == round((monitor_on - oldest).total_seconds())
+        if before[name] is None or before[name] < delta_on - dt.timedelta(hours=2):
+            assert seconds is None  # a fresh window: no length, nothing counted
+        else:
+            assert seconds == round((delta_on - before[name]).total_seconds())
+        snapshot = snapshots[name]
+        # The row's throughput as the count left it (maintenance may move total_count afterwards).
+        assert list(snapshot[:5]) == counts[:5]
+        assert list(snapshot[-4:-1]) == [seconds, delta_on, ready_oldest]
+        assert snapshot[-1] >= monitor_on
+        result[name] = dict(zip(STATS_COLUMNS, counts, strict=True))
+        result[name]["snapshot"] = list(snapshot[: len(STATS_COLUMNS)])
+    return result
+
+
+def test_python_and_pg_boss_persist_the_same_queue_stats(pgboss12: PgBoss, db: Engine, installed_schema: str) -> None:
+    schema = installed_schema
+    before = stats_setup(db, schema, pgboss12, ("py", "node"))
+    node_queues = "name LIKE 'node%'"
+    sql(db, f"UPDATE {schema}.queue SET monitor_claim_on = now(), maintain_on = now() WHERE {node_queues}")
+    result = supervisor(db, schema, persist_queue_stats=True, register_instance=False).supervise()
+    assert sorted(result.counted) == ["py", "py_new", "py_old"]
+    sql(db, f"UPDATE {schema}.queue SET monitor_claim_on = NULL, maintain_on = NULL WHERE {node_queues}")
+    pgboss12.run(schema, [start(**QUIET, persistQueueStats=True), call("supervise")])
+    stats = stats_of(db, schema, before)
+    for suffix in ("", "_new", "_old"):
+        assert stats[f"py{suffix}"] == stats[f"node{suffix}"], suffix
+    counted = stats["py"]
+    assert (counted["created_delta"], counted["completed_delta"], counted["failed_delta"]) == (8, 4, 1)
+    slots = {k: v for k, v in enumerate(counted["wait_bins"]) if v is not None}
+    assert slots == {0: 2, 1: 1, 14: 1}
+    slots = {k: v for k, v in enumerate(counted["run_bins"]) if v is not None}
+    assert slots == {2: 2, 27: 1, 47: 1}  # 20 ms lands in slot 2, as pg-boss's float8 arithmetic has it
+    for fresh in ("py_new", "py_old"):
+        assert stats[fresh]["wait_bins"] == stats[fresh]["run_bins"] == [None] * 48
+        assert (stats[fresh]["created_delta"], stats[fresh]["completed_delta"]) == (0, 0)
 
 
 # ------------------------------------------------------------------------------------ the mixed cluster

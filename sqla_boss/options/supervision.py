@@ -25,6 +25,8 @@ SUPERVISION_OPTIONS = frozenset(
         "warning_queue_size",
         "persist_warnings",
         "warning_retention_days",
+        "persist_queue_stats",
+        "queue_stat_retention_days",
         "migrate",
     }
 )
@@ -54,6 +56,11 @@ class SupervisionSettings:
     persist_warnings: bool = False
     """Write warnings to the ``warning`` table too (they are always logged)."""
     warning_retention_days: int = 365
+    persist_queue_stats: bool = False
+    """Record throughput (``created_delta``, ``completed_delta``, ``failed_delta``, latency histograms) on the
+    queue rows at each count, and a snapshot of each counted queue in the daily partitions of ``queue_stats``."""
+    queue_stat_retention_days: int = 7
+    """Drop the ``queue_stats`` partitions of days older than this (only with :attr:`persist_queue_stats`)."""
     migrate: bool = True
     """Whether this instance runs the deferred index builds (BAM), as pg-boss's ``migrate``."""
 
@@ -62,7 +69,7 @@ class SupervisionSettings:
         """Validate pg-boss 12's options in snake_case (:data:`SUPERVISION_OPTIONS`); absent or ``None`` means
         the default. The supervise, monitor and maintenance intervals are whole seconds from 1 to 24 h, the
         flow interval at least 1, the BAM interval at least 10, the instance heartbeat 1-3600, the warning size
-        and retention at least 1.
+        and retention at least 1, the ``queue_stats`` retention 1-365 days.
 
         Raises:
             InvalidOptionError: an unknown option or a bad value.
@@ -91,6 +98,8 @@ class SupervisionSettings:
             warning_queue_size=number("warning_queue_size", 1),
             persist_warnings=boolean("persist_warnings"),
             warning_retention_days=number("warning_retention_days", 1),
+            persist_queue_stats=boolean("persist_queue_stats"),
+            queue_stat_retention_days=number("queue_stat_retention_days", 1, 365),
             migrate=boolean("migrate"),
         )
 
@@ -106,6 +115,8 @@ class SupervisionSettings:
             "warningQueueSize": self.warning_queue_size,
             "persistWarnings": self.persist_warnings,
             "warningRetentionDays": self.warning_retention_days,
+            "persistQueueStats": self.persist_queue_stats,
+            "queueStatRetentionDays": self.queue_stat_retention_days,
             "migrate": self.migrate,
         }
 

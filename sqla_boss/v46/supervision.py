@@ -10,14 +10,15 @@ pg-boss does once per cluster a mixed cluster does once:
   that moves the claim to ``job_now()`` only when at least the interval has passed (§8.1), after locking the
   candidate rows ``FOR NO KEY UPDATE SKIP LOCKED``;
 * the advisory locks of §2.2, keyed on the schema and a suffix: ``<table>failJobsByTimeout``,
-  ``<table>failJobsByHeartbeat``, ``<table>deletion``, ``<table>cleanupDependencies`` and ``bamClaim`` (waited
-  for), ``queue-stats`` (tried: the loser skips the aggregate and hands its claims back).
+  ``<table>failJobsByHeartbeat``, ``<table>deletion``, ``<table>cleanupDependencies``, ``queue-stats-insert`` and
+  ``bamClaim`` (waited for), ``queue-stats`` (tried: the loser skips the aggregate and hands its claims back).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import re
 import uuid
 from collections.abc import Callable, Sequence
@@ -27,6 +28,8 @@ from typing import Any
 from sqlalchemy import (
     Boolean,
     ColumnElement,
+    Date,
+    Float,
     Integer,
     Select,
     Text,
@@ -49,10 +52,10 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TIMESTAMP, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TIMESTAMP, UUID, aggregate_order_by
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from sqla_boss.identifiers import DEFAULT_SCHEMA, validate_schema_name
+from sqla_boss.identifiers import DEFAULT_SCHEMA, quote_identifier, validate_schema_name
 from sqla_boss.models.enums import JobState
 from sqla_boss.operations import Operation, Step
 from sqla_boss.schema import advisory_lock_key_of
@@ -73,6 +76,7 @@ version_table = _tables[f"{DEFAULT_SCHEMA}.version"]
 bam = _tables[f"{DEFAULT_SCHEMA}.bam"]
 instance = _tables[f"{DEFAULT_SCHEMA}.instance"]
 warning = _tables[f"{DEFAULT_SCHEMA}.warning"]
+queue_stats = _tables[f"{DEFAULT_SCHEMA}.queue_stats"]
 
 QUEUE_CHUNK = 100
 """The most queues one claim, monitor or maintenance statement takes, as pg-boss walks them (§8.2)."""
@@ -273,7 +277,9 @@ def _aggregate() -> Any:
             failed_count=s.failed,
             singletons_active=s.singletons,
             total_count=case(
-                (queue.c.retained_count.is_(None), func.greatest(queue.c.total_count, s.stored)),
+                # Not counted yet: the live jobs, as pg-boss 12 (observed: its queue_stats snapshot of a
+                # queue with 11 stored jobs, 4 of them live, holds total_count 4 until maintenance counts).
+                (queue.c.retained_count.is_(None), func.greatest(queue.c.total_count, live)),
                 else_=queue.c.retained_count + live + s.since,
             ),
             ready_history=func.array_prepend(s.ready, queue.c.ready_history, type_=ARRAY(Integer))[1:READY_HISTORY],
@@ -287,6 +293,208 @@ AGGREGATE = _aggregate()
 """Write the cached counts of ``:queue_names`` on their rows (§8.4): queued (= blocked + deferred + ready),
 active, failed, the active singleton keys, the ready history, ``total_count``, ``monitor_on``. Run only under
 the ``queue-stats`` lock. Returns (name, queued_count, warning_queued)."""
+
+DELTA_LAG_SECONDS = 10
+"""A throughput window ends this long before the pass, so that a job stamped by a transaction still open at
+the pass (its ``created_on``/``completed_on`` are its transaction's ``job_now()``) lands in a later window."""
+DELTA_RESET_SECONDS = 2 * 3600
+"""A window that would start more than this before its end (or twice the pass interval, when longer) starts
+afresh instead, counting nothing (§8.4): hours of work do not land on one snapshot."""
+LATENCY_SLOTS = 48
+"""The slots of ``wait_bins`` and ``run_bins``: slot 0 under 10 ms, slot k in [10 ms·√2^(k-1), 10 ms·√2^k),
+the last one everything longer."""
+_LATENCY_LOW = math.log(0.01)
+_LATENCY_WIDTH = math.log(2) / 2
+
+
+def latency_slot(seconds: ColumnElement[Any]) -> ColumnElement[Any]:
+    """The histogram slot of a duration of ``seconds`` (float8), clamped to 0 and the last slot; a duration of
+    zero or less (two clocks) is slot 0. The same float8 arithmetic as pg-boss 12, so a duration on a slot's
+    edge lands where pg-boss puts it (observed: 20 ms, the edge of slots 2 and 3, lands in slot 2)."""
+    ratio = (
+        func.ln(func.greatest(cast(seconds, Float), const("0.001::float8")))
+        - const(f"({_LATENCY_LOW!r})::float8", Float())
+    ) / const(f"({_LATENCY_WIDTH!r})::float8", Float())
+    return func.least(func.greatest(cast(func.floor(ratio), Integer) + 1, 0), LATENCY_SLOTS - 1)
+
+
+def _throughput() -> Any:
+    end = JOB_NOW - const(f"interval '{DELTA_LAG_SECONDS} seconds'")
+    reset = bindparam("reset_seconds", type_=Integer) * ONE_SECOND
+    window = (
+        select(
+            queue.c.name,
+            case((queue.c.delta_on > end - reset, queue.c.delta_on)).label("w_start"),
+            end.label("w_end"),
+        )
+        .where(queue.c.name == any_(_names))
+        .cte("win")
+    )
+    w = window.c
+    created = and_(job.c.created_on >= w.w_start, job.c.created_on < w.w_end)
+    done = and_(job.c.completed_on >= w.w_start, job.c.completed_on < w.w_end)
+    timed = and_(
+        done,
+        job.c.state.in_([state_constant(JobState.completed), state_constant(JobState.failed)]),
+        job.c.started_on.is_not(None),
+    )
+    wait = func.date_part("epoch", job.c.started_on - func.greatest(job.c.created_on, job.c.start_after))
+    run = func.date_part("epoch", job.c.completed_on - job.c.started_on)
+    rows = (
+        select(
+            w.name,
+            w.w_start,
+            w.w_end,
+            created.label("created"),
+            and_(done, job.c.state == state_constant(JobState.completed)).label("completed"),
+            and_(done, job.c.state == state_constant(JobState.failed)).label("failed"),
+            case((timed, latency_slot(wait))).label("wait_slot"),
+            case((timed, latency_slot(run))).label("run_slot"),
+        )
+        .select_from(window.outerjoin(job, and_(job.c.name == w.name, or_(created, done))))
+        .cte("finished")
+    )
+    r = rows.c
+    per_queue = (
+        select(
+            r.name,
+            r.w_start,
+            r.w_end,
+            func.count().filter(r.created).label("created"),
+            func.count().filter(r.completed).label("completed"),
+            func.count().filter(r.failed).label("failed"),
+        )
+        .group_by(r.name, r.w_start, r.w_end)
+        .cte("throughput")
+    )
+    t = per_queue.c
+
+    def histogram(slot: ColumnElement[Any], label: str) -> Any:
+        # Counted by slot once, then laid out over every slot: NULL where none landed.
+        counts = (
+            select(r.name, slot.label("slot"), cast(func.count(), Integer).label("n"))
+            .where(slot.is_not(None))
+            .group_by(r.name, slot)
+            .cte(label)
+        )
+        slots = func.generate_series(0, LATENCY_SLOTS - 1).table_valued("slot").render_derived(name="s")
+        return (
+            select(func.array_agg(aggregate_order_by(counts.c.n, slots.c.slot)))
+            .select_from(slots.outerjoin(counts, and_(counts.c.slot == slots.c.slot, counts.c.name == queue.c.name)))
+            .correlate(queue)
+            .scalar_subquery()
+        )
+
+    ready = and_(
+        job.c.name == queue.c.name,
+        job.c.state < state_constant(JobState.active),
+        ~job.c.blocked,
+        job.c.start_after <= JOB_NOW,
+    )
+    oldest = (
+        select(
+            cast(
+                func.round(extract("epoch", JOB_NOW - func.min(func.greatest(job.c.created_on, job.c.start_after)))),
+                Integer,
+            )
+        )
+        .where(ready)
+        .scalar_subquery()
+    )
+    seconds = cast(func.round(extract("epoch", t.w_end - t.w_start)), Integer)
+    return (
+        update(queue)
+        .where(queue.c.name == t.name)
+        .values(
+            created_delta=t.created,
+            completed_delta=t.completed,
+            failed_delta=t.failed,
+            delta_seconds=case((seconds < 0, 0), else_=seconds),
+            delta_on=func.greatest(queue.c.delta_on, t.w_end),
+            wait_bins=histogram(r.wait_slot, "wait_counts"),
+            run_bins=histogram(r.run_slot, "run_counts"),
+            ready_oldest_seconds=func.coalesce(oldest, 0),
+        )
+        .returning(queue.c.name)
+    )
+
+
+THROUGHPUT = _throughput()
+"""With ``persist_queue_stats``, after :data:`AGGREGATE` in its transaction (under the same ``queue-stats``
+lock), write the throughput of ``:queue_names`` over the window [``delta_on``, ``job_now()`` - 10 s) (§8.4):
+jobs created in it, completed and failed in it (by ``completed_on``; cancelled ones count in neither), the
+48-slot histograms of the wait (``started_on`` - the later of ``created_on`` and ``start_after``) and run
+(``completed_on`` - ``started_on``) of the completed and failed jobs that started, NULL in empty slots; the
+window's length in whole seconds, and its end as the next ``delta_on``. A window with no start (never
+counted, or ``delta_on`` older than ``:reset_seconds`` before its end) counts nothing and has NULL seconds.
+``ready_oldest_seconds``: how long the oldest ready job has been ready (0 without one). Not done: pg-boss's
+"true-up" of the last hour's snapshots when late commits recount higher."""
+
+INSERT_QUEUE_STATS = insert(queue_stats).from_select(
+    [
+        "name",
+        "deferred_count",
+        "queued_count",
+        "ready_count",
+        "active_count",
+        "failed_count",
+        "total_count",
+        "created_delta",
+        "completed_delta",
+        "failed_delta",
+        "delta_seconds",
+        "delta_on",
+        "wait_bins",
+        "run_bins",
+        "ready_oldest_seconds",
+        "captured_on",
+    ],
+    select(
+        queue.c.name,
+        queue.c.deferred_count,
+        queue.c.queued_count,
+        queue.c.ready_count,
+        queue.c.active_count,
+        queue.c.failed_count,
+        queue.c.total_count,
+        queue.c.created_delta,
+        queue.c.completed_delta,
+        queue.c.failed_delta,
+        queue.c.delta_seconds,
+        queue.c.delta_on,
+        queue.c.wait_bins,
+        queue.c.run_bins,
+        queue.c.ready_oldest_seconds,
+        JOB_NOW,
+    ).where(queue.c.name == any_(_names)),
+)
+"""A ``queue_stats`` snapshot of each of ``:queue_names`` as its row stands, ``captured_on = job_now()``; run
+under the ``queue-stats-insert`` lock (§8.4)."""
+
+STATS_TODAY = select(cast(func.timezone("UTC", JOB_NOW), Date))
+"""Today by ``job_now()``, in UTC: the day of the ``queue_stats`` partition rows go to now (§1.10)."""
+STATS_PARTITIONS = (
+    select(literal_column("c.relname", Text))
+    .select_from(
+        text(
+            "pg_catalog.pg_inherits i JOIN pg_catalog.pg_class p ON p.oid = i.inhparent "
+            "JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid JOIN pg_catalog.pg_namespace n ON n.oid = p.relnamespace"
+        )
+    )
+    .where(literal_column("n.nspname") == bindparam("schema", type_=Text), literal_column("p.relname") == "queue_stats")
+)
+"""The partitions of ``<:schema>.queue_stats``."""
+STATS_PARTITION_NAME = re.compile(r"queue_stats_([0-9]{8})")
+
+
+def stats_partition(schema: str, day: dt.date) -> Any:
+    """Create the ``queue_stats`` partition of ``day`` (UTC) unless it exists (§1.10). ``schema`` is validated."""
+    return text(
+        f"CREATE TABLE IF NOT EXISTS {quote_identifier(schema)}.{quote_identifier(f'queue_stats_{day:%Y%m%d}')} "
+        f"PARTITION OF {quote_identifier(schema)}.queue_stats "
+        f"FOR VALUES FROM ('{day:%Y-%m-%d} 00:00:00+00') TO ('{day + dt.timedelta(days=1):%Y-%m-%d} 00:00:00+00')"
+    )
+
 
 INSERT_WARNING = insert(warning).values(
     type=bindparam("warning_type", type_=Text),
@@ -493,7 +701,7 @@ def _register() -> Any:
         "supervise": bindparam("supervise", type_=Boolean),
         "schedule": bindparam("schedule", type_=Boolean),
         "migrate": bindparam("migrate", type_=Boolean),
-        "persist_queue_stats": literal(False),
+        "persist_queue_stats": bindparam("persist_queue_stats", type_=Boolean),
         "persist_warnings": bindparam("persist_warnings", type_=Boolean),
         "workers": cast(bindparam("workers", type_=Text), JSONB),
         "config": cast(bindparam("config", type_=Text), JSONB),
@@ -640,6 +848,7 @@ class InstanceRecord:
     schedule: bool
     migrate: bool
     persist_warnings: bool
+    persist_queue_stats: bool = False
     config: dict[str, Any] = field(default_factory=dict)
 
     def params(self, workers: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
@@ -655,6 +864,7 @@ class InstanceRecord:
             "schedule": self.schedule,
             "migrate": self.migrate,
             "persist_warnings": self.persist_warnings,
+            "persist_queue_stats": self.persist_queue_stats,
             "workers": json.dumps(list(workers), default=str),
             "config": json.dumps(self.config, default=str),
         }
@@ -741,8 +951,11 @@ class Supervision46:
         affected, dead_lettered = rows[0]
         return int(affected), int(dead_lettered)
 
-    def monitor(self, names: Sequence[str]) -> Operation[list[tuple[str, int, int]] | None]:
-        """Write the cached counts of ``names`` (§8.4) under the ``queue-stats`` try-lock; returns (name,
+    def monitor(
+        self, names: Sequence[str], reset_seconds: int | None = None
+    ) -> Operation[list[tuple[str, int, int]] | None]:
+        """Write the cached counts of ``names`` (§8.4) under the ``queue-stats`` try-lock, and with
+        ``reset_seconds`` (``persist_queue_stats``) their throughput (:data:`THROUGHPUT`); returns (name,
         queued_count, warning_queued) of each, or ``None`` when another instance held the lock or the backoff
         holds every aggregate back: then, for the lock, the claims are handed back."""
         if (yield Step(MONITOR_BACKOFF, {}, "scalar")):
@@ -751,7 +964,48 @@ class Supervision46:
             yield Step(HAND_BACK_MONITOR, {"queue_names": list(names)}, "rowcount")
             return None
         rows = yield Step(AGGREGATE, {"queue_names": list(names)}, "rows")
+        if reset_seconds is not None:
+            yield Step(THROUGHPUT, {"queue_names": list(names), "reset_seconds": reset_seconds}, "rowcount")
         return [(name, int(queued), int(threshold)) for name, queued, threshold in rows]
+
+    def insert_queue_stats(self, names: Sequence[str]) -> Operation[int]:
+        """A ``queue_stats`` snapshot of each of ``names`` (the queues a count just wrote), under the
+        ``queue-stats-insert`` lock; returns how many."""
+        yield from self._lock("queue-stats-insert")
+        return int((yield Step(INSERT_QUEUE_STATS, {"queue_names": list(names)}, "rowcount")))
+
+    def ensure_stats_partitions(self) -> Operation[list[str]]:
+        """Create today's and tomorrow's (UTC, by ``job_now()``) ``queue_stats`` partitions unless they exist
+        (§8.2 step 1); returns the names of both."""
+        today: dt.date = yield Step(STATS_TODAY, {}, "scalar")
+        existing = {name for (name,) in (yield Step(STATS_PARTITIONS, {"schema": self.schema}, "rows"))}
+        names = []
+        for day in (today, today + dt.timedelta(days=1)):
+            name = f"queue_stats_{day:%Y%m%d}"
+            if name not in existing:
+                yield Step(stats_partition(self.schema, day), {}, "rowcount")
+            names.append(name)
+        return names
+
+    def drop_old_stats_partitions(self, retention_days: int) -> Operation[list[str]]:
+        """Drop the ``queue_stats`` partitions of days before today (UTC) minus ``retention_days`` (§8.2
+        step 3); returns their names."""
+        today: dt.date = yield Step(STATS_TODAY, {}, "scalar")
+        cutoff = today - dt.timedelta(days=retention_days)
+        dropped = []
+        for name in sorted(name for (name,) in (yield Step(STATS_PARTITIONS, {"schema": self.schema}, "rows"))):
+            match = STATS_PARTITION_NAME.fullmatch(name)
+            if match is None:
+                continue
+            try:
+                day = dt.datetime.strptime(match.group(1), "%Y%m%d").date()
+            except ValueError:
+                continue
+            if day < cutoff:
+                drop = text(f"DROP TABLE IF EXISTS {quote_identifier(self.schema)}.{quote_identifier(name)}")
+                yield Step(drop, {}, "rowcount")
+                dropped.append(name)
+        return dropped
 
     def write_warning(self, warning_type: str, message: str, data: Any) -> Operation[None]:
         params = {"warning_type": warning_type, "message": message, "data": json.dumps(data, default=str)}
