@@ -135,7 +135,7 @@ def test_async_worker_is_the_twin_of_worker() -> None:
     assert api_differences(Worker, AsyncWorker, coroutines={"start", "stop", "run"}) == []
     sync_properties = {name for name, _ in inspect.getmembers(Worker, lambda m: isinstance(m, property))}
     async_properties = {name for name, _ in inspect.getmembers(AsyncWorker, lambda m: isinstance(m, property))}
-    assert sync_properties == async_properties == {"queues"}
+    assert sync_properties == async_properties == {"listening", "queues"}
 
 
 def test_async_maintenance_is_the_twin_of_maintenance() -> None:

@@ -353,10 +353,17 @@ def test_a_mixed_cluster_does_each_task_once_per_interval(
         with pgboss12.spawn(schema, node_actions) as node:
             for thread in threads:
                 thread.start()
+            # Two BAM intervals, every build ended, and a cron pass by Python (on a loaded machine Node can win
+            # the first few): what the assertions below read.
             wait_until(
-                lambda: sql(db, f"SELECT count(DISTINCT stamp) FROM {schema}.claims WHERE task = 'bam'")[0][0] >= 2,
-                timeout=60,
-                what="two BAM intervals",
+                lambda: sql(
+                    db,
+                    f"SELECT (SELECT count(DISTINCT stamp) FROM {schema}.claims WHERE task = 'bam') >= 2 "
+                    f"AND NOT EXISTS (SELECT FROM {schema}.bam WHERE status <> 'completed') "
+                    f"AND EXISTS (SELECT FROM {schema}.claims WHERE task = 'cron' AND app LIKE 'py%')",
+                )[0][0],
+                timeout=90,
+                what="two BAM intervals, every build completed, a Python cron pass",
             )
             sql(db, f"INSERT INTO {schema}.finish VALUES (true)")
             node.result(timeout=60)
