@@ -37,6 +37,15 @@ def engine(database_url: URL) -> Iterator[Engine]:
 
 
 @pytest.fixture
+def db(database_url: URL) -> Iterator[Engine]:
+    """An engine of the test's own, disposed of afterwards (a supervisor's or a worker's connections come and
+    go; the session-wide ``engine`` stays untouched)."""
+    engine = create_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
 def schema_name(engine: Engine) -> Iterator[str]:
     """A schema name no other test uses; whatever it ends up holding is dropped afterwards."""
     name = unique_name("t")

@@ -116,6 +116,13 @@ def query(engine: Engine, sql: str, **params: Any) -> list[Any]:
         return list(connection.execute(text(sql), params))
 
 
+def sql(engine: Engine, statement: str, **params: Any) -> list[Any]:
+    """Run ``statement`` in a transaction of its own and commit; its rows, if it returns any."""
+    with engine.begin() as connection:
+        result = connection.execute(text(statement), params)
+        return list(result) if result.returns_rows else []
+
+
 def wait_until(condition: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> None:
     """Poll ``condition`` until it holds, failing after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

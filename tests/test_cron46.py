@@ -12,13 +12,12 @@ import datetime as dt
 import logging
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
-from support import wait_until
+from support import sql, wait_until
 
 from sqla_boss import Boss, Worker
 from sqla_boss.options.supervision import SupervisionSettings
@@ -33,19 +32,6 @@ UTC = dt.timezone.utc
 @pytest.fixture(scope="module")
 def schema_version() -> int:
     return 46
-
-
-@pytest.fixture
-def db(database_url: Any) -> Iterator[Engine]:
-    engine = create_engine(database_url)
-    yield engine
-    engine.dispose()
-
-
-def sql(engine: Engine, statement: str, **params: Any) -> list[Any]:
-    with engine.begin() as connection:
-        result = connection.execute(text(statement), params)
-        return list(result) if result.returns_rows else []
 
 
 def at(text_: str) -> dt.datetime:

@@ -20,9 +20,9 @@ from pgboss import (  # noqa: F401  (the fixtures pgboss12 and pgboss_install)
     pgboss_install_fixture,
     start,
 )
-from sqlalchemy import URL, Engine, create_engine, text
+from sqlalchemy import URL, Engine, create_engine
 from sqlalchemy.orm import Session
-from support import wait_until
+from support import sql, wait_until
 
 from sqla_boss import Boss, Worker
 from sqla_boss.flavours import Event
@@ -46,12 +46,6 @@ def db(database_url: URL) -> Iterator[Engine]:
     engine = create_engine(database_url, connect_args={"application_name": "py-test"})
     yield engine
     engine.dispose()
-
-
-def sql(engine: Engine, statement: str, **params: Any) -> list[Any]:
-    with engine.begin() as connection:
-        result = connection.execute(text(statement), params)
-        return list(result) if result.returns_rows else []
 
 
 def send_it_rows(engine: Engine, schema: str) -> list[dict[str, Any]]:

@@ -8,14 +8,13 @@ import asyncio
 import datetime as dt
 import threading
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, select, text
+from sqlalchemy import Engine, select, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.orm import Session
-from support import wait_until
+from support import sql, wait_until
 
 from sqla_boss import Boss, JobState
 from sqla_boss.async_supervisor import AsyncSupervisor
@@ -32,22 +31,8 @@ def schema_version() -> int:
     return 46
 
 
-@pytest.fixture
-def db(database_url: Any) -> Iterator[Engine]:
-    """An engine of the test's own (the supervisor's connections come and go)."""
-    engine = create_engine(database_url)
-    yield engine
-    engine.dispose()
-
-
 def supervisor(engine: Engine, schema: str, **options: Any) -> Supervisor:
     return Supervisor(engine, schema, SupervisionSettings.from_options(options), cron_interval_seconds=None)
-
-
-def sql(engine: Engine, statement: str, **params: Any) -> list[Any]:
-    with engine.begin() as connection:
-        result = connection.execute(text(statement), params)
-        return list(result) if result.returns_rows else []
 
 
 def queue_row(engine: Engine, schema: str, name: str) -> dict[str, Any]:

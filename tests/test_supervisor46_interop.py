@@ -8,7 +8,6 @@ import datetime as dt
 import itertools
 import threading
 from collections import defaultdict
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,7 +20,7 @@ from pgboss import (  # noqa: F401  (the fixtures pgboss12 and pgboss_install)
     start,
 )
 from sqlalchemy import URL, Engine, create_engine, text
-from support import wait_until
+from support import sql, wait_until
 
 from sqla_boss.flavours import Event
 from sqla_boss.options.supervision import SupervisionSettings
@@ -36,19 +35,6 @@ COUNTS = ("queued_count", "blocked_count", "deferred_count", "ready_count", "act
 @pytest.fixture(scope="module")
 def schema_version() -> int:
     return 46
-
-
-@pytest.fixture
-def db(database_url: URL) -> Iterator[Engine]:
-    engine = create_engine(database_url)
-    yield engine
-    engine.dispose()
-
-
-def sql(engine: Engine, statement: str, **params: Any) -> list[Any]:
-    with engine.begin() as connection:
-        result = connection.execute(text(statement), params)
-        return list(result) if result.returns_rows else []
 
 
 def supervisor(engine: Engine, schema: str, **options: Any) -> Supervisor:
