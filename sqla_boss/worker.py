@@ -836,15 +836,15 @@ class Worker:
 
     def _fail(self, name: str, targets: list[Any], output: Any) -> None:
         """Fail the jobs (ids, or on version 46 the fetched jobs: :meth:`_settling`) in a transaction of their
-        own, committed at once; once more if the pool handed out a connection whose backend is gone (a
-        terminated transactional batch's: the pool is renewed by then)."""
-        for attempt in (1, 2):
+        own, committed at once; up to twice more if the pool handed out a connection whose backend is gone (a
+        terminated transactional batch's: at a forced stop several can be in the pool at once)."""
+        for attempt in (1, 2, 3):
             try:
                 with self._sessions() as session, session.begin():
                     self._driver.run(session, self._operations.fail(name, targets, output))
                 return
             except DBAPIError as error:
-                if attempt == 2 or not error.connection_invalidated:
+                if attempt == 3 or not error.connection_invalidated:
                     raise
 
     def _fail_held(self, held: Held, output: Any) -> None:
