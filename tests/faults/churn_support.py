@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import pytest
+from pgboss import SpawnedPgBoss
 from sqlalchemy import URL, Engine, create_engine, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
@@ -666,3 +667,58 @@ def read_outcome(
         rows=len(jobs),
         span=(float(span), float(half), float(most)),
     )
+
+
+def run_beside_node(
+    spawn: Callable[[], SpawnedPgBoss],
+    engine: Engine,
+    schema: str,
+    queues: Sequence[str],
+    pythons: Sequence[ThreadedWorkers | AsyncWorkers],
+    records: Engine,
+    *,
+    timeout: float,
+    stall: float,
+    slow_seconds: float,
+) -> tuple[float, Any]:
+    """Start pg-boss (``spawn``), and the Python workers once it has run a job (they would otherwise take a good
+    share of its queue before its first poll); wait until every job of ``queues`` settles (:func:`settle`);
+    then stop everyone and let the slow handlers the threaded workers gave up on end before anything is read or
+    dropped. Returns the seconds it took to settle and pg-boss's output."""
+    quoted = quote_identifier(schema)
+    threads_before = set(threading.enumerate())
+    node: SpawnedPgBoss | None = None
+
+    def node_alive() -> None:
+        assert node is not None
+        if node.done() and unsettled(engine, schema, queues):
+            node.result()  # raises with the driver's output: pg-boss stopped early
+
+    began = time.monotonic()
+    try:
+        node = spawn()
+        poll(
+            lambda: (
+                query(engine, f"SELECT EXISTS (SELECT FROM {quoted}.executions WHERE worker = '{NODE_LABEL}')")[0][0]
+                or (node is not None and node.done() and node.result())
+            ),
+            timeout=30,
+            what=lambda: "pg-boss's first job",
+        )
+        for workers in pythons:
+            workers.start()
+        settle(lambda: unsettled(engine, schema, queues), timeout=timeout, stall=stall, check=node_alive)
+        elapsed = time.monotonic() - began
+        output = node.result(timeout=60)
+    finally:
+        if node is not None:
+            node.kill()
+        for workers in reversed(pythons):
+            workers.stop()
+        poll(
+            lambda: not handler_threads(threads_before),
+            timeout=slow_seconds + 10,
+            what=lambda: f"abandoned handlers to end: {handler_threads(threads_before)}",
+        )
+        records.dispose()
+    return elapsed, output

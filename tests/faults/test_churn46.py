@@ -50,8 +50,6 @@ of STALL_SECONDS as well as after SETTLE_TIMEOUT), and the only sleeps are the h
 from __future__ import annotations
 
 import logging
-import threading
-import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -75,12 +73,9 @@ from churn_support import (
     create_side_tables,
     digest,
     drawn_steps,
-    handler_threads,
     node_procedure,
-    poll,
     read_outcome,
-    settle,
-    unsettled,
+    run_beside_node,
 )
 from pgboss import (  # noqa: F401  (the fixtures pgboss12 and pgboss_install)
     PgBoss,
@@ -359,43 +354,17 @@ def test_every_job_ends_as_its_plan_says_each_attempt_run_once_groups_within_the
         call("waitSql", settled_sql, int((SETTLE_TIMEOUT + 30) * 1000)),
         STOP,
     ]
-    threads_before = set(threading.enumerate())
-
-    def node_alive() -> None:
-        assert node is not None
-        if node.done() and unsettled(engine, schema, QUEUES):
-            node.result()  # raises with the driver's output: pg-boss stopped early
-
-    began = time.monotonic()
-    node: SpawnedPgBoss | None = None
-    try:
-        node = pgboss12.spawn(schema, node_actions)
-        # Node takes a moment to start; once it has run a job, the Python workers join it.
-        poll(
-            lambda: (
-                query(engine, f"SELECT EXISTS (SELECT FROM {quoted}.executions WHERE worker = '{NODE_LABEL}')")[0][0]
-                or (node is not None and node.done() and node.result())
-            ),
-            timeout=30,
-            what=lambda: "pg-boss's first job",
-        )
-        asynchronous.start()
-        threaded.start()
-        settle(lambda: unsettled(engine, schema, QUEUES), timeout=SETTLE_TIMEOUT, stall=STALL_SECONDS, check=node_alive)
-        elapsed = time.monotonic() - began
-        output = node.result(timeout=60)
-    finally:
-        if node is not None:
-            node.kill()
-        threaded.stop()
-        asynchronous.stop()
-        # Slow handlers the threaded workers gave up on sleep on; let them end before anything is read or dropped.
-        poll(
-            lambda: not handler_threads(threads_before),
-            timeout=SLOW_SECONDS + 10,
-            what=lambda: f"abandoned handlers to end: {handler_threads(threads_before)}",
-        )
-        records.dispose()
+    elapsed, output = run_beside_node(
+        lambda: pgboss12.spawn(schema, node_actions),
+        engine,
+        schema,
+        QUEUES,
+        [asynchronous, threaded],
+        records,
+        timeout=SETTLE_TIMEOUT,
+        stall=STALL_SECONDS,
+        slow_seconds=SLOW_SECONDS,
+    )
 
     # --- what happened
     outcome = read_outcome(engine, schema, plans, ids, QUEUES, ("job",))
