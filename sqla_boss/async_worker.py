@@ -96,7 +96,7 @@ from sqla_boss.handling import (
 )
 from sqla_boss.identifiers import DEFAULT_SCHEMA
 from sqla_boss.models import Job
-from sqla_boss.operations import Operations, operations_for, verify_schema
+from sqla_boss.operations import Operation, Operations, operations_for, terminate_backend, verify_schema
 from sqla_boss.options.workers import Registration, WorkerSettings, adjust
 from sqla_boss.schema import REPOSITORY_VERSIONS, schema_translate_map
 
@@ -791,6 +791,10 @@ class AsyncWorker:
         state.handling_since = time.monotonic()
         try:
             outcome = await caller.call(seconds, in_transaction, if_abandoned=session.invalidate)
+        except BaseException:  # cancelled from outside (a forced stop ends a handler that outlived the sweep)
+            with contextlib.suppress(Exception):  # its transaction dies with the connection, never pooled
+                await session.invalidate()
+            raise
         finally:
             state.handling_since = None
             if beating is not None:
@@ -836,12 +840,17 @@ class AsyncWorker:
 
     async def _fail(self, name: str, targets: list[Any], output: Any) -> None:
         """Fail the jobs (ids, or on version 46 the fetched jobs: :meth:`_settling`) in a transaction of their
-        own, committed at once; up to twice more if the pool handed out a connection whose backend is gone (a
-        terminated transactional batch's: at a forced stop several can be in the pool at once)."""
+        own, committed at once."""
+        await self._in_own_transaction(self._operations.fail(name, targets, output))
+
+    async def _in_own_transaction(self, operation: Operation[Any]) -> None:
+        """Run one operation in a transaction of its own, committed at once; up to twice more if the pool
+        handed out a connection whose backend is gone. At a forced stop that happens: a transactional batch
+        that ended just before its backend was terminated has put that dead connection back in the pool."""
         for attempt in (1, 2, 3):
             try:
                 async with self._sessions() as session, session.begin():
-                    await self._driver.run(session, self._operations.fail(name, targets, output))
+                    await self._driver.run(session, operation)
                 return
             except DBAPIError as error:
                 if attempt == 3 or not error.connection_invalidated:
@@ -865,8 +874,7 @@ class AsyncWorker:
 
     async def _terminate(self, pid: int) -> None:
         """End a transactional batch's open transaction (its writes roll back) by terminating its backend."""
-        async with self._engine.connect() as connection:
-            await connection.execute(select(func.pg_terminate_backend(pid)))
+        await self._in_own_transaction(terminate_backend(pid))
 
     # ------------------------------------------------------------------------------- supervisor, cron
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, NoReturn, TypeVar
 
-from sqlalchemy import Executable
+from sqlalchemy import Executable, Integer, bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 
 from sqla_boss import cron as cron_rules
@@ -99,6 +99,15 @@ def verify_schema(schema: str, runs: tuple[int, ...] = SUPPORTED_VERSIONS) -> Op
     exists = yield Step(version_table_exists(schema), {}, "scalar")
     version = None if exists is None else (yield Step(READ_VERSION, {}, "scalar"))
     return supported_version(schema, version, runs)
+
+
+TERMINATE_BACKEND = select(func.pg_terminate_backend(bindparam("pid", type_=Integer)))
+
+
+def terminate_backend(pid: int) -> Operation[None]:
+    """End another session's backend (a transactional batch's, at its timeout or at a forced stop): its open
+    transaction rolls back. Needs the same role as that session, or pg_signal_backend."""
+    yield Step(TERMINATE_BACKEND, {"pid": pid}, "scalar")
 
 
 FETCH_ATTEMPTS = 3
