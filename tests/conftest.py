@@ -13,6 +13,7 @@ from sqlalchemy import URL, Engine, create_engine, text
 from sqlalchemy.pool import NullPool
 from support import Run, drop_schema, install_schema, unique_name
 
+from sqla_boss import Worker
 from sqla_boss import models as v24_models
 from sqla_boss.identifiers import quote_identifier
 from sqla_boss.v46 import models as v46_models
@@ -95,6 +96,15 @@ def fresh_engine(fresh_database: URL) -> Iterator[Engine]:
     engine = create_engine(fresh_database, poolclass=NullPool)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+def workers() -> Iterator[list[Worker]]:
+    """Workers the test made; each is stopped (not gracefully) at the end whatever happened."""
+    made: list[Worker] = []
+    yield made
+    for worker in made:
+        worker.stop(graceful=False)
 
 
 @pytest.fixture

@@ -14,9 +14,11 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
 
 from sqla_boss import migrations
 from sqla_boss.identifiers import quote_identifier
+from sqla_boss.schema import schema_translate_map
 
 ROOT = Path(__file__).resolve().parent.parent
 """The repository root."""
@@ -29,6 +31,13 @@ Run = Callable[..., tuple[int, str, str]]
 def unique_name(prefix: str) -> str:
     """A fresh lower-case identifier, so tests never share a schema or a database."""
     return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+def schema_sessions(engine: Engine, schema: str) -> sessionmaker[Session]:
+    """Sessions whose models map to ``schema``, objects kept readable after commit: what a worker is given."""
+    return sessionmaker(
+        bind=engine.execution_options(schema_translate_map=schema_translate_map(schema)), expire_on_commit=False
+    )
 
 
 def drop_schema(engine: Engine, schema: str) -> None:

@@ -10,7 +10,6 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -20,11 +19,10 @@ from sqlalchemy import URL, Engine, create_engine, select
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
-from support import wait_until
+from support import schema_sessions, wait_until
 
 from sqla_boss import AsyncWorker, Boss, Worker
 from sqla_boss.async_listener import UNAVAILABLE
-from sqla_boss.schema import schema_translate_map
 from sqla_boss.v46.models import Job
 from sqla_boss.v46.operations import notify_channel
 
@@ -43,19 +41,10 @@ def schema_version() -> int:
 
 @pytest.fixture
 def sessions(engine: Engine, installed_schema: str) -> sessionmaker[Session]:
-    bound = engine.execution_options(schema_translate_map=schema_translate_map(installed_schema))
-    factory = sessionmaker(bind=bound, expire_on_commit=False)
+    factory = schema_sessions(engine, installed_schema)
     with factory.begin() as session:
         Boss(session, installed_schema).create_queue(LOUD, notify=True)
     return factory
-
-
-@pytest.fixture
-def workers() -> Iterator[list[Worker]]:
-    made: list[Worker] = []
-    yield made
-    for worker in made:
-        worker.stop(graceful=False)
 
 
 def send(sessions: sessionmaker[Session], schema: str, name: str = LOUD) -> uuid.UUID:
@@ -168,8 +157,7 @@ def test_behind_a_transaction_pooling_pgbouncer_the_worker_says_so_once_and_poll
     with run_pgbouncer(database_url) as bounced:
         engine = create_engine(bounced, poolclass=NullPool, connect_args={"prepare_threshold": None})
         try:
-            bound = engine.execution_options(schema_translate_map=schema_translate_map(installed_schema))
-            factory = sessionmaker(bind=bound, expire_on_commit=False)
+            factory = schema_sessions(engine, installed_schema)
             with caplog.at_level(logging.INFO, logger="sqla_boss"):
                 worker = Worker(
                     factory, installed_schema, supervise=False, schedule=False, polling_interval_seconds=0.5
@@ -199,12 +187,10 @@ def test_the_same_worker_straight_to_the_server_listens(
     """The control for the PgBouncer test: the same settings without PgBouncer prove the subscription."""
     engine = create_engine(database_url, poolclass=NullPool, connect_args={"prepare_threshold": None})
     try:
-        bound = engine.execution_options(schema_translate_map=schema_translate_map(installed_schema))
-        with sessionmaker(bind=bound).begin() as session:
+        factory = schema_sessions(engine, installed_schema)
+        with factory.begin() as session:
             Boss(session, installed_schema).create_queue(LOUD, notify=True)
-        worker = Worker(
-            sessionmaker(bind=bound), installed_schema, supervise=False, schedule=False, polling_interval_seconds=0.5
-        )
+        worker = Worker(factory, installed_schema, supervise=False, schedule=False, polling_interval_seconds=0.5)
         workers.append(worker)
         worker.work(LOUD, lambda jobs: None)
         with caplog.at_level(logging.INFO, logger="sqla_boss"):
@@ -252,9 +238,12 @@ def test_behind_a_session_pooling_pgbouncer_the_worker_listens(
     with run_pgbouncer(database_url, pool_mode="session") as bounced:
         engine = create_engine(bounced, poolclass=NullPool, connect_args={"prepare_threshold": None})
         try:
-            bound = engine.execution_options(schema_translate_map=schema_translate_map(installed_schema))
             worker = Worker(
-                sessionmaker(bind=bound), installed_schema, supervise=False, schedule=False, polling_interval_seconds=30
+                schema_sessions(engine, installed_schema),
+                installed_schema,
+                supervise=False,
+                schedule=False,
+                polling_interval_seconds=30,
             )
             workers.append(worker)
             worker.work(LOUD, lambda jobs: None)

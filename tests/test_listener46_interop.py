@@ -18,10 +18,9 @@ from pgboss import (  # noqa: F401  (the fixtures pgboss12 and pgboss_install)
 )
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
-from support import drop_schema, unique_name, wait_until
+from support import drop_schema, schema_sessions, unique_name, wait_until
 
 from sqla_boss import Boss, Worker
-from sqla_boss.schema import schema_translate_map
 from sqla_boss.v46 import ddl
 from sqla_boss.v46.operations import notify_channel
 
@@ -44,8 +43,7 @@ def schema(engine: Engine) -> Iterator[str]:
 
 @pytest.fixture
 def sessions(engine: Engine, schema: str) -> sessionmaker[Session]:
-    bound = engine.execution_options(schema_translate_map=schema_translate_map(schema))
-    factory = sessionmaker(bind=bound, expire_on_commit=False)
+    factory = schema_sessions(engine, schema)
     with factory.begin() as session:
         Boss(session, schema).create_queue(QUEUE, notify=True)
     return factory

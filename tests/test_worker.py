@@ -9,18 +9,17 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from sqlalchemy import URL, Engine, create_engine, text
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
-from support import wait_until
+from support import schema_sessions, wait_until
 
 from sqla_boss import Boss, Job, Worker
 from sqla_boss.errors import DatabaseUnavailableError, InvalidOptionError, InvalidQueueNameError
-from sqla_boss.schema import schema_translate_map
 from sqla_boss.worker import SHUTDOWN_OUTPUT
 
 QUEUE = "jobs"
@@ -28,20 +27,10 @@ QUEUE = "jobs"
 
 @pytest.fixture
 def sessions(engine: Engine, installed_schema: str) -> sessionmaker[Session]:
-    bound = engine.execution_options(schema_translate_map=schema_translate_map(installed_schema))
-    factory = sessionmaker(bind=bound, expire_on_commit=False)
+    factory = schema_sessions(engine, installed_schema)
     with factory.begin() as session:
         Boss(session, installed_schema).create_queue(QUEUE)
     return factory
-
-
-@pytest.fixture
-def workers() -> Iterator[list[Worker]]:
-    """Workers the test made; each is stopped (not gracefully) at the end whatever happened."""
-    made: list[Worker] = []
-    yield made
-    for worker in made:
-        worker.stop(graceful=False)
 
 
 def make_worker(workers: list[Worker], sessions: sessionmaker[Session], schema: str, **options: Any) -> Worker:

@@ -11,18 +11,17 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine, select, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
-from support import wait_until
+from support import schema_sessions, wait_until
 
 from sqla_boss import AsyncWorker, Boss, Worker
 from sqla_boss.errors import InvalidOptionError, UnsupportedOperationError
-from sqla_boss.schema import schema_translate_map
 from sqla_boss.v46.models import Job
 from sqla_boss.worker import SHUTDOWN_OUTPUT
 
@@ -37,19 +36,10 @@ def schema_version() -> int:
 
 @pytest.fixture
 def sessions(engine: Engine, installed_schema: str) -> sessionmaker[Session]:
-    bound = engine.execution_options(schema_translate_map=schema_translate_map(installed_schema))
-    factory = sessionmaker(bind=bound, expire_on_commit=False)
+    factory = schema_sessions(engine, installed_schema)
     with factory.begin() as session:
         Boss(session, installed_schema).create_queue(QUEUE)
     return factory
-
-
-@pytest.fixture
-def workers() -> Iterator[list[Worker]]:
-    made: list[Worker] = []
-    yield made
-    for worker in made:
-        worker.stop(graceful=False)
 
 
 def make_worker(workers: list[Worker], sessions: sessionmaker[Session], schema: str, **options: Any) -> Worker:
@@ -379,8 +369,7 @@ def test_pg_boss_10s_worker_options_are_refused_at_start(
 def test_pg_boss_12s_work_options_are_refused_on_version_24(
     engine: Engine, installed_schema: str, workers: list[Worker]
 ) -> None:
-    bound = engine.execution_options(schema_translate_map=schema_translate_map(installed_schema))
-    factory = sessionmaker(bind=bound, expire_on_commit=False)
+    factory = schema_sessions(engine, installed_schema)
     with factory.begin() as session:
         Boss(session, installed_schema).create_queue(QUEUE)
     worker = make_worker(workers, factory, installed_schema)

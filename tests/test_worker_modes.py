@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, literal, select, text
 from sqlalchemy.orm import Session, sessionmaker
-from support import wait_until
+from support import schema_sessions, wait_until
 
 from sqla_boss import Boss, Job, Worker, cron
 from sqla_boss.driver import Driver
@@ -27,7 +27,6 @@ from sqla_boss.errors import InvalidCronError, InvalidTimezoneError
 from sqla_boss.models import Schedule
 from sqla_boss.notify import MAX_CHANNEL_BYTES, PREFIX, channel, channel_expression
 from sqla_boss.operations import CronTick, operations_for
-from sqla_boss.schema import schema_translate_map
 from sqla_boss.worker import SHUTDOWN_OUTPUT
 
 QUEUE = "jobs"
@@ -41,8 +40,7 @@ QUIET = {"supervise": False, "schedule": False}
 
 @pytest.fixture
 def sessions(engine: Engine, installed_schema: str) -> sessionmaker[Session]:
-    bound = engine.execution_options(schema_translate_map=schema_translate_map(installed_schema))
-    factory = sessionmaker(bind=bound, expire_on_commit=False)
+    factory = schema_sessions(engine, installed_schema)
     with factory.begin() as session:
         Boss(session, installed_schema).create_queue(QUEUE)
     return factory
