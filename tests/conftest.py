@@ -105,6 +105,10 @@ def workers() -> Iterator[list[Worker]]:
     yield made
     for worker in made:
         worker.stop(graceful=False)
+    for worker in made:  # before the schema goes; the listener holds no lock on it, and takes 0.5 s to notice
+        for thread in worker._threads:
+            if thread.name != "sqla_boss-listener":
+                thread.join(5)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,22 +44,6 @@ def sessions(engine: Engine, installed_schema: str) -> sessionmaker[Session]:
     with factory.begin() as session:
         Boss(session, installed_schema).create_queue(QUEUE)
     return factory
-
-
-@pytest.fixture
-def workers() -> Iterator[list[Worker]]:
-    """Workers the test made; each is stopped (not gracefully) at the end whatever happened."""
-    made: list[Worker] = []
-    yield made
-    for worker in made:
-        worker.stop(graceful=False)
-    for worker in made:  # before the schema goes; the listener holds no lock on it, and takes 0.5 s to notice
-        for thread in worker._threads:
-            if thread.name != "sqla_boss-listener":
-                thread.join(5)
-
-
-# ------------------------------------------------------------------------------------------------- helpers
 
 
 def make_worker(workers: list[Worker], sessions: sessionmaker[Session], schema: str, **options: Any) -> Worker:
